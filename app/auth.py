@@ -1,0 +1,55 @@
+"""`Authorization: Bearer <key>` → Principal, and the checks endpoints declare."""
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Depends, Request
+
+from app.db import SessionDep
+from app.errors import AppError, Forbidden, Unauthorized
+from app.keys.service import Principal, authenticate
+
+PUBLISHABLE = "publishable"
+SECRET = "secret"
+ADMIN = "admin"
+
+
+async def get_principal(request: Request, session: SessionDep) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, raw_key = header.partition(" ")
+    if scheme.lower() != "bearer" or not raw_key.strip():
+        raise Unauthorized(
+            "Send an API key as 'Authorization: Bearer <key>'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    principal = await authenticate(session, raw_key.strip())
+    if principal is None:
+        raise Unauthorized("The API key is unknown or revoked.", headers={"WWW-Authenticate": "Bearer"})
+    request.state.key_id = principal.key_id
+    return principal
+
+
+def allow(*kinds: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that lets through the given key kinds (admin keys always pass)."""
+    allowed = {ADMIN, *kinds}
+
+    async def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if principal.kind not in allowed:
+            raise Forbidden(f"A {principal.kind} key may not call this endpoint.")
+        return principal
+
+    return dependency
+
+
+def ensure_program_access(
+    principal: Principal, program_id: UUID, not_found: type[AppError]
+) -> None:
+    """Another program's objects answer exactly like objects that do not exist."""
+    if not principal.can_access(program_id):
+        raise not_found()
+
+
+AdminKey = Annotated[Principal, Depends(allow())]
+SecretKey = Annotated[Principal, Depends(allow(SECRET))]
+AnyKey = Annotated[Principal, Depends(allow(SECRET, PUBLISHABLE))]

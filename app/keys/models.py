@@ -1,0 +1,20 @@
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, IdMixin, UTCDateTime
+
+
+class ApiKey(IdMixin, Base):
+    __tablename__ = "api_keys"
+
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(32))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # None: every program; otherwise the list of program ids (strings) the key may touch.
+    program_ids: Mapped[list[Any] | None] = mapped_column(JSON)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,42 @@
+from uuid import UUID
+
+from fastapi import APIRouter
+
+from app.auth import AdminKey
+from app.db import SessionDep
+from app.errors import Forbidden, NotFound, Unauthorized, problem_responses
+from app.keys import service
+from app.keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
+
+router = APIRouter(
+    prefix="/v1/api-keys", tags=["api keys"], responses=problem_responses(Unauthorized, Forbidden)
+)
+
+
+@router.post("", status_code=201, response_model=ApiKeyCreated, responses=problem_responses(NotFound))
+async def create_key(body: ApiKeyCreate, session: SessionDep, principal: AdminKey) -> ApiKeyCreated:
+    if principal.program_ids is not None:
+        limits = set(body.program_ids or [])
+        if not limits or not limits <= principal.program_ids:
+            raise Forbidden("A key limited to programs can only make keys for those programs.")
+    created = await service.create_key(session, body.kind, body.program_ids, body.name)
+    out = ApiKeyOut.model_validate(created.api_key)
+    return ApiKeyCreated(**out.model_dump(), key=created.secret)
+
+
+@router.get("", response_model=list[ApiKeyOut])
+async def list_keys(session: SessionDep, principal: AdminKey) -> list[ApiKeyOut]:
+    keys = await service.list_keys(session)
+    return [
+        ApiKeyOut.model_validate(k)
+        for k in keys
+        if principal.program_ids is None
+        or (k.program_ids and {UUID(p) for p in k.program_ids} <= principal.program_ids)
+    ]
+
+
+@router.post("/{key_id}/revoke", response_model=ApiKeyOut, responses=problem_responses(NotFound))
+async def revoke_key(key_id: UUID, session: SessionDep, principal: AdminKey) -> ApiKeyOut:
+    if principal.program_ids is not None:
+        raise Forbidden("Only an admin key for every program may revoke keys.")
+    return ApiKeyOut.model_validate(await service.revoke_key(session, str(key_id)))

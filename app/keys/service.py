@@ -1,0 +1,114 @@
+"""API keys: made with high entropy, shown once, kept only as a SHA-256 hash."""
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from uuid import UUID
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import utcnow
+from app.errors import NotFound, Unprocessable
+from app.keys.models import ApiKey
+from app.programs.models import Program
+
+KIND_PREFIXES = {"admin": "rk_adm_", "secret": "rk_sec_", "publishable": "rk_pub_"}
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's id and kind, and the programs it is limited to (None: all)."""
+
+    key_id: UUID
+    kind: str
+    program_ids: frozenset[UUID] | None
+
+    def can_access(self, program_id: UUID) -> bool:
+        return self.program_ids is None or program_id in self.program_ids
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    api_key: ApiKey
+    secret: str
+
+
+def hash_key(raw_key: str) -> str:
+    # The key has 256 bits of entropy, so a fast hash is as safe as a slow one here.
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+async def create_key(
+    session: AsyncSession,
+    kind: str,
+    program_ids: list[UUID] | None = None,
+    name: str | None = None,
+) -> CreatedKey:
+    """Make a key of `kind`, optionally limited to `program_ids`; the secret is returned once."""
+    if kind not in KIND_PREFIXES:
+        raise Unprocessable(f"kind must be one of {', '.join(KIND_PREFIXES)}")
+    if program_ids:
+        found = set(
+            await session.scalars(select(Program.id).where(Program.id.in_(program_ids)))
+        )
+        missing = [str(pid) for pid in program_ids if pid not in found]
+        if missing:
+            raise NotFound(f"no program {', '.join(missing)}")
+    raw_key = KIND_PREFIXES[kind] + secrets.token_urlsafe(32)
+    api_key = ApiKey(
+        kind=kind,
+        name=name,
+        prefix=raw_key[:12],
+        key_hash=hash_key(raw_key),
+        program_ids=sorted(str(pid) for pid in program_ids) if program_ids else None,
+    )
+    session.add(api_key)
+    await session.flush()
+    return CreatedKey(api_key=api_key, secret=raw_key)
+
+
+async def authenticate(session: AsyncSession, raw_key: str) -> Principal | None:
+    """The principal for a raw key, or None when it is unknown or revoked."""
+    digest = hash_key(raw_key)
+    api_key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    if api_key is None or not hmac.compare_digest(api_key.key_hash, digest):
+        return None
+    if api_key.revoked_at is not None:
+        return None
+    now = utcnow()
+    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
+        await session.execute(
+            update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=now)
+        )
+    program_ids = (
+        frozenset(UUID(pid) for pid in api_key.program_ids)
+        if api_key.program_ids is not None
+        else None
+    )
+    return Principal(key_id=api_key.id, kind=api_key.kind, program_ids=program_ids)
+
+
+async def revoke_key(session: AsyncSession, key_id_or_prefix: str) -> ApiKey:
+    """Revoke a key by its id or its displayed prefix; revoking twice is harmless."""
+    query = select(ApiKey)
+    try:
+        query = query.where(ApiKey.id == UUID(key_id_or_prefix))
+    except ValueError:
+        query = query.where(ApiKey.prefix == key_id_or_prefix)
+    keys = list(await session.scalars(query))
+    if len(keys) != 1:
+        raise NotFound(f"no single API key matches {key_id_or_prefix!r}")
+    api_key = keys[0]
+    if api_key.revoked_at is None:
+        api_key.revoked_at = utcnow()
+        await session.flush()
+    return api_key
+
+
+async def list_keys(session: AsyncSession) -> list[ApiKey]:
+    return list(await session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)))
+

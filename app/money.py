@@ -1,0 +1,29 @@
+"""Money is Decimal end to end; amounts are rounded half-even to the currency's minor unit."""
+
+from decimal import ROUND_HALF_EVEN, Decimal
+from functools import cache
+
+from babel.numbers import get_currency_precision, list_currencies
+
+
+@cache
+def known_currencies() -> frozenset[str]:
+    return frozenset(code for code in list_currencies() if len(code) == 3 and code.isalpha())
+
+
+def is_currency(code: str) -> bool:
+    return code in known_currencies()
+
+
+def minor_unit(currency: str) -> int:
+    return int(get_currency_precision(currency))
+
+
+def quantize(amount: Decimal, currency: str) -> Decimal:
+    """`amount` rounded half-even to the minor unit of `currency` (2 for USD, 0 for JPY)."""
+    return amount.quantize(Decimal(1).scaleb(-minor_unit(currency)), rounding=ROUND_HALF_EVEN)
+
+
+def has_valid_precision(amount: Decimal, currency: str) -> bool:
+    exponent = amount.as_tuple().exponent
+    return isinstance(exponent, int) and -exponent <= minor_unit(currency)

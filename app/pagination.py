@@ -1,0 +1,86 @@
+"""Cursor pagination over (created_at, id): stable under inserts, no OFFSET scans."""
+
+import base64
+import binascii
+import json
+from datetime import datetime
+from typing import Annotated, Any, Generic, TypeVar
+from uuid import UUID
+
+from fastapi import Depends, Query, Request
+from pydantic import BaseModel
+from sqlalchemy import Select, and_, or_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import AppError
+
+T = TypeVar("T")
+
+
+class InvalidCursor(AppError):
+    status, code, title = 422, "invalid_cursor", "The cursor is not valid"
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    next_cursor: str | None = None
+
+
+class PageParams(BaseModel):
+    limit: int
+    cursor: str | None = None
+
+
+def page_params(
+    request: Request,
+    limit: Annotated[int | None, Query(ge=1, description="Page size")] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> PageParams:
+    settings = request.app.state.settings
+    if limit is not None and limit > settings.max_page_limit:
+        raise InvalidLimit(f"limit may be at most {settings.max_page_limit}")
+    return PageParams(limit=limit or settings.default_page_limit, cursor=cursor)
+
+
+class InvalidLimit(AppError):
+    status, code, title = 422, "invalid_limit", "The page size is not valid"
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+def encode_cursor(created_at: datetime, row_id: UUID) -> str:
+    raw = json.dumps([created_at.isoformat(), str(row_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, row_id = json.loads(raw)
+        parsed = datetime.fromisoformat(created_at)
+        if parsed.tzinfo is None:
+            raise ValueError("naive")
+        return parsed, UUID(row_id)
+    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError) as exc:
+        raise InvalidCursor("cursor is malformed; pass back next_cursor unchanged") from exc
+
+
+async def paginate(
+    session: AsyncSession, query: Select[Any], model: Any, params: PageParams
+) -> tuple[list[Any], str | None]:
+    """Rows of `query` (selecting `model`) after the cursor, oldest first, and the next cursor."""
+    if params.cursor:
+        created_at, row_id = decode_cursor(params.cursor)
+        query = query.where(
+            or_(
+                model.created_at > created_at,
+                and_(model.created_at == created_at, model.id > row_id),
+            )
+        )
+    query = query.order_by(model.created_at, model.id).limit(params.limit + 1)
+    rows = list(await session.scalars(query))
+    if len(rows) <= params.limit:
+        return rows, None
+    rows = rows[: params.limit]
+    return rows, encode_cursor(rows[-1].created_at, rows[-1].id)

@@ -1,0 +1,47 @@
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import Field, StringConstraints
+
+from app.schemas import Currency, HttpUrl, InputModel, OutputModel
+
+AttributionModel = Literal["last_touch", "first_touch"]
+ProgramStatus = Literal["active", "paused", "archived"]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+WindowDays = Annotated[int, Field(ge=1, le=365)]
+Origin = Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]+$", max_length=255)]
+
+
+class ProgramCreate(InputModel):
+    name: Name
+    landing_url: HttpUrl
+    currency: Currency
+    attribution_model: AttributionModel = "last_touch"
+    attribution_window_days: WindowDays = 30
+    referee_offer: Annotated[str, Field(max_length=500)] | None = None
+    allowed_origins: Annotated[list[Origin], Field(max_length=20)] = []
+
+class ProgramUpdate(InputModel):
+    name: Name | None = None
+    landing_url: HttpUrl | None = None
+    currency: Currency | None = None
+    attribution_model: AttributionModel | None = None
+    attribution_window_days: WindowDays | None = None
+    status: ProgramStatus | None = None
+    referee_offer: Annotated[str, Field(max_length=500)] | None = None
+    allowed_origins: Annotated[list[Origin], Field(max_length=20)] | None = None
+
+
+class ProgramOut(OutputModel):
+    id: UUID
+    name: str
+    landing_url: str
+    currency: str
+    attribution_model: AttributionModel
+    attribution_window_days: int
+    status: ProgramStatus
+    referee_offer: str | None
+    allowed_origins: list[str]
+    created_at: datetime
+    updated_at: datetime

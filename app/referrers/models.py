@@ -1,0 +1,35 @@
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, IdMixin, UTCDateTime
+
+
+class Referrer(IdMixin, Base):
+    __tablename__ = "referrers"
+    __table_args__ = (UniqueConstraint("program_id", "external_id"),)
+
+    program_id: Mapped[UUID] = mapped_column(ForeignKey("programs.id"), index=True)
+    external_id: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(200))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+
+
+class Code(IdMixin, Base):
+    __tablename__ = "codes"
+
+    program_id: Mapped[UUID] = mapped_column(ForeignKey("programs.id"), index=True)
+    referrer_id: Mapped[UUID] = mapped_column(ForeignKey("referrers.id"), index=True)
+    # As the merchant wrote it; lookups go through the upper-cased `normalized` form.
+    code: Mapped[str] = mapped_column(String(64))
+    normalized: Mapped[str] = mapped_column(String(64), unique=True)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_vanity: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    max_redemptions: Mapped[int | None] = mapped_column(Integer)
+    redemption_count: Mapped[int] = mapped_column(Integer, default=0)

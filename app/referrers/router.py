@@ -1,0 +1,117 @@
+from uuid import UUID
+
+from fastapi import APIRouter, Request, Response
+
+from app.auth import AnyKey, SecretKey
+from app.db import SessionDep
+from app.errors import Forbidden, Unauthorized, problem_responses
+from app.pagination import Page, PageDep
+from app.programs.service import ProgramNotFound
+from app.referrers import service
+from app.referrers.schemas import (
+    CodeCreate,
+    CodeLookup,
+    CodeOut,
+    CodeUpdate,
+    ReferrerOut,
+    ReferrerUpsert,
+)
+
+router = APIRouter(tags=["referrers"], responses=problem_responses(Unauthorized, Forbidden))
+
+
+@router.post(
+    "/v1/programs/{program_id}/referrers",
+    status_code=201,
+    response_model=ReferrerOut,
+    responses={200: {"model": ReferrerOut, "description": "The referrer existed; updated"}}
+    | problem_responses(ProgramNotFound),
+)
+async def upsert_referrer(
+    program_id: UUID,
+    body: ReferrerUpsert,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: SecretKey,
+) -> ReferrerOut:
+    referrer, created = await service.upsert_referrer(
+        session, principal, request.app.state.settings, program_id, body
+    )
+    response.status_code = 201 if created else 200
+    return referrer
+
+
+@router.get(
+    "/v1/programs/{program_id}/referrers",
+    response_model=Page[ReferrerOut],
+    responses=problem_responses(ProgramNotFound),
+)
+async def list_referrers(
+    program_id: UUID, request: Request, session: SessionDep, principal: SecretKey, page: PageDep
+) -> Page[ReferrerOut]:
+    rows, next_cursor = await service.list_referrers(
+        session, principal, request.app.state.settings, program_id, page
+    )
+    return Page(data=rows, next_cursor=next_cursor)
+
+
+@router.get(
+    "/v1/referrers/{referrer_id}",
+    response_model=ReferrerOut,
+    responses=problem_responses(service.ReferrerNotFound),
+)
+async def get_referrer(
+    referrer_id: UUID, request: Request, session: SessionDep, principal: SecretKey
+) -> ReferrerOut:
+    referrer, program = await service.get_referrer(session, principal, referrer_id)
+    return await service.referrer_out(session, request.app.state.settings, referrer, program)
+
+
+@router.post(
+    "/v1/referrers/{referrer_id}/codes",
+    status_code=201,
+    response_model=CodeOut,
+    tags=["codes"],
+    responses=problem_responses(service.ReferrerNotFound, service.CodeTaken),
+)
+async def create_code(
+    referrer_id: UUID, body: CodeCreate, request: Request, session: SessionDep, principal: SecretKey
+) -> CodeOut:
+    return await service.create_code(
+        session, principal, request.app.state.settings, referrer_id, body
+    )
+
+
+@router.get(
+    "/v1/referrers/{referrer_id}/codes",
+    response_model=list[CodeOut],
+    tags=["codes"],
+    responses=problem_responses(service.ReferrerNotFound),
+)
+async def list_codes(
+    referrer_id: UUID, request: Request, session: SessionDep, principal: SecretKey
+) -> list[CodeOut]:
+    return await service.list_codes(session, principal, request.app.state.settings, referrer_id)
+
+
+@router.get(
+    "/v1/codes/{code}",
+    response_model=CodeLookup,
+    tags=["codes"],
+    responses=problem_responses(service.CodeNotFound),
+)
+async def lookup_code(code: str, session: SessionDep, principal: AnyKey) -> CodeLookup:
+    return await service.lookup_code(session, principal, code)
+
+
+@router.patch(
+    "/v1/codes/{code}",
+    response_model=CodeOut,
+    tags=["codes"],
+    responses=problem_responses(service.CodeNotFound),
+)
+async def update_code(
+    code: str, body: CodeUpdate, request: Request, session: SessionDep, principal: SecretKey
+) -> CodeOut:
+    return await service.update_code(session, principal, request.app.state.settings, code, body)

@@ -1,0 +1,70 @@
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import Field, StringConstraints
+
+from app.schemas import AwareDatetime, Email, ExternalId, InputModel, Metadata, OutputModel
+
+VanityCode = Annotated[
+    str,
+    StringConstraints(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$"),
+]
+CodeState = Literal["valid", "disabled", "expired", "exhausted", "program_not_active"]
+
+
+class ReferrerUpsert(InputModel):
+    external_id: ExternalId
+    email: Email | None = None
+    name: Annotated[str, Field(max_length=200)] | None = None
+    metadata: Metadata | None = None
+
+
+class CodeCreate(InputModel):
+    code: VanityCode | None = Field(
+        default=None, description="A vanity code; omit it for a random one."
+    )
+    expires_at: AwareDatetime | None = None
+    max_redemptions: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+
+
+class CodeUpdate(InputModel):
+    disabled: bool | None = None
+    expires_at: AwareDatetime | None = None
+    max_redemptions: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+
+
+class CodeOut(OutputModel):
+    code: str
+    program_id: UUID
+    referrer_id: UUID
+    is_default: bool
+    is_vanity: bool
+    disabled: bool
+    expires_at: datetime | None
+    max_redemptions: int | None
+    redemption_count: int
+    state: CodeState
+    link: str
+    created_at: datetime
+
+
+class CodeLookup(OutputModel):
+    """What a storefront widget may see of a code."""
+
+    code: str
+    valid: bool
+    state: CodeState
+    program_name: str
+    referee_offer: str | None
+
+
+class ReferrerOut(OutputModel):
+    id: UUID
+    program_id: UUID
+    external_id: str
+    email: str | None
+    name: str | None
+    metadata: dict[str, Any]
+    default_code: CodeOut | None
+    created_at: datetime

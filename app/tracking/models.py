@@ -1,0 +1,54 @@
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import Boolean, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, IdMixin, UTCDateTime, utcnow
+
+
+class Click(IdMixin, Base):
+    """One visit through a code; its `id` is the public `click_id`."""
+
+    __tablename__ = "clicks"
+    __table_args__ = (
+        Index("ix_clicks_code_id_occurred_at", "code_id", "occurred_at"),
+        Index("ix_clicks_program_id_occurred_at", "program_id", "occurred_at"),
+        Index("ix_clicks_program_id_customer_id", "program_id", "customer_id"),
+    )
+
+    program_id: Mapped[UUID] = mapped_column(ForeignKey("programs.id"))
+    code_id: Mapped[UUID] = mapped_column(ForeignKey("codes.id"))
+    referrer_id: Mapped[UUID] = mapped_column(ForeignKey("referrers.id"), index=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(String(8))  # "link" or "api"
+    landing_url: Mapped[str | None] = mapped_column(String(2048))
+    referring_url: Mapped[str | None] = mapped_column(String(2048))
+    utm_source: Mapped[str | None] = mapped_column(String(200))
+    utm_medium: Mapped[str | None] = mapped_column(String(200))
+    utm_campaign: Mapped[str | None] = mapped_column(String(200))
+    visitor_id: Mapped[str | None] = mapped_column(String(200))
+    ip_hash: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(1024))
+    is_bot: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
+    # False when the code was disabled or expired: the visit counts, nobody earns from it.
+    attributable: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Set when a redemption or purchase names this click: the touch belongs to that customer.
+    customer_id: Mapped[str | None] = mapped_column(String(200))
+
+
+class Referral(IdMixin, Base):
+    """A referred customer (referee) tied to a referrer; one per program and customer."""
+
+    __tablename__ = "referrals"
+    __table_args__ = (UniqueConstraint("program_id", "customer_id"),)
+
+    program_id: Mapped[UUID] = mapped_column(ForeignKey("programs.id"))
+    referrer_id: Mapped[UUID] = mapped_column(ForeignKey("referrers.id"), index=True)
+    code_id: Mapped[UUID] = mapped_column(ForeignKey("codes.id"), index=True)
+    click_id: Mapped[UUID | None] = mapped_column(ForeignKey("clicks.id"))
+    customer_id: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    source: Mapped[str] = mapped_column(String(16))  # "redemption" or "conversion"
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

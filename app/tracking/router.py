@@ -1,0 +1,106 @@
+from html import escape
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app.auth import AnyKey
+from app.config import Settings
+from app.db import SessionDep
+from app.errors import Forbidden, Unauthorized, problem_responses
+from app.programs.service import ProgramNotActive
+from app.referrers.service import CodeNotFound
+from app.tracking import service
+from app.tracking.schemas import ClickCreate, ClickOut, RedemptionCreate, RedemptionOut
+
+router = APIRouter(tags=["tracking"])
+
+UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign")
+
+
+def visit_of(request: Request, settings: Settings) -> service.Visit:
+    ip = request.client.host if request.client else None
+    if settings.trust_forwarded_for and (forwarded := request.headers.get("x-forwarded-for")):
+        ip = forwarded.split(",")[0].strip() or ip
+    return service.Visit(ip=ip, user_agent=request.headers.get("user-agent"))
+
+
+@router.post(
+    "/v1/clicks",
+    status_code=201,
+    response_model=ClickOut,
+    responses=problem_responses(Unauthorized, Forbidden, CodeNotFound, ProgramNotActive),
+)
+async def record_click(
+    body: ClickCreate, request: Request, session: SessionDep, principal: AnyKey
+) -> ClickOut:
+    settings = request.app.state.settings
+    return await service.record_click(session, settings, principal, body, visit_of(request, settings))
+
+
+@router.post(
+    "/v1/redemptions",
+    status_code=201,
+    response_model=RedemptionOut,
+    responses=problem_responses(
+        Unauthorized,
+        Forbidden,
+        CodeNotFound,
+        ProgramNotActive,
+        service.CodeDisabled,
+        service.CodeExpired,
+        service.CodeExhausted,
+        service.SelfReferral,
+        service.AlreadyReferred,
+        service.ClickNotFound,
+    ),
+)
+async def redeem(body: RedemptionCreate, session: SessionDep, principal: AnyKey) -> RedemptionOut:
+    return await service.redeem(session, principal, body)
+
+
+@router.get(
+    "/r/{code}",
+    status_code=302,
+    response_class=RedirectResponse,
+    responses={404: {"description": "Unknown code (a small HTML page)"}},
+)
+async def follow_link(code: str, request: Request, session: SessionDep) -> Response:
+    """Record the click and send the shopper to the program's landing page."""
+    settings = request.app.state.settings
+    query = request.query_params
+    details = service.ClickDetails(
+        referring_url=request.headers.get("referer"),
+        **{field: query[field][:200] for field in UTM_FIELDS if query.get(field)},
+    )
+    try:
+        click, found, program = await service.follow_link(
+            session, settings, code, details, visit_of(request, settings)
+        )
+    except CodeNotFound:
+        return _unknown_code_page(code)
+    if click is None:
+        return RedirectResponse(program.landing_url, status_code=302)
+    params = {"click_id": str(click.click_id)}
+    if click.attributable:
+        params["ref"] = found.code
+    return RedirectResponse(with_query(program.landing_url, params), status_code=302)
+
+
+def with_query(url: str, params: dict[str, str]) -> str:
+    """`url` with `params` added to its query, keeping the parameters it already has."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    query.extend(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _unknown_code_page(code: str) -> HTMLResponse:
+    body = (
+        "<!doctype html><html lang=en><meta charset=utf-8><title>Link not found</title>"
+        "<body style='font-family:system-ui;max-width:32rem;margin:4rem auto'>"
+        "<h1>This referral link does not exist</h1>"
+        f"<p>The code <code>{escape(code[:64])}</code> is not known. "
+        "Check the link you were given.</p></body></html>"
+    )
+    return HTMLResponse(body, status_code=404)
