@@ -1,8 +1,9 @@
 """The application factory: settings in, a FastAPI app with its engine and routers out."""
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -11,9 +12,12 @@ from sqlalchemy import text
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
+from app.conversions.router import router as conversions_router
 from app.keys.router import router as keys_router
 from app.programs.router import router as programs_router
 from app.referrers.router import router as referrers_router
+from app.rewards.router import router as rewards_router
+from app.rewards.sweep import run_reward_sweeps
 from app.tracking.router import router as tracking_router
 
 logger = logging.getLogger("app")
@@ -25,9 +29,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweeper = None
+        if settings.reward_sweep_interval_seconds > 0:
+            sweeper = asyncio.create_task(
+                run_reward_sweeps(app.state.sessionmaker, settings.reward_sweep_interval_seconds)
+            )
         try:
             yield
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with suppress(asyncio.CancelledError):
+                    await sweeper
             await engine.dispose()
 
     app = FastAPI(
@@ -40,7 +53,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     install_error_handlers(app)
-    for router in (programs_router, referrers_router, tracking_router, keys_router):
+    for router in (
+        programs_router,
+        referrers_router,
+        tracking_router,
+        conversions_router,
+        rewards_router,
+        keys_router,
+    ):
         app.include_router(router)
 
     @app.get("/healthz", tags=["ops"])

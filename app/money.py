@@ -27,3 +27,10 @@ def quantize(amount: Decimal, currency: str) -> Decimal:
 def has_valid_precision(amount: Decimal, currency: str) -> bool:
     exponent = amount.as_tuple().exponent
     return isinstance(exponent, int) and -exponent <= minor_unit(currency)
+
+
+def for_display(amount: Decimal, unit: str) -> Decimal:
+    """The amount as answered: to the currency's minor unit, or whole points."""
+    if unit == "points":
+        return amount.quantize(Decimal(1))
+    return quantize(amount, unit)

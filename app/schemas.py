@@ -1,6 +1,7 @@
 """Shared pieces of request and response models."""
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AnyUrl, BaseModel, ConfigDict, Field, StringConstraints, UrlConstraints
@@ -59,3 +60,4 @@ Email = Annotated[
 ]
 ShortText = Annotated[str, Field(max_length=200)]
 HttpUrl = Annotated[AnyUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"])]
+PositiveMoney = Annotated[Decimal, Field(gt=0, max_digits=16, decimal_places=4)]

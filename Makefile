@@ -1,0 +1,77 @@
+# Routine tasks. `make run` and `make test` are all a newcomer needs; no venv activation.
+# Settings come from REFERRAL_* variables (or .env); the default database is ./referrals.db.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Written after a successful install; pyproject.toml newer than it means reinstall.
+STAMP := $(VENV)/.installed
+
+HOST ?= 0.0.0.0
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test lint fmt migrate revision openapi bench clean
+
+help:
+	@echo "make run                  migrate the database, print a first admin key, serve on :$(PORT)"
+	@echo "make test                 run the test suite (PYTEST_ARGS='-k redeem -x' passes options)"
+	@echo "make lint                 ruff check, ruff format --check, mypy"
+	@echo "make fmt                  sort imports and format with ruff"
+	@echo "make migrate              apply migrations (alembic upgrade head)"
+	@echo "make revision m='...'     autogenerate a migration from the models"
+	@echo "make openapi              regenerate openapi/openapi.json"
+	@echo "make bench                run the benchmarks (bench/run.sh)"
+	@echo "make clean                remove caches and build output (keeps .venv and referrals.db)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $@
+
+run: venv
+	$(BIN)/referral-service migrate
+	$(BIN)/referral-service keys bootstrap
+	$(BIN)/referral-service serve --host $(HOST) --port $(PORT)
+
+test: venv
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Runs all three checks and fails at the end, so one run shows every finding.
+lint: venv
+	@status=0; \
+	echo "ruff check"; $(BIN)/ruff check . || status=1; \
+	echo "ruff format --check"; $(BIN)/ruff format --check . || status=1; \
+	echo "mypy"; $(BIN)/mypy || status=1; \
+	exit $$status
+
+fmt: venv
+	$(BIN)/ruff check --fix --select I .
+	$(BIN)/ruff format .
+
+migrate: venv
+	$(BIN)/referral-service migrate
+
+# Autogenerate compares the models with a database at head, so migrate first.
+revision: venv
+	@test -n "$(m)" || { echo 'usage: make revision m="add reward rules"' >&2; exit 2; }
+	$(BIN)/referral-service migrate
+	$(BIN)/alembic revision --autogenerate -m "$(m)"
+
+openapi: venv
+	$(BIN)/python -m app.openapi
+
+bench: venv
+	@if [ -f bench/run.sh ]; then \
+		PATH="$(CURDIR)/$(BIN):$$PATH" bash bench/run.sh; \
+	else \
+		echo "The benchmark is not written yet (bench/run.sh is missing)." >&2; \
+		exit 1; \
+	fi
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis test-output build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

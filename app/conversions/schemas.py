@@ -1,0 +1,111 @@
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal, Self
+from uuid import UUID
+
+from pydantic import Field, StringConstraints, model_validator
+
+from app.money import for_display
+from app.rewards.schemas import RewardOut
+from app.schemas import (
+    AwareDatetime,
+    Currency,
+    Email,
+    ExternalId,
+    InputModel,
+    Metadata,
+    OutputModel,
+    PositiveMoney,
+)
+
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class ConversionCreate(InputModel):
+    program_id: UUID
+    event_id: EventId
+    customer_id: ExternalId
+    amount: PositiveMoney
+    currency: Currency
+    occurred_at: AwareDatetime | None = None
+    code: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    click_id: UUID | None = None
+    email: Email | None = None
+    metadata: Metadata | None = None
+
+
+class ConversionOut(OutputModel):
+    id: UUID
+    program_id: UUID
+    event_id: str
+    customer_id: str
+    amount: Decimal
+    currency: str
+    occurred_at: datetime
+    status: Literal["attributed", "unattributed"]
+    attribution_reason: str
+    referrer_id: UUID | None
+    referral_id: UUID | None
+    code: str | None
+    click_id: UUID | None
+    refunded_amount: Decimal
+    metadata: dict[str, Any]
+    rewards: list[RewardOut]
+    created_at: datetime
+
+    @model_validator(mode="after")
+    def _display(self) -> Self:
+        self.amount = for_display(self.amount, self.currency)
+        self.refunded_amount = for_display(self.refunded_amount, self.currency)
+        return self
+
+
+class Candidate(OutputModel):
+    """One touch that could have earned the conversion."""
+
+    kind: Literal["code", "click", "redemption"]
+    source: Literal["explicit", "customer_history"]
+    id: str
+    referrer_id: UUID | None
+    code: str | None
+    occurred_at: datetime | None
+    outcome: Literal["won", "lost"]
+    reason: str = Field(
+        description="won: why it won; lost: outside_window, bot, not_attributable, self_referral, "
+        "other_program, code_disabled, code_expired, after_conversion, model, lower_priority"
+    )
+
+
+class Attribution(OutputModel):
+    conversion_id: UUID
+    status: Literal["attributed", "unattributed"]
+    reason: str
+    model: str
+    window_days: int
+    winner: Candidate | None
+    candidates: list[Candidate]
+
+
+class RefundCreate(InputModel):
+    amount: PositiveMoney | None = Field(
+        default=None, description="Omit for a full refund of what remains."
+    )
+    refund_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+class RefundOut(OutputModel):
+    id: UUID
+    conversion_id: UUID
+    refund_id: str | None
+    amount: Decimal
+    currency: str
+    refunded_total: Decimal
+    reason: str | None
+    created_at: datetime
+
+    @model_validator(mode="after")
+    def _display(self) -> Self:
+        self.amount = for_display(self.amount, self.currency)
+        self.refunded_total = for_display(self.refunded_total, self.currency)
+        return self

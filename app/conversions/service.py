@@ -1,0 +1,398 @@
+"""Purchases in: idempotent on event_id, attributed, rewarded once; refunds adjust the ledger."""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import and_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import ensure_program_access
+from app.conversions.attribution import Decision, Purchase, attribute
+from app.conversions.models import Conversion, Refund
+from app.conversions.schemas import (
+    Attribution,
+    Candidate,
+    ConversionCreate,
+    ConversionOut,
+    RefundCreate,
+    RefundOut,
+)
+from app.db import insert_ignoring_conflicts, utcnow
+from app.errors import AppError
+from app.keys.service import Principal
+from app.money import has_valid_precision
+from app.pagination import PageParams, paginate
+from app.programs.models import Program
+from app.programs.service import get_program
+from app.referrers.models import Code, Referrer
+from app.rewards import service as ledger
+from app.rewards.rules import active_rules
+from app.tracking.models import Click, Referral
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+class ConversionNotFound(AppError):
+    status, code, title = 404, "conversion_not_found", "Conversion not found"
+
+
+class EventConflict(AppError):
+    status, code, title = 409, "event_id_conflict", "The event_id was used with another body"
+
+
+class RefundConflict(AppError):
+    status, code, title = 409, "refund_id_conflict", "The refund_id was used with another body"
+
+
+class CurrencyMismatch(AppError):
+    status, code, title = 422, "currency_mismatch", "The currency is not the program's"
+
+
+class InvalidAmount(AppError):
+    status, code, title = 422, "invalid_amount", "The amount is not valid"
+
+
+class OccurredInFuture(AppError):
+    status, code, title = 422, "occurred_in_future", "occurred_at is in the future"
+
+
+class AlreadyRefunded(AppError):
+    status, code, title = 409, "already_refunded", "The conversion is fully refunded"
+
+
+class RefundTooLarge(AppError):
+    status, code, title = 422, "refund_exceeds_amount", "Refunds would exceed the amount"
+
+
+def request_hash(body: Any) -> str:
+    """A fingerprint of the body as sent (defaults left out), to tell retries from conflicts."""
+    canonical = json.dumps(
+        body.model_dump(mode="json", exclude_unset=True), sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def record_conversion(
+    session: AsyncSession, principal: Principal, data: ConversionCreate
+) -> tuple[ConversionOut, bool]:
+    """Record a purchase once per (program, event_id), attribute it, and create its rewards.
+
+    Returns the conversion and whether this call created it; a retry of the same body returns
+    the first result, the same event_id with another body is EventConflict.
+    """
+    program = await get_program(session, principal, data.program_id)
+    if data.currency != program.currency:
+        raise CurrencyMismatch(f"The program counts in {program.currency}, not {data.currency}.")
+    if not has_valid_precision(data.amount, data.currency):
+        raise InvalidAmount(f"{data.amount} has more decimals than {data.currency} allows.")
+    now = utcnow()
+    occurred_at = data.occurred_at or now
+    if occurred_at > now + FUTURE_TOLERANCE:
+        raise OccurredInFuture("occurred_at may not be in the future.")
+    fingerprint = request_hash(data)
+    conversion_id = uuid4()
+    # Claim the event_id first: a concurrent duplicate waits on this row, then sees it.
+    claimed = await session.scalar(
+        insert_ignoring_conflicts(
+            session,
+            Conversion.__table__,
+            {
+                "id": conversion_id,
+                "created_at": now,
+                "program_id": program.id,
+                "event_id": data.event_id,
+                "request_hash": fingerprint,
+                "customer_id": data.customer_id,
+                "email": data.email,
+                "amount": data.amount,
+                "currency": data.currency,
+                "occurred_at": occurred_at,
+                "status": "unattributed",
+                "attribution_reason": "organic",
+                "attribution": {},
+                "refunded_amount": Decimal(0),
+                "metadata": data.metadata or {},
+            },
+        ).returning(Conversion.__table__.c.id)
+    )
+    if claimed is None:
+        existing = await session.scalar(
+            select(Conversion).where(
+                Conversion.program_id == program.id, Conversion.event_id == data.event_id
+            )
+        )
+        assert existing is not None
+        if existing.request_hash != fingerprint:
+            raise EventConflict(f"event_id {data.event_id!r} was recorded with another body.")
+        return await conversion_out(session, existing), False
+    conversion = await session.get(Conversion, conversion_id)
+    assert conversion is not None
+    decision = await attribute(
+        session,
+        Purchase(
+            program=program,
+            customer_id=data.customer_id,
+            email=data.email,
+            occurred_at=occurred_at,
+            code=data.code,
+            click_id=data.click_id,
+        ),
+    )
+    await _apply(session, program, conversion, decision, now)
+    return await conversion_out(session, conversion), True
+
+
+async def _apply(
+    session: AsyncSession,
+    program: Program,
+    conversion: Conversion,
+    decision: Decision,
+    now: datetime,
+) -> None:
+    conversion.attribution = _attribution_record(program, decision)
+    conversion.attribution_reason = decision.reason
+    winner = decision.winner
+    if winner is None:
+        await session.flush()
+        return
+    assert winner.referrer_id is not None and winner.code_id is not None
+    # Locks, always in this order: the customer's referral, then the referrer.
+    referral = await _referral_for(session, program, conversion, winner.referrer_id, winner)
+    referrer = await session.scalar(
+        select(Referrer).where(Referrer.id == winner.referrer_id).with_for_update()
+    )
+    assert referrer is not None
+    earlier = await session.scalar(
+        select(Conversion.id)
+        .where(
+            Conversion.program_id == program.id,
+            Conversion.customer_id == conversion.customer_id,
+            Conversion.status == "attributed",
+            Conversion.id != conversion.id,
+        )
+        .limit(1)
+    )
+    conversion.status = "attributed"
+    conversion.referrer_id = referrer.id
+    conversion.code_id = winner.code_id
+    conversion.click_id = winner.click_id
+    conversion.referral_id = referral.id if referral.referrer_id == referrer.id else None
+    if winner.click_id is not None:
+        click = await session.get(Click, winner.click_id)
+        if click is not None and click.customer_id is None:
+            click.customer_id = conversion.customer_id
+    await session.flush()
+    paid = ledger.PaidConversion(
+        conversion=conversion,
+        program=program,
+        referrer=referrer,
+        referral=referral,
+        is_first_purchase=earlier is None,
+    )
+    await ledger.create_rewards(session, await active_rules(session, program.id), paid, now)
+
+
+async def _referral_for(
+    session: AsyncSession, program: Program, conversion: Conversion, referrer_id: UUID, winner: Any
+) -> Referral:
+    """The customer's referral, made by this purchase when they had none; locked."""
+    await session.execute(
+        insert_ignoring_conflicts(
+            session,
+            Referral.__table__,
+            {
+                "id": uuid4(),
+                "created_at": utcnow(),
+                "occurred_at": conversion.occurred_at,
+                "program_id": program.id,
+                "referrer_id": referrer_id,
+                "code_id": winner.code_id,
+                "click_id": winner.click_id,
+                "customer_id": conversion.customer_id,
+                "email": conversion.email,
+                "source": "conversion",
+            },
+        )
+    )
+    referral = await session.scalar(
+        select(Referral)
+        .where(Referral.program_id == program.id, Referral.customer_id == conversion.customer_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert referral is not None
+    return referral
+
+
+def _attribution_record(program: Program, decision: Decision) -> dict[str, Any]:
+    return {
+        "model": program.attribution_model,
+        "window_days": program.attribution_window_days,
+        "candidates": [
+            {
+                "kind": touch.kind,
+                "source": touch.source,
+                "id": touch.id,
+                "referrer_id": str(touch.referrer_id) if touch.referrer_id else None,
+                "code": touch.code,
+                "occurred_at": touch.occurred_at.isoformat() if touch.occurred_at else None,
+                "outcome": touch.outcome,
+                "reason": touch.reason,
+            }
+            for touch in decision.candidates
+        ],
+    }
+
+
+async def conversion_out(session: AsyncSession, conversion: Conversion) -> ConversionOut:
+    code = await session.scalar(select(Code.code).where(Code.id == conversion.code_id)) if (
+        conversion.code_id
+    ) else None
+    return ConversionOut(
+        id=conversion.id,
+        program_id=conversion.program_id,
+        event_id=conversion.event_id,
+        customer_id=conversion.customer_id,
+        amount=conversion.amount,
+        currency=conversion.currency,
+        occurred_at=conversion.occurred_at,
+        status=conversion.status,  # type: ignore[arg-type]
+        attribution_reason=conversion.attribution_reason,
+        referrer_id=conversion.referrer_id,
+        referral_id=conversion.referral_id,
+        code=code,
+        click_id=conversion.click_id,
+        refunded_amount=conversion.refunded_amount,
+        metadata=conversion.metadata_,
+        rewards=await ledger.rewards_of(session, conversion.id),
+        created_at=conversion.created_at,
+    )
+
+
+async def get_conversion(
+    session: AsyncSession, principal: Principal, conversion_id: UUID, *, for_update: bool = False
+) -> Conversion:
+    query = select(Conversion).where(Conversion.id == conversion_id)
+    if for_update:
+        query = query.with_for_update()
+    conversion = await session.scalar(query.execution_options(populate_existing=True))
+    if conversion is None:
+        raise ConversionNotFound()
+    ensure_program_access(principal, conversion.program_id, ConversionNotFound)
+    return conversion
+
+
+async def read_conversion(
+    session: AsyncSession, principal: Principal, conversion_id: UUID
+) -> ConversionOut:
+    conversion = await get_conversion(session, principal, conversion_id)
+    await ledger.approve_due(session, utcnow(), conversion_id=conversion.id)
+    return await conversion_out(session, conversion)
+
+
+async def explain_attribution(
+    session: AsyncSession, principal: Principal, conversion_id: UUID
+) -> Attribution:
+    """Which touch won the conversion, which lost, and why."""
+    conversion = await get_conversion(session, principal, conversion_id)
+    record = conversion.attribution
+    candidates = [Candidate.model_validate(c) for c in record.get("candidates", [])]
+    return Attribution(
+        conversion_id=conversion.id,
+        status=conversion.status,  # type: ignore[arg-type]
+        reason=conversion.attribution_reason,
+        model=record.get("model", ""),
+        window_days=int(record.get("window_days", 0)),
+        winner=next((c for c in candidates if c.outcome == "won"), None),
+        candidates=candidates,
+    )
+
+
+@dataclass(frozen=True)
+class ConversionFilters:
+    program_id: UUID | None = None
+    referrer_id: UUID | None = None
+    customer_id: str | None = None
+    status: str | None = None
+    occurred_from: datetime | None = None
+    occurred_to: datetime | None = None
+
+
+async def list_conversions(
+    session: AsyncSession, principal: Principal, filters: ConversionFilters, params: PageParams
+) -> tuple[list[ConversionOut], str | None]:
+    query = select(Conversion)
+    if principal.program_ids is not None:
+        query = query.where(Conversion.program_id.in_(principal.program_ids))
+    conditions = [
+        Conversion.program_id == filters.program_id if filters.program_id else None,
+        Conversion.referrer_id == filters.referrer_id if filters.referrer_id else None,
+        Conversion.customer_id == filters.customer_id if filters.customer_id else None,
+        Conversion.status == filters.status if filters.status else None,
+        Conversion.occurred_at >= filters.occurred_from if filters.occurred_from else None,
+        Conversion.occurred_at < filters.occurred_to if filters.occurred_to else None,
+    ]
+    present = [condition for condition in conditions if condition is not None]
+    if present:
+        query = query.where(and_(*present))
+    rows, next_cursor = await paginate(session, query, Conversion, params)
+    return [await conversion_out(session, row) for row in rows], next_cursor
+
+
+async def refund(
+    session: AsyncSession, principal: Principal, conversion_id: UUID, data: RefundCreate
+) -> tuple[RefundOut, bool]:
+    """Refund part or all of a conversion and adjust its rewards; idempotent on refund_id."""
+    conversion = await get_conversion(session, principal, conversion_id, for_update=True)
+    fingerprint = request_hash(data)
+    if data.refund_id is not None:
+        existing = await session.scalar(
+            select(Refund).where(
+                Refund.conversion_id == conversion.id, Refund.refund_id == data.refund_id
+            )
+        )
+        if existing is not None:
+            if existing.request_hash != fingerprint:
+                raise RefundConflict(f"refund_id {data.refund_id!r} was used with another body.")
+            return _refund_out(existing, conversion), False
+    remaining = conversion.amount - conversion.refunded_amount
+    if remaining <= 0:
+        raise AlreadyRefunded("Nothing is left to refund.")
+    amount = data.amount if data.amount is not None else remaining
+    if not has_valid_precision(amount, conversion.currency):
+        raise InvalidAmount(f"{amount} has more decimals than {conversion.currency} allows.")
+    if amount > remaining:
+        raise RefundTooLarge(f"At most {remaining} {conversion.currency} is left to refund.")
+    now = utcnow()
+    conversion.refunded_amount = conversion.refunded_amount + amount
+    row = Refund(
+        created_at=now,
+        conversion_id=conversion.id,
+        refund_id=data.refund_id,
+        request_hash=fingerprint,
+        amount=amount,
+        refunded_total=conversion.refunded_amount,
+        reason=data.reason,
+    )
+    session.add(row)
+    await session.flush()
+    await ledger.adjust_for_refund(session, conversion, now)
+    return _refund_out(row, conversion), True
+
+
+def _refund_out(row: Refund, conversion: Conversion) -> RefundOut:
+    return RefundOut(
+        id=row.id,
+        conversion_id=row.conversion_id,
+        refund_id=row.refund_id,
+        amount=row.amount,
+        currency=conversion.currency,
+        refunded_total=row.refunded_total,
+        reason=row.reason,
+        created_at=row.created_at,
+    )

@@ -1,0 +1,77 @@
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, Numeric, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.conversions.models import MONEY
+from app.db import Base, IdMixin, UTCDateTime, utcnow
+
+
+class RewardRule(IdMixin, Base):
+    """How conversions pay; every change makes a new version, and rewards keep the version."""
+
+    __tablename__ = "reward_rules"
+
+    program_id: Mapped[UUID] = mapped_column(ForeignKey("programs.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    recipient: Mapped[str] = mapped_column(String(16))  # referrer / referee
+    kind: Mapped[str] = mapped_column(String(16))  # fixed / percent / points
+    amount: Mapped[Decimal | None] = mapped_column(MONEY)
+    percent: Mapped[Decimal | None] = mapped_column(Numeric(7, 4))
+    points: Mapped[int | None] = mapped_column(Integer)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    trigger: Mapped[str] = mapped_column(String(16))  # first_purchase / every_purchase
+    min_order_amount: Mapped[Decimal | None] = mapped_column(MONEY)
+    tiers: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    max_rewards_per_referrer: Mapped[int | None] = mapped_column(Integer)
+    hold_days: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RewardRuleVersion(IdMixin, Base):
+    """The rule as it was at each version: what paid a reward can always be looked up."""
+
+    __tablename__ = "reward_rule_versions"
+    __table_args__ = (UniqueConstraint("rule_id", "version"),)
+
+    rule_id: Mapped[UUID] = mapped_column(ForeignKey("reward_rules.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Reward(IdMixin, Base):
+    """A ledger entry. Never deleted: reversed, or offset by a negative clawback entry."""
+
+    __tablename__ = "rewards"
+    __table_args__ = (
+        Index("ix_rewards_program_id_created_at", "program_id", "created_at"),
+        Index("ix_rewards_status_hold_until", "status", "hold_until"),
+        Index("ix_rewards_rule_id_referrer_id", "rule_id", "referrer_id"),
+    )
+
+    program_id: Mapped[UUID] = mapped_column(ForeignKey("programs.id"))
+    conversion_id: Mapped[UUID] = mapped_column(ForeignKey("conversions.id"), index=True)
+    rule_id: Mapped[UUID] = mapped_column(ForeignKey("reward_rules.id"))
+    rule_version: Mapped[int] = mapped_column(Integer)
+    referrer_id: Mapped[UUID] = mapped_column(ForeignKey("referrers.id"), index=True)
+    recipient: Mapped[str] = mapped_column(String(16))  # referrer / referee
+    # The recipient's id at the merchant: the referrer's external_id or the referee's customer_id.
+    recipient_id: Mapped[str] = mapped_column(String(200))
+    entry_type: Mapped[str] = mapped_column(String(16), default="reward")  # reward / clawback
+    adjusts_reward_id: Mapped[UUID | None] = mapped_column(ForeignKey("rewards.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    unit: Mapped[str] = mapped_column(String(8))  # a currency code, or "points"
+    amount: Mapped[Decimal] = mapped_column(MONEY)
+    original_amount: Mapped[Decimal] = mapped_column(MONEY)
+    status: Mapped[str] = mapped_column(String(16))  # pending / approved / paid / reversed
+    hold_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    payout_reference: Mapped[str | None] = mapped_column(String(200))
+    reversed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reversal_reason: Mapped[str | None] = mapped_column(String(500))

@@ -1,0 +1,123 @@
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+
+from app.auth import SecretKey
+from app.db import SessionDep
+from app.errors import Forbidden, Unauthorized, problem_responses
+from app.pagination import Page, PageDep
+from app.programs.service import ProgramNotFound
+from app.referrers.service import ReferrerNotFound, get_referrer
+from app.rewards import rules, service
+from app.rewards.schemas import (
+    Balance,
+    MarkPaid,
+    Reverse,
+    RewardOut,
+    RewardStatus,
+    RuleCreate,
+    RuleOut,
+    RuleUpdate,
+)
+
+router = APIRouter(tags=["rewards"], responses=problem_responses(Unauthorized, Forbidden))
+
+
+@router.post(
+    "/v1/programs/{program_id}/reward-rules",
+    status_code=201,
+    response_model=RuleOut,
+    responses=problem_responses(ProgramNotFound, rules.InvalidRule, rules.TooManyRules),
+)
+async def create_rule(
+    program_id: UUID, body: RuleCreate, session: SessionDep, principal: SecretKey
+) -> RuleOut:
+    return await rules.create_rule(session, principal, program_id, body)
+
+
+@router.get(
+    "/v1/programs/{program_id}/reward-rules",
+    response_model=list[RuleOut],
+    responses=problem_responses(ProgramNotFound),
+)
+async def list_rules(program_id: UUID, session: SessionDep, principal: SecretKey) -> list[RuleOut]:
+    return await rules.list_rules(session, principal, program_id)
+
+
+@router.get(
+    "/v1/reward-rules/{rule_id}",
+    response_model=RuleOut,
+    responses=problem_responses(rules.RuleNotFound),
+)
+async def get_rule(rule_id: UUID, session: SessionDep, principal: SecretKey) -> RuleOut:
+    return RuleOut.model_validate(await rules.get_rule(session, principal, rule_id))
+
+
+@router.patch(
+    "/v1/reward-rules/{rule_id}",
+    response_model=RuleOut,
+    responses=problem_responses(rules.RuleNotFound, rules.InvalidRule),
+)
+async def update_rule(
+    rule_id: UUID, body: RuleUpdate, session: SessionDep, principal: SecretKey
+) -> RuleOut:
+    return await rules.update_rule(session, principal, rule_id, body)
+
+
+@router.get("/v1/rewards", response_model=Page[RewardOut])
+async def list_rewards(
+    session: SessionDep,
+    principal: SecretKey,
+    page: PageDep,
+    program_id: UUID | None = None,
+    referrer_id: UUID | None = None,
+    conversion_id: UUID | None = None,
+    status: RewardStatus | None = None,
+    created_from: Annotated[datetime | None, Query(alias="from")] = None,
+    created_to: Annotated[datetime | None, Query(alias="to")] = None,
+) -> Page[RewardOut]:
+    filters = service.RewardFilters(
+        program_id=program_id,
+        referrer_id=referrer_id,
+        conversion_id=conversion_id,
+        status=status,
+        created_from=created_from,
+        created_to=created_to,
+    )
+    rows, next_cursor = await service.list_rewards(session, principal, filters, page)
+    return Page(data=rows, next_cursor=next_cursor)
+
+
+TRANSITION_ERRORS = problem_responses(service.RewardNotFound, service.InvalidTransition)
+
+
+@router.post("/v1/rewards/{reward_id}/approve", response_model=RewardOut, responses=TRANSITION_ERRORS)
+async def approve(reward_id: UUID, session: SessionDep, principal: SecretKey) -> RewardOut:
+    return await service.approve(session, principal, reward_id)
+
+
+@router.post("/v1/rewards/{reward_id}/mark-paid", response_model=RewardOut, responses=TRANSITION_ERRORS)
+async def mark_paid(
+    reward_id: UUID, session: SessionDep, principal: SecretKey, body: MarkPaid | None = None
+) -> RewardOut:
+    reference = body.payout_reference if body else None
+    return await service.mark_paid(session, principal, reward_id, reference)
+
+
+@router.post("/v1/rewards/{reward_id}/reverse", response_model=RewardOut, responses=TRANSITION_ERRORS)
+async def reverse(
+    reward_id: UUID, body: Reverse, session: SessionDep, principal: SecretKey
+) -> RewardOut:
+    return await service.reverse(session, principal, reward_id, body.reason)
+
+
+@router.get(
+    "/v1/referrers/{referrer_id}/balance",
+    response_model=Balance,
+    responses=problem_responses(ReferrerNotFound),
+)
+async def referrer_balance(referrer_id: UUID, session: SessionDep, principal: SecretKey) -> Balance:
+    referrer, _ = await get_referrer(session, principal, referrer_id)
+    return await service.balance(session, referrer)

@@ -1,0 +1,166 @@
+"""Reward rules: create, list, change (a new version each time) and deactivate."""
+
+from typing import Any
+from uuid import UUID
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import ensure_program_access
+from app.db import utcnow
+from app.errors import AppError, Unprocessable
+from app.keys.service import Principal
+from app.money import has_valid_precision
+from app.programs.models import Program
+from app.programs.service import get_program
+from app.rewards.models import RewardRule, RewardRuleVersion
+from app.rewards.schemas import RuleCreate, RuleOut, RuleUpdate
+
+MAX_RULES_PER_PROGRAM = 50
+VALUE_FIELDS = ("amount", "percent", "points", "currency", "tiers")
+RULE_FIELDS = (
+    "name",
+    "recipient",
+    "kind",
+    "amount",
+    "currency",
+    "percent",
+    "points",
+    "trigger",
+    "min_order_amount",
+    "tiers",
+    "max_rewards_per_referrer",
+    "hold_days",
+)
+
+
+class RuleNotFound(AppError):
+    status, code, title = 404, "reward_rule_not_found", "Reward rule not found"
+
+
+class TooManyRules(AppError):
+    status, code, title = 422, "too_many_rules", "The program has too many reward rules"
+
+
+class InvalidRule(AppError):
+    status, code, title = 422, "invalid_rule", "The reward rule is not valid"
+
+
+def _check_money(program: Program, data: RuleCreate) -> dict[str, Any]:
+    """The rule's stored values, with currency checks against the program."""
+    values = data.model_dump(mode="python")
+    if data.currency not in (None, program.currency):
+        raise InvalidRule(f"the program counts in {program.currency}")
+    values["currency"] = program.currency
+    money = [data.amount, data.min_order_amount, *(tier.amount for tier in data.tiers)]
+    for amount in money:
+        if amount is not None and not has_valid_precision(amount, program.currency):
+            raise InvalidRule(f"{amount} has more decimals than {program.currency} allows")
+    values["tiers"] = [
+        tier.model_dump(mode="json", exclude_none=True)
+        for tier in sorted(data.tiers, key=lambda t: t.from_referral)
+    ]
+    return values
+
+
+async def create_rule(
+    session: AsyncSession, principal: Principal, program_id: UUID, data: RuleCreate
+) -> RuleOut:
+    """Add a rule to the program; it pays conversions recorded from now on."""
+    program = await get_program(session, principal, program_id, for_update=True)
+    count = await session.scalar(
+        select(func.count()).select_from(RewardRule).where(RewardRule.program_id == program.id)
+    )
+    if (count or 0) >= MAX_RULES_PER_PROGRAM:
+        raise TooManyRules(f"a program may have at most {MAX_RULES_PER_PROGRAM} rules")
+    now = utcnow()
+    rule = RewardRule(
+        program_id=program.id,
+        version=1,
+        active=True,
+        created_at=now,
+        updated_at=now,
+        **{field: value for field, value in _check_money(program, data).items()},
+    )
+    session.add(rule)
+    await session.flush()
+    await _snapshot(session, rule)
+    return RuleOut.model_validate(rule)
+
+
+async def list_rules(session: AsyncSession, principal: Principal, program_id: UUID) -> list[RuleOut]:
+    program = await get_program(session, principal, program_id)
+    rules = await session.scalars(
+        select(RewardRule)
+        .where(RewardRule.program_id == program.id)
+        .order_by(RewardRule.created_at, RewardRule.id)
+    )
+    return [RuleOut.model_validate(rule) for rule in rules]
+
+
+async def get_rule(
+    session: AsyncSession, principal: Principal, rule_id: UUID, *, for_update: bool = False
+) -> RewardRule:
+    query = select(RewardRule).where(RewardRule.id == rule_id)
+    if for_update:
+        query = query.with_for_update()
+    rule = await session.scalar(query)
+    if rule is None:
+        raise RuleNotFound()
+    ensure_program_access(principal, rule.program_id, RuleNotFound)
+    return rule
+
+
+async def update_rule(
+    session: AsyncSession, principal: Principal, rule_id: UUID, data: RuleUpdate
+) -> RuleOut:
+    """Change the rule; a new version pays later conversions, earlier rewards keep theirs."""
+    rule = await get_rule(session, principal, rule_id, for_update=True)
+    program = await session.get(Program, rule.program_id)
+    assert program is not None
+    changes = data.model_dump(exclude_unset=True)
+    active = changes.pop("active", rule.active)
+    if active is None:
+        raise Unprocessable("active cannot be null")
+    current = {field: getattr(rule, field) for field in RULE_FIELDS}
+    if "kind" in changes:
+        for field in VALUE_FIELDS:
+            current.pop(field, None)
+    merged = {**current, **changes}
+    try:
+        validated = RuleCreate.model_validate(merged)
+    except ValidationError as exc:
+        raise InvalidRule(str(exc.errors()[0]["msg"])) from exc
+    values = _check_money(program, validated)
+    value_changed = any(getattr(rule, field) != value for field, value in values.items())
+    for field, value in values.items():
+        setattr(rule, field, value)
+    if value_changed or active != rule.active:
+        rule.active = active
+        rule.version += 1
+        rule.updated_at = utcnow()
+        await session.flush()
+        await _snapshot(session, rule)
+    return RuleOut.model_validate(rule)
+
+
+async def active_rules(session: AsyncSession, program_id: UUID) -> list[RewardRule]:
+    return list(
+        await session.scalars(
+            select(RewardRule)
+            .where(RewardRule.program_id == program_id, RewardRule.active.is_(True))
+            .order_by(RewardRule.created_at, RewardRule.id)
+        )
+    )
+
+
+async def _snapshot(session: AsyncSession, rule: RewardRule) -> None:
+    session.add(
+        RewardRuleVersion(
+            rule_id=rule.id,
+            version=rule.version,
+            snapshot=RuleOut.model_validate(rule).model_dump(mode="json"),
+        )
+    )
+    await session.flush()

@@ -1,0 +1,190 @@
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal, Self
+from uuid import UUID
+
+from pydantic import Field, model_validator
+
+from app.money import for_display
+from app.schemas import Currency, InputModel, OutputModel, PositiveMoney
+
+Recipient = Literal["referrer", "referee"]
+RuleKind = Literal["fixed", "percent", "points"]
+Trigger = Literal["first_purchase", "every_purchase"]
+RewardStatus = Literal["pending", "approved", "paid", "reversed"]
+Percent = Annotated[Decimal, Field(gt=0, le=100, decimal_places=4)]
+Points = Annotated[int, Field(gt=0, le=100_000_000)]
+
+
+class Tier(InputModel):
+    """From the referrer's `from_referral`-th successful referral on, pay this value instead."""
+
+    from_referral: Annotated[int, Field(ge=2, le=1_000_000)]
+    amount: PositiveMoney | None = None
+    percent: Percent | None = None
+    points: Points | None = None
+
+
+class RuleValues(InputModel):
+    kind: RuleKind
+    amount: PositiveMoney | None = None
+    currency: Currency | None = None
+    percent: Percent | None = None
+    points: Points | None = None
+    tiers: Annotated[list[Tier], Field(max_length=20)] = []
+
+    @model_validator(mode="after")
+    def _value_matches_kind(self) -> Self:
+        check_value(self.kind, self.amount, self.percent, self.points, "rule")
+        for tier in self.tiers:
+            check_value(self.kind, tier.amount, tier.percent, tier.points, "tier")
+        starts = [tier.from_referral for tier in self.tiers]
+        if len(set(starts)) != len(starts):
+            raise ValueError("two tiers start at the same referral")
+        return self
+
+
+def check_value(
+    kind: str, amount: Decimal | None, percent: Decimal | None, points: int | None, what: str
+) -> None:
+    given = {"amount": amount, "percent": percent, "points": points}
+    wanted = {"fixed": "amount", "percent": "percent", "points": "points"}[kind]
+    if given[wanted] is None:
+        raise ValueError(f"a {kind} {what} needs {wanted}")
+    extra = [name for name, value in given.items() if value is not None and name != wanted]
+    if extra:
+        raise ValueError(f"a {kind} {what} takes {wanted}, not {', '.join(extra)}")
+
+
+class RuleCreate(RuleValues):
+    name: Annotated[str, Field(max_length=200)] | None = None
+    recipient: Recipient
+    trigger: Trigger = "first_purchase"
+    min_order_amount: PositiveMoney | None = None
+    max_rewards_per_referrer: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    hold_days: Annotated[int, Field(ge=0, le=365)] = 0
+
+    @model_validator(mode="after")
+    def _tiers_for_referrers(self) -> Self:
+        if self.tiers and self.recipient != "referrer":
+            raise ValueError("tiers count a referrer's successful referrals: referrer rules only")
+        return self
+
+
+class RuleUpdate(InputModel):
+    """Any field of the rule; the change makes a new version that pays later conversions."""
+
+    name: Annotated[str, Field(max_length=200)] | None = None
+    active: bool | None = None
+    recipient: Recipient | None = None
+    kind: RuleKind | None = None
+    amount: PositiveMoney | None = None
+    currency: Currency | None = None
+    percent: Percent | None = None
+    points: Points | None = None
+    trigger: Trigger | None = None
+    min_order_amount: PositiveMoney | None = None
+    max_rewards_per_referrer: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    hold_days: Annotated[int, Field(ge=0, le=365)] | None = None
+    tiers: Annotated[list[Tier], Field(max_length=20)] | None = None
+
+
+class TierOut(OutputModel):
+    from_referral: int
+    amount: Decimal | None = None
+    percent: Decimal | None = None
+    points: int | None = None
+
+
+class RuleOut(OutputModel):
+    id: UUID
+    program_id: UUID
+    version: int
+    active: bool
+    name: str | None
+    recipient: Recipient
+    kind: RuleKind
+    amount: Decimal | None
+    currency: str | None
+    percent: Decimal | None
+    points: int | None
+    trigger: Trigger
+    min_order_amount: Decimal | None
+    tiers: list[TierOut]
+    max_rewards_per_referrer: int | None
+    hold_days: int
+    created_at: datetime
+    updated_at: datetime
+
+    @model_validator(mode="after")
+    def _display(self) -> Self:
+        if self.currency:
+            if self.amount is not None:
+                self.amount = for_display(self.amount, self.currency)
+            if self.min_order_amount is not None:
+                self.min_order_amount = for_display(self.min_order_amount, self.currency)
+            for tier in self.tiers:
+                if tier.amount is not None:
+                    tier.amount = for_display(tier.amount, self.currency)
+        if self.percent is not None:
+            self.percent = _plain(self.percent)
+        return self
+
+
+def _plain(value: Decimal) -> Decimal:
+    """10.0000 → 10, 12.5000 → 12.5."""
+    normalized = value.normalize()
+    return normalized.quantize(Decimal(1)) if normalized == normalized.to_integral() else normalized
+
+
+class RewardOut(OutputModel):
+    id: UUID
+    program_id: UUID
+    conversion_id: UUID
+    rule_id: UUID
+    rule_version: int
+    referrer_id: UUID
+    recipient: Recipient
+    recipient_id: str
+    entry_type: Literal["reward", "clawback"]
+    adjusts_reward_id: UUID | None
+    kind: RuleKind
+    unit: str = Field(description="A currency code, or 'points'")
+    amount: Decimal
+    original_amount: Decimal
+    status: RewardStatus
+    hold_until: datetime
+    approved_at: datetime | None
+    paid_at: datetime | None
+    payout_reference: str | None
+    reversed_at: datetime | None
+    reversal_reason: str | None
+    created_at: datetime
+
+    @model_validator(mode="after")
+    def _display(self) -> Self:
+        self.amount = for_display(self.amount, self.unit)
+        self.original_amount = for_display(self.original_amount, self.unit)
+        return self
+
+
+class MarkPaid(InputModel):
+    payout_reference: Annotated[str, Field(max_length=200)] | None = None
+
+
+class Reverse(InputModel):
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class BalanceLine(OutputModel):
+    unit: str
+    pending: Decimal
+    approved: Decimal
+    paid: Decimal
+    owed: Decimal = Field(description="pending + approved: earned and not yet paid")
+    payable: Decimal = Field(description="approved: due for payout now")
+
+
+class Balance(OutputModel):
+    referrer_id: UUID
+    balances: list[BalanceLine]

@@ -1,0 +1,390 @@
+"""The reward ledger: what a conversion pays, approvals, payouts, reversals and clawbacks."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Select, and_, distinct, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import ensure_program_access
+from app.conversions.models import Conversion
+from app.db import is_postgres, utcnow
+from app.errors import AppError
+from app.keys.service import Principal
+from app.money import quantize
+from app.pagination import PageParams, paginate
+from app.programs.models import Program
+from app.referrers.models import Referrer
+from app.rewards.models import Reward, RewardRule
+from app.rewards.schemas import Balance, BalanceLine, RewardOut
+from app.tracking.models import Referral
+
+POINTS = "points"
+SWEEP_BATCH = 1000
+
+
+class RewardNotFound(AppError):
+    status, code, title = 404, "reward_not_found", "Reward not found"
+
+
+class InvalidTransition(AppError):
+    status, code, title = 409, "invalid_transition", "The reward cannot make that transition"
+
+
+@dataclass(frozen=True)
+class PaidConversion:
+    """What the rules look at: the conversion, who referred it, and whether it is the first."""
+
+    conversion: Conversion
+    program: Program
+    referrer: Referrer
+    referral: Referral
+    is_first_purchase: bool
+
+
+async def create_rewards(
+    session: AsyncSession, rules: Sequence[RewardRule], paid: PaidConversion, now: datetime
+) -> list[Reward]:
+    """Apply every active rule to an attributed conversion; the caller holds the referrer lock."""
+    conversion = paid.conversion
+    rewards: list[Reward] = []
+    successful_referrals: int | None = None
+    for rule in rules:
+        if rule.trigger == "first_purchase" and not paid.is_first_purchase:
+            continue
+        if rule.min_order_amount is not None and conversion.amount < rule.min_order_amount:
+            continue
+        if rule.max_rewards_per_referrer is not None:
+            given = await _rewards_given(session, rule.id, paid.referrer.id)
+            if given >= rule.max_rewards_per_referrer:
+                continue
+        values: dict[str, Any] = {
+            "amount": rule.amount,
+            "percent": rule.percent,
+            "points": rule.points,
+        }
+        if rule.tiers and rule.recipient == "referrer":
+            if successful_referrals is None:
+                successful_referrals = await _successful_referrals(session, paid.referrer.id)
+            values = _tier_values(rule.tiers, successful_referrals) or values
+        value, unit = _reward_value(rule.kind, values, conversion)
+        if value <= 0:
+            continue
+        hold_until = conversion.occurred_at + timedelta(days=rule.hold_days)
+        due = hold_until <= now
+        reward = Reward(
+            created_at=now,
+            program_id=conversion.program_id,
+            conversion_id=conversion.id,
+            rule_id=rule.id,
+            rule_version=rule.version,
+            referrer_id=paid.referrer.id,
+            recipient=rule.recipient,
+            recipient_id=(
+                paid.referrer.external_id
+                if rule.recipient == "referrer"
+                else paid.referral.customer_id
+            ),
+            entry_type="reward",
+            kind=rule.kind,
+            unit=unit,
+            amount=value,
+            original_amount=value,
+            status="approved" if due else "pending",
+            hold_until=hold_until,
+            approved_at=now if due else None,
+        )
+        session.add(reward)
+        rewards.append(reward)
+    await session.flush()
+    return rewards
+
+
+def _reward_value(kind: str, values: dict[str, Any], conversion: Conversion) -> tuple[Decimal, str]:
+    if kind == "points":
+        return Decimal(int(values["points"])), POINTS
+    if kind == "fixed":
+        return Decimal(values["amount"]), conversion.currency
+    share = conversion.amount * Decimal(values["percent"]) / 100
+    return quantize(share, conversion.currency), conversion.currency
+
+
+def _tier_values(tiers: list[dict[str, Any]], successful_referrals: int) -> dict[str, Any] | None:
+    reached = [tier for tier in tiers if successful_referrals >= int(tier["from_referral"])]
+    if not reached:
+        return None
+    tier = max(reached, key=lambda t: int(t["from_referral"]))
+    return {"amount": tier.get("amount"), "percent": tier.get("percent"), "points": tier.get("points")}
+
+
+async def _rewards_given(session: AsyncSession, rule_id: UUID, referrer_id: UUID) -> int:
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Reward)
+        .where(
+            Reward.rule_id == rule_id,
+            Reward.referrer_id == referrer_id,
+            Reward.entry_type == "reward",
+            Reward.status != "reversed",
+        )
+    )
+    return int(count or 0)
+
+
+async def _successful_referrals(session: AsyncSession, referrer_id: UUID) -> int:
+    """Referrals of the referrer with at least one attributed purchase (this one included)."""
+    count = await session.scalar(
+        select(func.count(distinct(Conversion.referral_id))).where(
+            Conversion.referrer_id == referrer_id,
+            Conversion.status == "attributed",
+            Conversion.referral_id.is_not(None),
+        )
+    )
+    return int(count or 0)
+
+
+async def adjust_for_refund(session: AsyncSession, conversion: Conversion, now: datetime) -> None:
+    """Bring the conversion's rewards in line with what is left after refunds.
+
+    Percent rewards shrink in proportion to the refunded share; fixed and points rewards go
+    only on a full refund. Unpaid rewards change in place (or are reversed at zero); paid ones
+    are offset by a negative clawback entry, so the ledger still sums to what is owed.
+    """
+    rewards = list(
+        await session.scalars(
+            select(Reward)
+            .where(Reward.conversion_id == conversion.id, Reward.entry_type == "reward")
+            .order_by(Reward.created_at, Reward.id)
+            .with_for_update()
+        )
+    )
+    remaining_share = (conversion.amount - conversion.refunded_amount) / conversion.amount
+    for reward in rewards:
+        if reward.status == "reversed":
+            continue
+        target = _target_after_refund(reward, remaining_share)
+        if reward.status in ("pending", "approved"):
+            if target <= 0:
+                _reverse(reward, now, "refund")
+            else:
+                reward.amount = target
+            continue
+        clawed = await session.scalar(
+            select(func.coalesce(func.sum(Reward.amount), 0)).where(
+                Reward.adjusts_reward_id == reward.id, Reward.status != "reversed"
+            )
+        )
+        delta = target - (reward.amount + Decimal(clawed or 0))
+        if delta < 0:
+            session.add(
+                Reward(
+                    created_at=now,
+                    program_id=reward.program_id,
+                    conversion_id=reward.conversion_id,
+                    rule_id=reward.rule_id,
+                    rule_version=reward.rule_version,
+                    referrer_id=reward.referrer_id,
+                    recipient=reward.recipient,
+                    recipient_id=reward.recipient_id,
+                    entry_type="clawback",
+                    adjusts_reward_id=reward.id,
+                    kind=reward.kind,
+                    unit=reward.unit,
+                    amount=delta,
+                    original_amount=delta,
+                    status="approved",
+                    hold_until=now,
+                    approved_at=now,
+                )
+            )
+    await session.flush()
+
+
+def _target_after_refund(reward: Reward, remaining_share: Decimal) -> Decimal:
+    if remaining_share <= 0:
+        return Decimal(0)
+    if reward.kind != "percent":
+        return reward.original_amount
+    return quantize(reward.original_amount * remaining_share, reward.unit)
+
+
+def _reverse(reward: Reward, now: datetime, reason: str) -> None:
+    reward.status = "reversed"
+    reward.reversed_at = now
+    reward.reversal_reason = reason
+
+
+async def approve_due(
+    session: AsyncSession,
+    now: datetime,
+    *,
+    program_ids: frozenset[UUID] | None = None,
+    referrer_id: UUID | None = None,
+    conversion_id: UUID | None = None,
+) -> int:
+    """Approve pending rewards whose hold has ended; rows locked elsewhere are left for later.
+
+    Safe with several replicas: on Postgres the rows are claimed with FOR UPDATE SKIP LOCKED.
+    """
+    query = select(Reward.id).where(Reward.status == "pending", Reward.hold_until <= now)
+    if program_ids is not None:
+        query = query.where(Reward.program_id.in_(program_ids))
+    if referrer_id is not None:
+        query = query.where(Reward.referrer_id == referrer_id)
+    if conversion_id is not None:
+        query = query.where(Reward.conversion_id == conversion_id)
+    query = query.limit(SWEEP_BATCH)
+    if is_postgres(session):
+        query = query.with_for_update(skip_locked=True)
+    ids = list(await session.scalars(query))
+    if not ids:
+        return 0
+    result = await session.execute(
+        update(Reward)
+        .where(Reward.id.in_(ids), Reward.status == "pending")
+        .values(status="approved", approved_at=Reward.hold_until)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def get_reward(
+    session: AsyncSession, principal: Principal, reward_id: UUID, *, for_update: bool = False
+) -> Reward:
+    query = select(Reward).where(Reward.id == reward_id)
+    if for_update:
+        query = query.with_for_update()
+    reward = await session.scalar(query.execution_options(populate_existing=True))
+    if reward is None:
+        raise RewardNotFound()
+    ensure_program_access(principal, reward.program_id, RewardNotFound)
+    return reward
+
+
+async def approve(session: AsyncSession, principal: Principal, reward_id: UUID) -> RewardOut:
+    """pending → approved, before the hold ends."""
+    reward = await get_reward(session, principal, reward_id, for_update=True)
+    if reward.status != "pending":
+        raise InvalidTransition(f"A {reward.status} reward cannot be approved.")
+    reward.status = "approved"
+    reward.approved_at = utcnow()
+    await session.flush()
+    return RewardOut.model_validate(reward)
+
+
+async def mark_paid(
+    session: AsyncSession, principal: Principal, reward_id: UUID, payout_reference: str | None
+) -> RewardOut:
+    """approved → paid (a pending reward whose hold has ended counts as approved)."""
+    reward = await get_reward(session, principal, reward_id, for_update=True)
+    now = utcnow()
+    if reward.status == "pending" and reward.hold_until <= now:
+        reward.status, reward.approved_at = "approved", reward.hold_until
+    if reward.status != "approved":
+        raise InvalidTransition(f"A {reward.status} reward cannot be paid; approve it first.")
+    reward.status = "paid"
+    reward.paid_at = now
+    reward.payout_reference = payout_reference
+    await session.flush()
+    return RewardOut.model_validate(reward)
+
+
+async def reverse(session: AsyncSession, principal: Principal, reward_id: UUID, reason: str) -> RewardOut:
+    """pending or approved → reversed; a paid reward is clawed back by a refund instead."""
+    reward = await get_reward(session, principal, reward_id, for_update=True)
+    if reward.status not in ("pending", "approved"):
+        raise InvalidTransition(f"A {reward.status} reward cannot be reversed.")
+    _reverse(reward, utcnow(), reason)
+    await session.flush()
+    return RewardOut.model_validate(reward)
+
+
+@dataclass(frozen=True)
+class RewardFilters:
+    program_id: UUID | None = None
+    referrer_id: UUID | None = None
+    conversion_id: UUID | None = None
+    status: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+
+def _filtered(principal: Principal, filters: RewardFilters) -> Select[Any]:
+    query = select(Reward)
+    if principal.program_ids is not None:
+        query = query.where(Reward.program_id.in_(principal.program_ids))
+    conditions = [
+        Reward.program_id == filters.program_id if filters.program_id else None,
+        Reward.referrer_id == filters.referrer_id if filters.referrer_id else None,
+        Reward.conversion_id == filters.conversion_id if filters.conversion_id else None,
+        Reward.status == filters.status if filters.status else None,
+        Reward.created_at >= filters.created_from if filters.created_from else None,
+        Reward.created_at < filters.created_to if filters.created_to else None,
+    ]
+    present = [condition for condition in conditions if condition is not None]
+    return query.where(and_(*present)) if present else query
+
+
+async def list_rewards(
+    session: AsyncSession, principal: Principal, filters: RewardFilters, params: PageParams
+) -> tuple[list[RewardOut], str | None]:
+    """Ledger entries matching the filters; due rewards are approved first, so reads are current."""
+    await approve_due(
+        session,
+        utcnow(),
+        program_ids=principal.program_ids
+        if filters.program_id is None
+        else frozenset({filters.program_id}),
+        referrer_id=filters.referrer_id,
+    )
+    rows, next_cursor = await paginate(session, _filtered(principal, filters), Reward, params)
+    return [RewardOut.model_validate(row) for row in rows], next_cursor
+
+
+async def rewards_of(session: AsyncSession, conversion_id: UUID) -> list[RewardOut]:
+    rows = await session.scalars(
+        select(Reward)
+        .where(Reward.conversion_id == conversion_id)
+        .order_by(Reward.created_at, Reward.id)
+        .execution_options(populate_existing=True)
+    )
+    return [RewardOut.model_validate(row) for row in rows]
+
+
+async def balance(session: AsyncSession, referrer: Referrer) -> Balance:
+    """Per unit (currency or points): pending, approved, paid, owed and payable."""
+    await approve_due(session, utcnow(), referrer_id=referrer.id)
+    rows = await session.execute(
+        select(Reward.unit, Reward.status, func.sum(Reward.amount))
+        .where(Reward.referrer_id == referrer.id, Reward.recipient == "referrer")
+        .group_by(Reward.unit, Reward.status)
+    )
+    totals: dict[str, dict[str, Decimal]] = {}
+    for unit, status, amount in rows:
+        totals.setdefault(unit, {})[status] = Decimal(amount or 0)
+    lines = []
+    for unit in sorted(totals):
+        by_status = totals[unit]
+        pending = _money(by_status.get("pending"), unit)
+        approved = _money(by_status.get("approved"), unit)
+        lines.append(
+            BalanceLine(
+                unit=unit,
+                pending=pending,
+                approved=approved,
+                paid=_money(by_status.get("paid"), unit),
+                owed=pending + approved,
+                payable=approved,
+            )
+        )
+    return Balance(referrer_id=referrer.id, balances=lines)
+
+
+def _money(amount: Decimal | None, unit: str) -> Decimal:
+    if unit == POINTS:
+        return Decimal(int(amount or 0))
+    return quantize(amount or Decimal(0), unit)
