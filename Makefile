@@ -28,7 +28,8 @@ help:
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+		echo "$(PYTHON) -m venv failed (on Debian: apt-get install python3-venv)" >&2; exit 1; }
 	$(BIN)/python -m pip install -e ".[dev]"
 	touch $@
 

@@ -27,5 +27,7 @@ class Settings(BaseSettings):
     default_page_limit: int = Field(default=50, ge=1, le=500)
     max_page_limit: int = Field(default=200, ge=1, le=1000)
     duplicate_click_window_hours: int = Field(default=24, ge=1)
-    reward_sweep_interval_seconds: float = Field(default=60.0, ge=0)
+    housekeeping_interval_seconds: float = Field(default=60.0, ge=0)
     log_level: str = "INFO"
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    idempotency_ttl_hours: int = Field(default=24, ge=1)

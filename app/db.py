@@ -1,4 +1,3 @@
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -63,6 +62,9 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
     connect_args: dict[str, Any] = {
         "statement_cache_size": settings.database_statement_cache_size,
         "server_settings": {"timezone": "UTC"},
+        # Fail fast when the database is unreachable: the caller gets a 503, not a hang.
+        "timeout": 5,
+        "command_timeout": 30,
     }
     if settings.database_statement_cache_size == 0:
         connect_args["prepared_statement_cache_size"] = 0
@@ -111,16 +113,10 @@ def is_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request: commit after the handler returns, roll back on error."""
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with sessionmaker() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
+def get_session(request: Request) -> AsyncSession:
+    """The request's session; app.unit_of_work commits it before the answer is sent."""
+    session: AsyncSession = request.state.session
+    return session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]

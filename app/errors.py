@@ -7,6 +7,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("app.errors")
@@ -117,6 +119,24 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return errors
 
 
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Connection loss, refused connections, pool exhaustion and lock timeouts: retryable."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(
+        exc,
+        (
+            sa_exc.OperationalError,
+            sa_exc.InterfaceError,
+            sa_exc.TimeoutError,
+            sa_exc.DisconnectionError,
+            ConnectionError,
+            OSError,
+            TimeoutError,
+        ),
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
@@ -141,8 +161,25 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else title
         return problem_response(exc.status_code, code, title, detail, headers=exc.headers)
 
+    @app.exception_handler(sa_exc.IntegrityError)
+    async def _integrity(_request: Request, exc: sa_exc.IntegrityError) -> JSONResponse:
+        # A race the service did not foresee; nothing was stored, and a retry resolves it.
+        logger.warning("integrity error: %s", exc.orig.__class__.__name__)
+        return problem_response(
+            409, "concurrent_update", "Conflict", "A concurrent request changed the same data; retry.",
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_database_unavailable(exc):
+            logger.warning("database unavailable: %s", type(exc).__name__)
+            return problem_response(
+                503,
+                "database_unavailable",
+                "Service temporarily unavailable",
+                "The database cannot be reached; retry shortly.",
+                headers={"Retry-After": "2"},
+            )
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(
             500, "internal_error", "Internal server error", "An unexpected error occurred."

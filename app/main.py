@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from app.background import run_housekeeping
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
@@ -17,8 +18,8 @@ from app.keys.router import router as keys_router
 from app.programs.router import router as programs_router
 from app.referrers.router import router as referrers_router
 from app.rewards.router import router as rewards_router
-from app.rewards.sweep import run_reward_sweeps
 from app.tracking.router import router as tracking_router
+from app.unit_of_work import UnitOfWorkMiddleware
 
 logger = logging.getLogger("app")
 
@@ -30,9 +31,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper = None
-        if settings.reward_sweep_interval_seconds > 0:
+        if settings.housekeeping_interval_seconds > 0:
             sweeper = asyncio.create_task(
-                run_reward_sweeps(app.state.sessionmaker, settings.reward_sweep_interval_seconds)
+                run_housekeeping(app.state.sessionmaker, settings.housekeeping_interval_seconds)
             )
         try:
             yield
@@ -53,6 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     install_error_handlers(app)
+    app.add_middleware(
+        UnitOfWorkMiddleware, sessionmaker=app.state.sessionmaker, settings=settings
+    )
     for router in (
         programs_router,
         referrers_router,

@@ -2,6 +2,7 @@
 
 from app.conversions.models import Conversion, Refund
 from app.db import Base
+from app.idempotency.models import IdempotencyRecord
 from app.keys.models import ApiKey
 from app.programs.models import Program
 from app.referrers.models import Code, Referrer
@@ -14,6 +15,7 @@ __all__ = [
     "Click",
     "Code",
     "Conversion",
+    "IdempotencyRecord",
     "Program",
     "Referral",
     "Referrer",

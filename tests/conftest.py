@@ -45,7 +45,7 @@ def test_settings(**overrides: object) -> Settings:
         "database_url": DATABASE_URL,
         "environment": "test",
         "ip_hash_salt": "test-salt",
-        "reward_sweep_interval_seconds": 0,
+        "housekeeping_interval_seconds": 0,
         "database_pool_size": 30,
     }
     values.update(overrides)

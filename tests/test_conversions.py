@@ -1,29 +1,23 @@
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from httpx import AsyncClient
+from sqlalchemy import func, select
 
-from tests.factories import auth, make_key, make_program, make_referrer
-
-
-async def setup_program(client: AsyncClient, app: Any, **program: Any) -> tuple[str, dict, dict]:
-    admin = await make_key(app)
-    prog = await make_program(client, admin, **program)
-    referrer = await make_referrer(client, admin, prog["id"], "alice", email="alice@example.com")
-    return admin, prog, referrer
-
-
-async def add_rule(client: AsyncClient, key: str, program_id: str, **rule: Any) -> dict:
-    response = await client.post(
-        f"/v1/programs/{program_id}/reward-rules", json=rule, headers=auth(key)
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-async def post_conversion(client: AsyncClient, key: str, **body: Any) -> Any:
-    return await client.post("/v1/conversions", json=body, headers=auth(key))
+from app.conversions.models import Conversion
+from app.rewards.models import Reward
+from tests.factories import assert_problem, auth, db_all, make_key, make_program, make_referrer
+from tests.money_factories import (
+    add_rule,
+    get_conversion,
+    list_all,
+    post_conversion,
+    post_refund,
+    purchase,
+    setup_program,
+)
 
 
 async def test_explicit_code_pays_double_sided_rules(client: AsyncClient, app: Any) -> None:

@@ -122,12 +122,14 @@ async def attribute(session: AsyncSession, purchase: Purchase) -> Decision:
     if eligible:
         pick = max if program.attribution_model == "last_touch" else min
         chosen = pick(eligible, key=lambda t: (t.occurred_at, t.kind == "redemption"))
+        # History loses to an explicit winner by priority, to another history touch by the model.
+        explicit_won = winner is not None
         for touch in eligible:
-            if winner is None and touch is chosen:
+            if not explicit_won and touch is chosen:
                 winner = replace(touch, outcome="won", reason=program.attribution_model)
                 decided.append(winner)
             else:
-                decided.append(touch.lose("lower_priority" if winner is not None else "model"))
+                decided.append(touch.lose("lower_priority" if explicit_won else "model"))
 
     if winner is not None:
         return Decision(winner=winner, candidates=decided, reason=winner.reason)
@@ -185,18 +187,15 @@ async def _history_touches(session: AsyncSession, program: Program, customer_id:
         await session.execute(
             select(Referral, Code.code)
             .join(Code, Code.id == Referral.code_id)
-            .where(
-                Referral.program_id == program.id,
-                Referral.customer_id == customer_id,
-                Referral.source == "redemption",
-            )
+            .where(Referral.program_id == program.id, Referral.customer_id == customer_id)
         )
     ).first()
     if referral_row is not None:
         referral, code_text = referral_row
+        # A referral made by an earlier purchase is that purchase's use of the code.
         touches.append(
             Touch(
-                "redemption",
+                "redemption" if referral.source == "redemption" else "code",
                 "customer_history",
                 str(referral.id),
                 referral.referrer_id,

@@ -161,12 +161,13 @@ async def _apply(
         await session.flush()
         return
     assert winner.referrer_id is not None and winner.code_id is not None
-    # Locks, always in this order: the customer's referral, then the referrer.
-    referral = await _referral_for(session, program, conversion, winner.referrer_id, winner)
+    # Locks, always in this order: the referrer (caps, tiers), then the customer's referral
+    # ("first purchase"). NO KEY UPDATE leaves inserts that reference the referrer unblocked.
     referrer = await session.scalar(
-        select(Referrer).where(Referrer.id == winner.referrer_id).with_for_update()
+        select(Referrer).where(Referrer.id == winner.referrer_id).with_for_update(key_share=True)
     )
     assert referrer is not None
+    referral = await _referral_for(session, program, conversion, winner.referrer_id, winner)
     earlier = await session.scalar(
         select(Conversion.id)
         .where(

@@ -1,0 +1,43 @@
+"""Housekeeping every replica runs in the background (no cron): safe to run on all of them."""
+
+import asyncio
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import utcnow
+from app.idempotency.service import delete_expired
+from app.rewards.service import SWEEP_BATCH, approve_due
+
+logger = logging.getLogger("app.background")
+
+
+async def approve_due_rewards(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """Approve rewards whose hold has ended, in batches; returns how many were approved."""
+    total = 0
+    while True:
+        async with sessionmaker() as session, session.begin():
+            approved = await approve_due(session, utcnow())
+        total += approved
+        if approved < SWEEP_BATCH:
+            return total
+
+
+async def forget_expired_idempotency_keys(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    async with sessionmaker() as session, session.begin():
+        return await delete_expired(session, utcnow())
+
+
+async def run_housekeeping(
+    sessionmaker: async_sessionmaker[AsyncSession], interval_seconds: float
+) -> None:
+    while True:
+        try:
+            approved = await approve_due_rewards(sessionmaker)
+            forgotten = await forget_expired_idempotency_keys(sessionmaker)
+            if approved or forgotten:
+                logger.info("approved %d rewards; forgot %d idempotency keys", approved, forgotten)
+        except Exception:
+            # A database outage must not end the loop; the next round retries.
+            logger.warning("housekeeping failed", exc_info=True)
+        await asyncio.sleep(interval_seconds)

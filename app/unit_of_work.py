@@ -1,0 +1,296 @@
+"""One transaction per request, committed before the first byte of the answer leaves.
+
+A pure ASGI middleware owns the session: the handler and its dependencies use it, and when the
+answer starts the middleware commits (2xx/3xx) or rolls back (4xx/5xx). Only then is the answer
+sent, so a 2xx always means the data is durably stored; a failed commit turns into a 503.
+POSTs with an Idempotency-Key store their answer in that same transaction (see
+app.idempotency.service). Request bodies are read here once, with a size limit.
+"""
+
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db import utcnow
+from app.errors import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE, is_database_unavailable
+from app.idempotency import service as idempotency
+
+logger = logging.getLogger("app.unit_of_work")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+METHODS_WITH_BODY = {"POST", "PUT", "PATCH"}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def problem_message(
+    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
+) -> tuple[Message, Message]:
+    body = json.dumps(
+        {
+            "type": PROBLEM_TYPE_BASE + code,
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "code": code,
+        }
+    ).encode()
+    raw_headers = [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    start = {"type": "http.response.start", "status": status, "headers": raw_headers}
+    return start, {"type": "http.response.body", "body": body, "more_body": False}
+
+
+async def send_problem(send: Send, *args: Any, **kwargs: Any) -> None:
+    start, body = problem_message(*args, **kwargs)
+    await send(start)
+    await send(body)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replaying(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+class UnitOfWorkMiddleware:
+    def __init__(
+        self, app: ASGIApp, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
+    ) -> None:
+        self.app = app
+        self.sessionmaker = sessionmaker
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        if method in METHODS_WITH_BODY:
+            limit = self.settings.max_body_bytes
+            declared = _header(scope, b"content-length")
+            try:
+                if declared is not None and declared.isdigit() and int(declared) > limit:
+                    raise BodyTooLarge()
+                body = await _read_body(receive, limit)
+            except BodyTooLarge:
+                await send_problem(
+                    send, 413, "payload_too_large", "Payload too large",
+                    f"The request body may be at most {limit} bytes.",
+                )
+                return
+            receive = _replaying(body)
+        else:
+            body = b""
+        async with self.sessionmaker() as session:
+            scope.setdefault("state", {})["session"] = session
+            try:
+                await self._run(scope, receive, send, session, method, body)
+            except Exception as exc:
+                await session.rollback()
+                if not is_database_unavailable(exc):
+                    raise
+                logger.warning("database unavailable: %s", type(exc).__name__)
+                await send_problem(
+                    send, 503, "database_unavailable", "Service temporarily unavailable",
+                    "The database cannot be reached; retry shortly.", {"Retry-After": "2"},
+                )
+
+    async def _run(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        session: AsyncSession,
+        method: str,
+        body: bytes,
+    ) -> None:
+        request = self._idempotent_request(scope, method, body)
+        if request is not None:
+            try:
+                stored = await idempotency.claim(session, request, utcnow())
+            except idempotency.KeyInProgress:
+                await session.rollback()
+                await send_problem(
+                    send, 409, "idempotency_key_in_progress", "Request in progress",
+                    "A request with this Idempotency-Key is still running; retry shortly.",
+                    {"Retry-After": "1"},
+                )
+                return
+            except idempotency.KeyReused:
+                await session.rollback()
+                await send_problem(
+                    send, 422, "idempotency_key_reused", "Idempotency-Key reused",
+                    "This Idempotency-Key was used with another request; use a new key.",
+                )
+                return
+            if stored is not None:
+                await session.rollback()
+                await _send_stored(send, stored)
+                return
+        responder = _Responder(send, session, request, self.settings)
+        await self.app(scope, receive, responder.send)
+        if not responder.finished:
+            await responder.finish_without_answer()
+
+    def _idempotent_request(
+        self, scope: Scope, method: str, body: bytes
+    ) -> idempotency.IdempotentRequest | None:
+        if method != "POST":
+            return None
+        key = _header(scope, b"idempotency-key")
+        authorization = _header(scope, b"authorization")
+        if not key or not authorization:
+            return None
+        return idempotency.IdempotentRequest(
+            principal_hash=hashlib.sha256(authorization.strip().encode()).hexdigest(),
+            key=key[: idempotency.MAX_KEY_LENGTH],
+            method=method,
+            path=scope["path"],
+            request_hash=idempotency.fingerprint(
+                method, scope["path"], scope.get("query_string", b"").decode("latin-1"), body
+            ),
+        )
+
+
+async def _send_stored(send: Send, stored: idempotency.StoredAnswer) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": stored.status,
+            "headers": [
+                (b"content-type", stored.content_type.encode()),
+                (b"content-length", str(len(stored.body)).encode()),
+                (b"idempotent-replayed", b"true"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": stored.body, "more_body": False})
+
+
+class _Responder:
+    """Holds the answer back until the transaction is settled."""
+
+    def __init__(
+        self,
+        send: Send,
+        session: AsyncSession,
+        request: idempotency.IdempotentRequest | None,
+        settings: Settings,
+    ) -> None:
+        self._send = send
+        self._session = session
+        self._request = request
+        self._ttl = timedelta(hours=settings.idempotency_ttl_hours)
+        self._start: Message | None = None
+        self._chunks: list[bytes] = []
+        self._settled = False
+        self.finished = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self._start = message
+            return
+        if message["type"] != "http.response.body" or self._settled:
+            await self._send(message)
+            if message.get("more_body", False) is False:
+                self.finished = True
+            return
+        assert self._start is not None
+        if self._request is not None:
+            # Idempotent answers are kept whole, so they can be stored before they are sent.
+            self._chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            message = {"type": "http.response.body", "body": b"".join(self._chunks)}
+        if not await self._settle(message.get("body", b"")):
+            return
+        await self._send(self._start)
+        await self._send(message)
+        if message.get("more_body", False) is False:
+            self.finished = True
+
+    async def _settle(self, body: bytes) -> bool:
+        """Commit or roll back; False (and a 503 sent) when the commit fails."""
+        self._settled = True
+        assert self._start is not None
+        status = int(self._start["status"])
+        try:
+            if status >= 400:
+                await self._session.rollback()
+                if self._request is not None and status < 500:
+                    await self._store(status, body)
+                    await self._session.commit()
+            else:
+                if self._request is not None:
+                    await self._store(status, body)
+                await self._session.commit()
+        except Exception as exc:
+            await self._session.rollback()
+            logger.warning("commit failed: %s", type(exc).__name__, exc_info=True)
+            await send_problem(
+                self._send, 503, "database_unavailable", "Service temporarily unavailable",
+                "The change could not be stored; retry shortly.", {"Retry-After": "2"},
+            )
+            self.finished = True
+            return False
+        return True
+
+    async def _store(self, status: int, body: bytes) -> None:
+        assert self._request is not None and self._start is not None
+        content_type = "application/json"
+        for key, value in self._start.get("headers", []):
+            if key.lower() == b"content-type":
+                content_type = value.decode("latin-1")
+        answer = idempotency.StoredAnswer(status, body, content_type)
+        await idempotency.store(self._session, self._request, answer, utcnow(), self._ttl)
+
+    async def finish_without_answer(self) -> None:
+        await self._session.rollback()
