@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from app.db import SessionDep
 from app.errors import AppError, Forbidden, Unauthorized
 from app.keys.service import Principal, authenticate
+from app.ratelimit import RateLimited, client_ip, rate_limiter
 
 PUBLISHABLE = "publishable"
 SECRET = "secret"
@@ -23,9 +24,16 @@ async def get_principal(request: Request, session: SessionDep) -> Principal:
             "Send an API key as 'Authorization: Bearer <key>'.",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    limiter = rate_limiter(request)
+    ip = client_ip(request, request.app.state.settings) or "-"
+    if await limiter.over(limiter.failed_auth_per_ip, "auth", ip):
+        raise RateLimited("Too many failed authentications from this client; retry later.")
     principal = await authenticate(session, raw_key.strip())
     if principal is None:
-        raise Unauthorized("The API key is unknown or revoked.", headers={"WWW-Authenticate": "Bearer"})
+        await limiter.hit(limiter.failed_auth_per_ip, "auth", ip)
+        raise Unauthorized(
+            "The API key is unknown or revoked.", headers={"WWW-Authenticate": "Bearer"}
+        )
     request.state.key_id = principal.key_id
     return principal
 

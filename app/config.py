@@ -1,6 +1,6 @@
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_IP_HASH_SALT = "dev-only-ip-salt-change-me"
@@ -31,3 +31,20 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     idempotency_ttl_hours: int = Field(default=24, ge=1)
+
+    rate_limits_enabled: bool = True
+    # "N/second|minute|hour" (the `limits` package's notation).
+    rate_limit_public_per_ip: str = "300/minute"
+    rate_limit_public_per_key: str = "20000/minute"
+    rate_limit_code_lookup_per_ip: str = "60/minute"
+    rate_limit_failed_auth_per_ip: str = "30/minute"
+    cors_cache_seconds: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _safe_in_production(self) -> Self:
+        if self.environment == "production":
+            if self.ip_hash_salt == DEFAULT_IP_HASH_SALT:
+                raise ValueError("set REFERRAL_IP_HASH_SALT to a secret value in production")
+            if self.database_url.startswith("sqlite"):
+                raise ValueError("production needs PostgreSQL, not SQLite (REFERRAL_DATABASE_URL)")
+        return self

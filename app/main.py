@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from app.background import run_housekeeping
@@ -15,7 +15,9 @@ from app.db import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.conversions.router import router as conversions_router
 from app.keys.router import router as keys_router
+from app.observability import RequestLogMiddleware, configure_logging, metrics_body
 from app.programs.router import router as programs_router
+from app.ratelimit import RateLimiter
 from app.referrers.router import router as referrers_router
 from app.rewards.router import router as rewards_router
 from app.tracking.router import router as tracking_router
@@ -26,6 +28,8 @@ logger = logging.getLogger("app")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    if settings.environment != "test":
+        configure_logging(settings.log_level)
     engine = create_engine(settings.database_url, settings)
 
     @asynccontextmanager
@@ -53,10 +57,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.rate_limiter = RateLimiter(settings)
     install_error_handlers(app)
     app.add_middleware(
         UnitOfWorkMiddleware, sessionmaker=app.state.sessionmaker, settings=settings
     )
+    app.add_middleware(RequestLogMiddleware)  # outermost: sees every answer, even a 413
     for router in (
         programs_router,
         referrers_router,
@@ -66,6 +72,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys_router,
     ):
         app.include_router(router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics_body(engine)
+        return Response(body, media_type=content_type)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

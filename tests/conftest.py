@@ -47,6 +47,9 @@ def test_settings(**overrides: object) -> Settings:
         "ip_hash_salt": "test-salt",
         "housekeeping_interval_seconds": 0,
         "database_pool_size": 30,
+        # The suite sends thousands of requests from one address; tests/test_rate_limits.py
+        # builds its own app with the limits on.
+        "rate_limits_enabled": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

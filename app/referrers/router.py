@@ -7,6 +7,7 @@ from app.db import SessionDep
 from app.errors import Forbidden, Unauthorized, problem_responses
 from app.pagination import Page, PageDep
 from app.programs.service import ProgramNotFound
+from app.ratelimit import CodeLookupRateLimit, PublicRateLimit, RateLimited
 from app.referrers import service
 from app.referrers.schemas import (
     CodeCreate,
@@ -99,9 +100,15 @@ async def list_codes(
     "/v1/codes/{code}",
     response_model=CodeLookup,
     tags=["codes"],
-    responses=problem_responses(service.CodeNotFound),
+    responses=problem_responses(service.CodeNotFound, RateLimited),
 )
-async def lookup_code(code: str, session: SessionDep, principal: AnyKey) -> CodeLookup:
+async def lookup_code(
+    code: str,
+    session: SessionDep,
+    principal: AnyKey,
+    _public: PublicRateLimit,
+    _lookup: CodeLookupRateLimit,
+) -> CodeLookup:
     return await service.lookup_code(session, principal, code)
 
 

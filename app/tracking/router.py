@@ -9,6 +9,7 @@ from app.config import Settings
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthorized, problem_responses
 from app.programs.service import ProgramNotActive
+from app.ratelimit import PublicRateLimit, RateLimited, client_ip, limit_code_lookup
 from app.referrers.service import CodeNotFound
 from app.tracking import service
 from app.tracking.schemas import ClickCreate, ClickOut, RedemptionCreate, RedemptionOut
@@ -19,20 +20,21 @@ UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign")
 
 
 def visit_of(request: Request, settings: Settings) -> service.Visit:
-    ip = request.client.host if request.client else None
-    if settings.trust_forwarded_for and (forwarded := request.headers.get("x-forwarded-for")):
-        ip = forwarded.split(",")[0].strip() or ip
-    return service.Visit(ip=ip, user_agent=request.headers.get("user-agent"))
+    return service.Visit(ip=client_ip(request, settings), user_agent=request.headers.get("user-agent"))
 
 
 @router.post(
     "/v1/clicks",
     status_code=201,
     response_model=ClickOut,
-    responses=problem_responses(Unauthorized, Forbidden, CodeNotFound, ProgramNotActive),
+    responses=problem_responses(Unauthorized, Forbidden, CodeNotFound, ProgramNotActive, RateLimited),
 )
 async def record_click(
-    body: ClickCreate, request: Request, session: SessionDep, principal: AnyKey
+    body: ClickCreate,
+    request: Request,
+    session: SessionDep,
+    principal: AnyKey,
+    _rate: PublicRateLimit,
 ) -> ClickOut:
     settings = request.app.state.settings
     return await service.record_click(session, settings, principal, body, visit_of(request, settings))
@@ -53,9 +55,12 @@ async def record_click(
         service.SelfReferral,
         service.AlreadyReferred,
         service.ClickNotFound,
+        RateLimited,
     ),
 )
-async def redeem(body: RedemptionCreate, session: SessionDep, principal: AnyKey) -> RedemptionOut:
+async def redeem(
+    body: RedemptionCreate, session: SessionDep, principal: AnyKey, _rate: PublicRateLimit
+) -> RedemptionOut:
     return await service.redeem(session, principal, body)
 
 
@@ -65,7 +70,9 @@ async def redeem(body: RedemptionCreate, session: SessionDep, principal: AnyKey)
     response_class=RedirectResponse,
     responses={404: {"description": "Unknown code (a small HTML page)"}},
 )
-async def follow_link(code: str, request: Request, session: SessionDep) -> Response:
+async def follow_link(
+    code: str, request: Request, session: SessionDep, _rate: PublicRateLimit
+) -> Response:
     """Record the click and send the shopper to the program's landing page."""
     settings = request.app.state.settings
     query = request.query_params
@@ -78,6 +85,8 @@ async def follow_link(code: str, request: Request, session: SessionDep) -> Respo
             session, settings, code, details, visit_of(request, settings)
         )
     except CodeNotFound:
+        # Unknown codes count against the lookup limit: guessing codes gets throttled.
+        await limit_code_lookup(request)
         return _unknown_code_page(code)
     if click is None:
         return RedirectResponse(program.landing_url, status_code=302)

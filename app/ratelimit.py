@@ -1,0 +1,99 @@
+"""Rate limits on the public paths and on failed authentication.
+
+Counters live in process by default, or in Redis when REFERRAL_REDIS_URL is set, so that every
+replica shares them. If Redis cannot be reached the limit is not enforced (fail open) rather
+than turning an outage of a helper into an outage of the service.
+"""
+
+import logging
+import math
+import time
+from typing import Annotated
+
+from fastapi import Depends, Request
+from limits import RateLimitItem, parse
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.storage import storage_from_string
+
+from app.config import Settings
+from app.errors import AppError
+from app.keys.service import hash_key
+
+logger = logging.getLogger("app.ratelimit")
+
+
+class RateLimited(AppError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+
+def client_ip(request: Request, settings: Settings) -> str | None:
+    ip = request.client.host if request.client else None
+    if settings.trust_forwarded_for and (forwarded := request.headers.get("x-forwarded-for")):
+        ip = forwarded.split(",")[0].strip() or ip
+    return ip
+
+
+class RateLimiter:
+    def __init__(self, settings: Settings) -> None:
+        self.enabled = settings.rate_limits_enabled
+        uri = settings.redis_url or "memory://"
+        self.storage = storage_from_string(f"async+{uri}")
+        self.limiter = SlidingWindowCounterRateLimiter(self.storage)
+        self.public_per_ip = parse(settings.rate_limit_public_per_ip)
+        self.public_per_key = parse(settings.rate_limit_public_per_key)
+        self.code_lookup_per_ip = parse(settings.rate_limit_code_lookup_per_ip)
+        self.failed_auth_per_ip = parse(settings.rate_limit_failed_auth_per_ip)
+
+    async def hit(self, item: RateLimitItem, *identifiers: str) -> None:
+        """Count one request; raise RateLimited (with Retry-After) when over the limit."""
+        if not self.enabled:
+            return
+        try:
+            allowed = await self.limiter.hit(item, *identifiers)
+            if allowed:
+                return
+            stats = await self.limiter.get_window_stats(item, *identifiers)
+            retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        except Exception as exc:
+            logger.warning("rate limit storage unavailable: %s", type(exc).__name__)
+            return
+        raise RateLimited(
+            f"Limit of {item} reached; retry in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    async def over(self, item: RateLimitItem, *identifiers: str) -> bool:
+        """Whether the limit is already used up, without counting a request."""
+        if not self.enabled:
+            return False
+        try:
+            return not await self.limiter.test(item, *identifiers)
+        except Exception:
+            return False
+
+
+def rate_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    return limiter
+
+
+async def limit_public(request: Request) -> None:
+    """Per client IP and per API key, on the paths a storefront (and anyone) can reach."""
+    limiter = rate_limiter(request)
+    settings: Settings = request.app.state.settings
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    await limiter.hit(limiter.public_per_ip, "ip", route, client_ip(request, settings) or "-")
+    authorization = request.headers.get("authorization")
+    if authorization:
+        await limiter.hit(limiter.public_per_key, "key", route, hash_key(authorization))
+
+
+async def limit_code_lookup(request: Request) -> None:
+    """Code lookups are how codes get guessed: a tighter limit per client IP."""
+    limiter = rate_limiter(request)
+    ip = client_ip(request, request.app.state.settings) or "-"
+    await limiter.hit(limiter.code_lookup_per_ip, "lookup", ip)
+
+
+PublicRateLimit = Annotated[None, Depends(limit_public)]
+CodeLookupRateLimit = Annotated[None, Depends(limit_code_lookup)]
