@@ -14,7 +14,10 @@ from app.config import Settings
 from app.db import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.conversions.router import router as conversions_router
+from app.cors import CorsMiddleware, OriginCache
+from app.customers.router import router as customers_router
 from app.keys.router import router as keys_router
+from app.metrics.router import router as metrics_router
 from app.observability import RequestLogMiddleware, configure_logging, metrics_body
 from app.programs.router import router as programs_router
 from app.ratelimit import RateLimiter
@@ -62,6 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         UnitOfWorkMiddleware, sessionmaker=app.state.sessionmaker, settings=settings
     )
+    app.add_middleware(
+        CorsMiddleware, origins=OriginCache(app.state.sessionmaker, settings.cors_cache_seconds)
+    )
     app.add_middleware(RequestLogMiddleware)  # outermost: sees every answer, even a 413
     for router in (
         programs_router,
@@ -69,7 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tracking_router,
         conversions_router,
         rewards_router,
+        customers_router,
         keys_router,
+        metrics_router,
     ):
         app.include_router(router)
 

@@ -23,7 +23,7 @@ def pytest_report_header() -> list[str]:
 def pytest_sessionstart(session: pytest.Session) -> None:
     if ON_POSTGRES:
         asyncio.run(reset_postgres_schema(DATABASE_URL))
-    migrate(test_settings())
+    migrate(settings_for_tests())
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def test_settings(**overrides: object) -> Settings:
+def settings_for_tests(**overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": DATABASE_URL,
         "environment": "test",
@@ -50,6 +50,7 @@ def test_settings(**overrides: object) -> Settings:
         # The suite sends thousands of requests from one address; tests/test_rate_limits.py
         # builds its own app with the limits on.
         "rate_limits_enabled": False,
+        "cors_cache_seconds": 0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -57,7 +58,7 @@ def test_settings(**overrides: object) -> Settings:
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return test_settings()
+    return settings_for_tests()
 
 
 @pytest.fixture(scope="session")

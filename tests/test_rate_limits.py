@@ -7,7 +7,7 @@ import pytest
 from httpx import ASGITransport, AsyncClient
 
 from app.main import create_app
-from tests.conftest import test_settings
+from tests.conftest import settings_for_tests
 from tests.factories import auth, make_key, make_program, make_referrer
 
 
@@ -23,7 +23,7 @@ def _redis_answers() -> bool:
 async def limited(client: AsyncClient) -> AsyncIterator[tuple[AsyncClient, Any]]:
     """A second app on the same (emptied) database, with small limits switched on."""
     app = create_app(
-        test_settings(
+        settings_for_tests(
             rate_limits_enabled=True,
             rate_limit_public_per_ip="5/minute",
             rate_limit_code_lookup_per_ip="3/minute",
@@ -80,7 +80,7 @@ async def test_failed_authentication_is_throttled(limited: tuple[AsyncClient, An
 async def test_limits_are_shared_through_redis(client: AsyncClient) -> None:
     """Two replicas (two apps) with one Redis share one budget."""
     prefix = uuid4().hex  # keeps this run's counters apart from earlier runs'
-    settings = test_settings(
+    settings = settings_for_tests(
         rate_limits_enabled=True,
         redis_url="redis://127.0.0.1:6379/0",
         rate_limit_failed_auth_per_ip="4/minute",

@@ -19,6 +19,7 @@ class Conversion(IdMixin, Base):
         UniqueConstraint("program_id", "event_id"),
         Index("ix_conversions_program_id_occurred_at", "program_id", "occurred_at"),
         Index("ix_conversions_program_id_customer_id", "program_id", "customer_id"),
+        Index("ix_conversions_referrer_id_occurred_at", "referrer_id", "occurred_at"),
     )
 
     program_id: Mapped[UUID] = mapped_column(ForeignKey("programs.id"))

@@ -2,7 +2,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 
-from app.auth import AnyKey, SecretKey
+from app.auth import SecretKey
+from app.cors import OriginNotAllowed, WidgetKey
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthorized, problem_responses
 from app.pagination import Page, PageDep
@@ -100,12 +101,12 @@ async def list_codes(
     "/v1/codes/{code}",
     response_model=CodeLookup,
     tags=["codes"],
-    responses=problem_responses(service.CodeNotFound, RateLimited),
+    responses=problem_responses(service.CodeNotFound, RateLimited, OriginNotAllowed),
 )
 async def lookup_code(
     code: str,
     session: SessionDep,
-    principal: AnyKey,
+    principal: WidgetKey,
     _public: PublicRateLimit,
     _lookup: CodeLookupRateLimit,
 ) -> CodeLookup:

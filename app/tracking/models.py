@@ -15,6 +15,7 @@ class Click(IdMixin, Base):
         Index("ix_clicks_code_id_occurred_at", "code_id", "occurred_at"),
         Index("ix_clicks_program_id_occurred_at", "program_id", "occurred_at"),
         Index("ix_clicks_program_id_customer_id", "program_id", "customer_id"),
+        Index("ix_clicks_referrer_id_occurred_at", "referrer_id", "occurred_at"),
     )
 
     program_id: Mapped[UUID] = mapped_column(ForeignKey("programs.id"))
@@ -42,7 +43,11 @@ class Referral(IdMixin, Base):
     """A referred customer (referee) tied to a referrer; one per program and customer."""
 
     __tablename__ = "referrals"
-    __table_args__ = (UniqueConstraint("program_id", "customer_id"),)
+    __table_args__ = (
+        UniqueConstraint("program_id", "customer_id"),
+        Index("ix_referrals_program_id_occurred_at", "program_id", "occurred_at"),
+        Index("ix_referrals_referrer_id_occurred_at", "referrer_id", "occurred_at"),
+    )
 
     program_id: Mapped[UUID] = mapped_column(ForeignKey("programs.id"))
     referrer_id: Mapped[UUID] = mapped_column(ForeignKey("referrers.id"), index=True)

@@ -4,7 +4,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.auth import AnyKey
+from app.cors import OriginNotAllowed, WidgetKey
 from app.config import Settings
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthorized, problem_responses
@@ -27,13 +27,13 @@ def visit_of(request: Request, settings: Settings) -> service.Visit:
     "/v1/clicks",
     status_code=201,
     response_model=ClickOut,
-    responses=problem_responses(Unauthorized, Forbidden, CodeNotFound, ProgramNotActive, RateLimited),
+    responses=problem_responses(Unauthorized, Forbidden, CodeNotFound, ProgramNotActive, RateLimited, OriginNotAllowed),
 )
 async def record_click(
     body: ClickCreate,
     request: Request,
     session: SessionDep,
-    principal: AnyKey,
+    principal: WidgetKey,
     _rate: PublicRateLimit,
 ) -> ClickOut:
     settings = request.app.state.settings
@@ -56,10 +56,11 @@ async def record_click(
         service.AlreadyReferred,
         service.ClickNotFound,
         RateLimited,
+        OriginNotAllowed,
     ),
 )
 async def redeem(
-    body: RedemptionCreate, session: SessionDep, principal: AnyKey, _rate: PublicRateLimit
+    body: RedemptionCreate, session: SessionDep, principal: WidgetKey, _rate: PublicRateLimit
 ) -> RedemptionOut:
     return await service.redeem(session, principal, body)
 

@@ -1,0 +1,128 @@
+"""CORS for storefront widgets: only the publishable endpoints, only the programs' origins.
+
+Secret endpoints never send a CORS allowance, so a browser page can never read them. The
+publishable ones (clicks, redemptions, code lookup) allow the storefront origins configured on
+the programs. A preflight carries no API key, so it is answered against the origins of all
+programs; the request itself is then checked against the key's own programs
+(`require_allowed_origin`).
+"""
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.auth import AnyKey
+from app.db import SessionDep
+from app.errors import AppError
+from app.keys.service import Principal
+from app.programs.models import Program
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+ALLOW_HEADERS = b"authorization, content-type, idempotency-key, x-request-id"
+EXPOSE_HEADERS = b"x-request-id, retry-after, idempotent-replayed"
+
+
+class OriginNotAllowed(AppError):
+    status, code, title = 403, "origin_not_allowed", "This origin may not call this program"
+
+
+def is_public_path(method: str, path: str) -> bool:
+    if path in ("/v1/clicks", "/v1/redemptions"):
+        return method in ("POST", "OPTIONS")
+    return path.startswith("/v1/codes/") and path.count("/") == 3 and method in ("GET", "OPTIONS")
+
+
+class OriginCache:
+    """The storefront origins of every live program, re-read at most every `ttl` seconds."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], ttl: float) -> None:
+        self.sessionmaker = sessionmaker
+        self.ttl = ttl
+        self._origins: frozenset[str] = frozenset()
+        self._read_at = float("-inf")
+
+    async def all_origins(self) -> frozenset[str]:
+        if time.monotonic() - self._read_at > self.ttl:
+            async with self.sessionmaker() as session:
+                rows = await session.scalars(
+                    select(Program.allowed_origins).where(Program.status != "archived")
+                )
+                self._origins = frozenset(origin for row in rows for origin in row or [])
+            self._read_at = time.monotonic()
+        return self._origins
+
+
+class CorsMiddleware:
+    def __init__(self, app: ASGIApp, origins: OriginCache) -> None:
+        self.app = app
+        self.origins = origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        origin = _header(scope, b"origin")
+        if origin is None or not is_public_path(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        allowed = origin in await self.origins.all_origins()
+        if scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method"):
+            headers = [(b"vary", b"Origin")]
+            if allowed:
+                headers += [
+                    (b"access-control-allow-origin", origin.encode()),
+                    (b"access-control-allow-methods", b"GET, POST"),
+                    (b"access-control-allow-headers", ALLOW_HEADERS),
+                    (b"access-control-max-age", b"600"),
+                ]
+            await send({"type": "http.response.start", "status": 204 if allowed else 403, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", [])) + [(b"vary", b"Origin")]
+                if allowed:
+                    headers += [
+                        (b"access-control-allow-origin", origin.encode()),
+                        (b"access-control-expose-headers", EXPOSE_HEADERS),
+                    ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def require_allowed_origin(
+    request: Request, principal: AnyKey, session: SessionDep
+) -> Principal:
+    """A browser call (it has an Origin) must come from one of the key's programs' storefronts."""
+    origin = request.headers.get("origin")
+    if origin is None or principal.kind != "publishable":
+        return principal
+    query = select(Program.allowed_origins)
+    if principal.program_ids is not None:
+        query = query.where(Program.id.in_(principal.program_ids))
+    origins = {o for row in await session.scalars(query) for o in row or []}
+    if origin not in origins:
+        raise OriginNotAllowed(f"{origin} is not a storefront origin of this key's programs.")
+    return principal
+
+
+WidgetKey = Annotated[Principal, Depends(require_allowed_origin)]

@@ -1,0 +1,23 @@
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Path
+
+from app.auth import SecretKey
+from app.customers import service
+from app.customers.schemas import ErasureOut
+from app.db import SessionDep
+from app.errors import Forbidden, Unauthorized, problem_responses
+
+router = APIRouter(tags=["customers"], responses=problem_responses(Unauthorized, Forbidden))
+
+
+@router.delete("/v1/customers/{customer_id}", response_model=ErasureOut)
+async def erase_customer(
+    customer_id: Annotated[str, Path(min_length=1, max_length=200)],
+    session: SessionDep,
+    principal: SecretKey,
+    program_id: UUID | None = None,
+) -> ErasureOut:
+    """GDPR erasure: anonymise the customer's personal fields; metrics stay exact."""
+    return await service.erase_customer(session, principal, customer_id, program_id)

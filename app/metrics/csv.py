@@ -1,0 +1,54 @@
+"""The table-shaped metrics as CSV: one row per JSON row, the same numbers as the JSON."""
+
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi.responses import StreamingResponse
+
+from app.exports import csv_response, json_row
+from app.metrics.schemas import Channels, Cohorts, Funnel, Leaderboard, Summary, Timeseries
+
+FUNNEL_COLUMNS = tuple(Funnel.model_fields)
+SUMMARY_COLUMNS = ("program_id", "currency", "from", "to", *FUNNEL_COLUMNS)
+TIMESERIES_COLUMNS = ("label", "start", "end", *FUNNEL_COLUMNS)
+REFERRER_COLUMNS = ("referrer_id", "external_id", "name", *FUNNEL_COLUMNS)
+CHANNEL_COLUMNS = ("utm_source", "utm_medium", "utm_campaign", *FUNNEL_COLUMNS)
+COHORT_COLUMNS = ("kind", "month", "customers")
+PERIOD_COLUMNS = (
+    "month_offset",
+    "purchases",
+    "revenue",
+    "cumulative_revenue",
+    "cumulative_revenue_per_customer",
+)
+
+
+def summary_csv(summary: Summary) -> StreamingResponse:
+    return csv_response("summary.csv", SUMMARY_COLUMNS, [json_row(summary, SUMMARY_COLUMNS)])
+
+
+def timeseries_csv(series: Timeseries) -> StreamingResponse:
+    rows = (json_row(bucket, TIMESERIES_COLUMNS) for bucket in series.buckets)
+    return csv_response(f"timeseries-{series.interval}.csv", TIMESERIES_COLUMNS, rows)
+
+
+def referrers_csv(board: Leaderboard) -> StreamingResponse:
+    rows = (json_row(row, REFERRER_COLUMNS) for row in board.data)
+    return csv_response("referrers.csv", REFERRER_COLUMNS, rows)
+
+
+def channels_csv(channels: Channels) -> StreamingResponse:
+    rows = (json_row(row, CHANNEL_COLUMNS) for row in channels.data)
+    return csv_response("channels.csv", CHANNEL_COLUMNS, rows)
+
+
+def _cohort_rows(cohorts: Cohorts) -> Iterator[list[Any]]:
+    for cohort in cohorts.cohorts:
+        head = json_row(cohort, COHORT_COLUMNS)
+        for period in cohort.periods:
+            yield head + json_row(period, PERIOD_COLUMNS)
+
+
+def cohorts_csv(cohorts: Cohorts) -> StreamingResponse:
+    """One row per cohort and month offset."""
+    return csv_response("cohorts.csv", (*COHORT_COLUMNS, *PERIOD_COLUMNS), _cohort_rows(cohorts))
