@@ -16,6 +16,9 @@ class Settings(BaseSettings):
     database_read_url: str | None = None
     redis_url: str | None = None
     database_pool_size: int = Field(default=10, ge=1, le=200)
+    # How long a request waits for a free connection before it is answered 503.
+    database_pool_timeout_seconds: float = Field(default=3.0, gt=0)
+    max_in_flight_requests: int = Field(default=512, ge=1)
     # PgBouncer in transaction mode cannot keep prepared statements per connection.
     database_statement_cache_size: int = Field(default=100, ge=0)
 

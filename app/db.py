@@ -73,7 +73,7 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
         pool_pre_ping=True,
-        pool_timeout=5,
+        pool_timeout=settings.database_pool_timeout_seconds,
         connect_args=connect_args,
     )
 

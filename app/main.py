@@ -17,6 +17,7 @@ from app.conversions.router import router as conversions_router
 from app.cors import CorsMiddleware, OriginCache
 from app.customers.router import router as customers_router
 from app.keys.router import router as keys_router
+from app.load_shedding import LoadSheddingMiddleware
 from app.metrics.router import router as metrics_router
 from app.observability import RequestLogMiddleware, configure_logging, metrics_body
 from app.programs.router import router as programs_router
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         CorsMiddleware, origins=OriginCache(app.state.sessionmaker, settings.cors_cache_seconds)
     )
+    app.add_middleware(LoadSheddingMiddleware, max_in_flight=settings.max_in_flight_requests)
     app.add_middleware(RequestLogMiddleware)  # outermost: sees every answer, even a 413
     for router in (
         programs_router,

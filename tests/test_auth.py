@@ -19,6 +19,7 @@ from tests.factories import (
 )
 
 PREFIXES = {"admin": "rk_adm_", "secret": "rk_sec_", "publishable": "rk_pub_"}
+PROGRAM_BODY = {"name": "x", "landing_url": "https://x.example", "currency": "USD"}
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ async def test_requests_without_a_valid_key_are_401(
     for method, url, body in [
         ("GET", "/v1/programs", None),
         ("GET", f"/v1/programs/{program['id']}", None),
-        ("POST", "/v1/programs", {"name": "x", "landing_url": "https://x.example", "currency": "USD"}),
+        ("POST", "/v1/programs", PROGRAM_BODY),
         ("POST", "/v1/clicks", {"code": "ABC"}),
         ("POST", "/v1/redemptions", {"code": "ABC", "customer_id": "c"}),
         ("GET", "/v1/codes/ABC", None),
@@ -129,10 +130,12 @@ async def test_publishable_key_is_forbidden_everything_else(
     admin = await make_key(app)
     fetched = (await client.get(f"/v1/programs/{program['id']}", headers=auth(admin))).json()
     assert fetched == program
-    codes = (await client.get(f"/v1/referrers/{referrer['id']}/codes", headers=auth(admin))).json()
+    codes_url = f"/v1/referrers/{referrer['id']}/codes"
+    codes = (await client.get(codes_url, headers=auth(admin))).json()
     assert [c["code"] for c in codes] == [code]
     assert codes[0]["max_redemptions"] is None
-    listed = (await client.get(f"/v1/programs/{program['id']}/referrers", headers=auth(admin))).json()
+    referrers_url = f"/v1/programs/{program['id']}/referrers"
+    listed = (await client.get(referrers_url, headers=auth(admin))).json()
     assert [r["external_id"] for r in listed["data"]] == ["ref_a"]
     keys = (await client.get("/v1/api-keys", headers=auth(admin))).json()
     assert sorted(k["kind"] for k in keys) == ["admin", "admin", "publishable"]
@@ -191,26 +194,33 @@ async def test_key_limited_to_a_program_sees_nothing_of_another(
         assert [p["id"] for p in listed["data"]] == [a["id"]]
         assert (await client.get(f"/v1/programs/{a['id']}", headers=auth(key))).status_code == 200
 
-        missing_program, missing_referrer = uuid4(), uuid4()
-        pairs = [
-            (("GET", f"/v1/programs/{b['id']}", None), ("GET", f"/v1/programs/{missing_program}", None), "program_not_found"),
-            (("PATCH", f"/v1/programs/{b['id']}", {"status": "paused"}), ("PATCH", f"/v1/programs/{missing_program}", {"status": "paused"}), "program_not_found"),
-            (("GET", f"/v1/programs/{b['id']}/referrers", None), ("GET", f"/v1/programs/{missing_program}/referrers", None), "program_not_found"),
-            (("POST", f"/v1/programs/{b['id']}/referrers", {"external_id": "x"}), ("POST", f"/v1/programs/{missing_program}/referrers", {"external_id": "x"}), "program_not_found"),
-            (("GET", f"/v1/referrers/{ref_b['id']}", None), ("GET", f"/v1/referrers/{missing_referrer}", None), "referrer_not_found"),
-            (("GET", f"/v1/referrers/{ref_b['id']}/codes", None), ("GET", f"/v1/referrers/{missing_referrer}/codes", None), "referrer_not_found"),
-            (("POST", f"/v1/referrers/{ref_b['id']}/codes", {}), ("POST", f"/v1/referrers/{missing_referrer}/codes", {}), "referrer_not_found"),
-            (("GET", f"/v1/codes/{code_b}", None), ("GET", "/v1/codes/NOPE23456", None), "code_not_found"),
-            (("PATCH", f"/v1/codes/{code_b}", {"disabled": True}), ("PATCH", "/v1/codes/NOPE23456", {"disabled": True}), "code_not_found"),
-            (("POST", "/v1/clicks", {"code": code_b}), ("POST", "/v1/clicks", {"code": "NOPE23456"}), "code_not_found"),
-            (("POST", "/v1/redemptions", {"code": code_b, "customer_id": "c"}), ("POST", "/v1/redemptions", {"code": "NOPE23456", "customer_id": "c"}), "code_not_found"),
+        # Each call made on B's object and on one that does not exist: the same answer.
+        foreign = {"program": b["id"], "referrer": ref_b["id"], "code": code_b}
+        missing = {"program": str(uuid4()), "referrer": str(uuid4()), "code": "NOPE23456"}
+        calls: list[tuple[str, str, dict[str, Any] | None, str]] = [
+            ("GET", "/v1/programs/{program}", None, "program_not_found"),
+            ("PATCH", "/v1/programs/{program}", {"status": "paused"}, "program_not_found"),
+            ("GET", "/v1/programs/{program}/referrers", None, "program_not_found"),
+            ("POST", "/v1/programs/{program}/referrers", {"external_id": "x"}, "program_not_found"),
+            ("GET", "/v1/referrers/{referrer}", None, "referrer_not_found"),
+            ("GET", "/v1/referrers/{referrer}/codes", None, "referrer_not_found"),
+            ("POST", "/v1/referrers/{referrer}/codes", {}, "referrer_not_found"),
+            ("GET", "/v1/codes/{code}", None, "code_not_found"),
+            ("PATCH", "/v1/codes/{code}", {"disabled": True}, "code_not_found"),
+            ("POST", "/v1/clicks", {"code": "{code}"}, "code_not_found"),
+            ("POST", "/v1/redemptions", {"code": "{code}", "customer_id": "c"}, "code_not_found"),
         ]
-        for (method, url, body), (m_method, m_url, m_body), error in pairs:
-            foreign = await client.request(method, url, json=body, headers=auth(key))
-            missing = await client.request(m_method, m_url, json=m_body, headers=auth(key))
-            foreign_problem = assert_problem(foreign, 404, error)
-            missing_problem = assert_problem(missing, 404, error)
-            assert foreign_problem["title"] == missing_problem["title"]
+        for method, url, body, error in calls:
+            answers = []
+            for ids in (foreign, missing):
+                filled = body and {
+                    k: v.format(**ids) if isinstance(v, str) else v for k, v in body.items()
+                }
+                response = await client.request(
+                    method, url.format(**ids), json=filled, headers=auth(key)
+                )
+                answers.append(assert_problem(response, 404, error))
+            assert answers[0]["title"] == answers[1]["title"]
 
         # A click of program B cannot be tied to a redemption in A.
         redeemed = await redeem(client, key, code_a, f"c_{kind}", click_id=click_b)
@@ -224,7 +234,8 @@ async def test_key_limited_to_a_program_sees_nothing_of_another(
     # Nothing of B changed.
     admin_view = (await client.get(f"/v1/programs/{b['id']}", headers=auth(admin))).json()
     assert admin_view == b
-    referrers_b = (await client.get(f"/v1/programs/{b['id']}/referrers", headers=auth(admin))).json()
+    referrers_url = f"/v1/programs/{b['id']}/referrers"
+    referrers_b = (await client.get(referrers_url, headers=auth(admin))).json()
     assert [r["external_id"] for r in referrers_b["data"]] == ["ref_b"]
     assert referrers_b["data"][0]["default_code"]["disabled"] is False
     clicks = await db_all(app, select(Click))
@@ -308,14 +319,11 @@ async def test_create_key_shows_it_once(
     assert set(made) <= {entry["id"] for entry in listed.json()}
 
     # The new keys work, each as its kind.
-    assert (await client.get("/v1/api-keys", headers=auth(made_of(made, listed.json(), "admin")))).status_code == 200
-    assert (await client.get("/v1/programs", headers=auth(made_of(made, listed.json(), "secret")))).status_code == 200
-    assert (await client.get("/v1/programs", headers=auth(made_of(made, listed.json(), "publishable")))).status_code == 403
-
-
-def made_of(made: dict[str, str], listed: list[dict[str, Any]], kind: str) -> str:
-    [key_id] = [entry["id"] for entry in listed if entry["kind"] == kind and entry["id"] in made]
-    return made[key_id]
+    by_kind = {entry["kind"]: made[entry["id"]] for entry in listed.json() if entry["id"] in made}
+    assert (await client.get("/v1/api-keys", headers=auth(by_kind["admin"]))).status_code == 200
+    assert (await client.get("/v1/programs", headers=auth(by_kind["secret"]))).status_code == 200
+    publishable = await client.get("/v1/programs", headers=auth(by_kind["publishable"]))
+    assert_problem(publishable, 403, "forbidden")
 
 
 async def test_create_key_limited_to_programs(

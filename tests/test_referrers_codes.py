@@ -79,7 +79,11 @@ async def test_upsert_creates_then_updates_the_same_referrer(
 
     second = await client.post(
         url,
-        json={"external_id": "cust_42", "email": "ann.new@example.com", "metadata": {"tier": "gold"}},
+        json={
+            "external_id": "cust_42",
+            "email": "ann.new@example.com",
+            "metadata": {"tier": "gold"},
+        },
         headers=auth(admin),
     )
     assert second.status_code == 200, second.text
@@ -431,5 +435,7 @@ async def test_patch_code_refuses_null_disabled(
 
 
 async def test_patch_unknown_code_is_404(client: AsyncClient, admin: str) -> None:
-    response = await client.patch("/v1/codes/NOPE2345", json={"disabled": True}, headers=auth(admin))
+    response = await client.patch(
+        "/v1/codes/NOPE2345", json={"disabled": True}, headers=auth(admin)
+    )
     assert_problem(response, 404, "code_not_found")

@@ -856,3 +856,18 @@ async def test_balance_of_a_referrer_without_rewards(shop: Shop) -> None:
         "/v1/referrers/00000000-0000-4000-8000-000000000000/balance", headers=auth(shop.admin)
     )
     assert_problem(missing, 404, "referrer_not_found")
+
+
+async def test_patching_other_fields_keeps_the_money(client: AsyncClient, app: Any) -> None:
+    shop = await make_shop(client, app, currency="JPY")
+    rule = await shop.rule(
+        recipient="referrer", kind="fixed", amount="500", min_order_amount="3000",
+        tiers=[{"from_referral": 2, "amount": "800"}],
+    )
+    renamed = await patch_rule(shop.client, shop.admin, rule["id"], name="Welcome", hold_days=3)
+    assert (renamed["version"], renamed["name"], renamed["hold_days"]) == (2, "Welcome", 3)
+    assert (renamed["amount"], renamed["min_order_amount"]) == ("500", "3000")
+    assert renamed["tiers"] == [{"from_referral": 2, "amount": "800", "percent": None, "points": None}]
+    assert (await shop.buy("r1", "2999"))["rewards"] == []
+    reward = only((await shop.buy("r2", "3000"))["rewards"])
+    assert (reward["amount"], reward["status"], reward["rule_version"]) == ("500", "pending", 2)

@@ -257,7 +257,9 @@ async def test_record_click(
     assert click.visitor_id == "visitor-1"
 
 
-async def test_click_from_a_bot_is_flagged(client: AsyncClient, app: Any, publishable: str, code: str) -> None:
+async def test_click_from_a_bot_is_flagged(
+    client: AsyncClient, app: Any, publishable: str, code: str
+) -> None:
     response = await record_click(client, publishable, code, user_agent="curl/8.4.0")
     assert response.status_code == 201
     assert response.json()["is_bot"] is True
@@ -484,7 +486,8 @@ async def test_redeem_disabled_code(
 async def test_redeem_expired_code(
     client: AsyncClient, app: Any, admin: str, publishable: str, code: str
 ) -> None:
-    await patch_code(client, admin, code, expires_at=(datetime.now(UTC) - timedelta(seconds=1)).isoformat())
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    await patch_code(client, admin, code, expires_at=past)
     response = await redeem(client, publishable, code, "new_1")
     assert_problem(response, 409, "code_expired")
     await _assert_nothing_changed(app, code)
@@ -575,7 +578,8 @@ async def test_redeem_keeps_a_click_already_tied_to_another_customer(
     client: AsyncClient, app: Any, admin: str, publishable: str, referrer: dict[str, Any], code: str
 ) -> None:
     click = (await record_click(client, publishable, code)).json()
-    assert (await redeem(client, publishable, code, "new_1", click_id=click["click_id"])).status_code == 201
+    first = await redeem(client, publishable, code, "new_1", click_id=click["click_id"])
+    assert first.status_code == 201
     second = await redeem(client, publishable, code, "new_2", click_id=click["click_id"])
     assert second.status_code == 201, second.text
     [stored] = await clicks(app)

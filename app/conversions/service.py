@@ -364,9 +364,10 @@ async def refund(
     remaining = conversion.amount - conversion.refunded_amount
     if remaining <= 0:
         raise AlreadyRefunded("Nothing is left to refund.")
+    # Only the caller's amount is checked: what remains carries the column's four decimals.
+    if data.amount is not None and not has_valid_precision(data.amount, conversion.currency):
+        raise InvalidAmount(f"{data.amount} has more decimals than {conversion.currency} allows.")
     amount = data.amount if data.amount is not None else remaining
-    if not has_valid_precision(amount, conversion.currency):
-        raise InvalidAmount(f"{amount} has more decimals than {conversion.currency} allows.")
     if amount > remaining:
         raise RefundTooLarge(f"At most {remaining} {conversion.currency} is left to refund.")
     now = utcnow()

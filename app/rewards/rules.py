@@ -11,7 +11,7 @@ from app.auth import ensure_program_access
 from app.db import utcnow
 from app.errors import AppError, Unprocessable
 from app.keys.service import Principal
-from app.money import has_valid_precision
+from app.money import has_valid_precision, quantize
 from app.programs.models import Program
 from app.programs.service import get_program
 from app.rewards.models import RewardRule, RewardRuleVersion
@@ -124,6 +124,10 @@ async def update_rule(
     if active is None:
         raise Unprocessable("active cannot be null")
     current = {field: getattr(rule, field) for field in RULE_FIELDS}
+    # Stored money has the column's four decimals; back to the minor unit it was given in.
+    for field in ("amount", "min_order_amount"):
+        if current[field] is not None:
+            current[field] = quantize(current[field], program.currency)
     if "kind" in changes:
         for field in VALUE_FIELDS:
             current.pop(field, None)
