@@ -869,5 +869,6 @@ async def test_patching_other_fields_keeps_the_money(client: AsyncClient, app: A
     assert (renamed["amount"], renamed["min_order_amount"]) == ("500", "3000")
     assert renamed["tiers"] == [{"from_referral": 2, "amount": "800", "percent": None, "points": None}]
     assert (await shop.buy("r1", "2999"))["rewards"] == []
+    # r1 bought (below the minimum, still a successful referral): r2 is alice's second
     reward = only((await shop.buy("r2", "3000"))["rewards"])
-    assert (reward["amount"], reward["status"], reward["rule_version"]) == ("500", "pending", 2)
+    assert (reward["amount"], reward["status"], reward["rule_version"]) == ("800", "pending", 2)
