@@ -130,13 +130,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             state = "revoked" if api_key.revoked_at else "active"
             print(api_key.id, api_key.prefix, api_key.kind, state, api_key.program_ids or "all")
     elif args.keys_command == "bootstrap":
-        secret = bootstrap_admin(settings)
-        if secret is None:
+        first_key = bootstrap_admin(settings)
+        if first_key is None:
             print("API keys exist already. Make another with:")
             print("  referral-service keys create --kind admin")
         else:
             print("Your first admin API key (shown once; keep it):")
-            print(secret)
+            print(first_key)
     return 0
 
 

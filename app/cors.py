@@ -84,7 +84,13 @@ class CorsMiddleware:
                     (b"access-control-allow-headers", ALLOW_HEADERS),
                     (b"access-control-max-age", b"600"),
                 ]
-            await send({"type": "http.response.start", "status": 204 if allowed else 403, "headers": headers})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 204 if allowed else 403,
+                    "headers": headers,
+                }
+            )
             await send({"type": "http.response.body", "body": b""})
             return
 

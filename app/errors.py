@@ -159,14 +159,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
         detail = exc.detail if isinstance(exc.detail, str) else title
-        return problem_response(exc.status_code, code, title, detail, headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return problem_response(exc.status_code, code, title, detail, headers=headers)
 
     @app.exception_handler(sa_exc.IntegrityError)
     async def _integrity(_request: Request, exc: sa_exc.IntegrityError) -> JSONResponse:
         # A race the service did not foresee; nothing was stored, and a retry resolves it.
         logger.warning("integrity error: %s", exc.orig.__class__.__name__)
         return problem_response(
-            409, "concurrent_update", "Conflict", "A concurrent request changed the same data; retry.",
+            409,
+            "concurrent_update",
+            "Conflict",
+            "A concurrent request changed the same data; retry.",
         )
 
     @app.exception_handler(Exception)

@@ -26,8 +26,12 @@ class LoadSheddingMiddleware:
             return
         if self.in_flight >= self.max_in_flight:
             await send_problem(
-                send, 503, "overloaded", "Service overloaded",
-                "Too many requests in flight; retry shortly.", {"Retry-After": "1"},
+                send,
+                503,
+                "overloaded",
+                "Service overloaded",
+                "Too many requests in flight; retry shortly.",
+                {"Retry-After": "1"},
             )
             return
         self.in_flight += 1

@@ -32,17 +32,13 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-EVENTS_INGESTED = Counter(
-    "referral_events_ingested_total", "Events stored, by kind", ["kind"]
-)
+EVENTS_INGESTED = Counter("referral_events_ingested_total", "Events stored, by kind", ["kind"])
 WRITE_BATCH_SIZE = Histogram(
     "referral_write_batch_size",
     "Rows written per flushed batch",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
 )
-WRITE_FLUSH_SECONDS = Histogram(
-    "referral_write_flush_seconds", "Time to flush one batch of writes"
-)
+WRITE_FLUSH_SECONDS = Histogram("referral_write_flush_seconds", "Time to flush one batch of writes")
 WEBHOOK_DELIVERIES = Counter(
     "referral_webhook_deliveries_total", "Outbound webhook delivery attempts", ["outcome"]
 )

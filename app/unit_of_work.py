@@ -122,7 +122,10 @@ class UnitOfWorkMiddleware:
                 body = await _read_body(receive, limit)
             except BodyTooLarge:
                 await send_problem(
-                    send, 413, "payload_too_large", "Payload too large",
+                    send,
+                    413,
+                    "payload_too_large",
+                    "Payload too large",
                     f"The request body may be at most {limit} bytes.",
                 )
                 return
@@ -139,8 +142,12 @@ class UnitOfWorkMiddleware:
                     raise
                 logger.warning("database unavailable: %s", type(exc).__name__)
                 await send_problem(
-                    send, 503, "database_unavailable", "Service temporarily unavailable",
-                    "The database cannot be reached; retry shortly.", {"Retry-After": "2"},
+                    send,
+                    503,
+                    "database_unavailable",
+                    "Service temporarily unavailable",
+                    "The database cannot be reached; retry shortly.",
+                    {"Retry-After": "2"},
                 )
 
     async def _run(
@@ -159,7 +166,10 @@ class UnitOfWorkMiddleware:
             except idempotency.KeyInProgress:
                 await session.rollback()
                 await send_problem(
-                    send, 409, "idempotency_key_in_progress", "Request in progress",
+                    send,
+                    409,
+                    "idempotency_key_in_progress",
+                    "Request in progress",
                     "A request with this Idempotency-Key is still running; retry shortly.",
                     {"Retry-After": "1"},
                 )
@@ -167,7 +177,10 @@ class UnitOfWorkMiddleware:
             except idempotency.KeyReused:
                 await session.rollback()
                 await send_problem(
-                    send, 422, "idempotency_key_reused", "Idempotency-Key reused",
+                    send,
+                    422,
+                    "idempotency_key_reused",
+                    "Idempotency-Key reused",
                     "This Idempotency-Key was used with another request; use a new key.",
                 )
                 return
@@ -276,8 +289,12 @@ class _Responder:
             await self._session.rollback()
             logger.warning("commit failed: %s", type(exc).__name__, exc_info=True)
             await send_problem(
-                self._send, 503, "database_unavailable", "Service temporarily unavailable",
-                "The change could not be stored; retry shortly.", {"Retry-After": "2"},
+                self._send,
+                503,
+                "database_unavailable",
+                "Service temporarily unavailable",
+                "The change could not be stored; retry shortly.",
+                {"Retry-After": "2"},
             )
             self.finished = True
             return False

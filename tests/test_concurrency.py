@@ -29,7 +29,8 @@ N = 20
 @pytest.fixture
 async def admin(client: AsyncClient, app: Any) -> str:
     key = await make_key(app)
-    # One request first, so that the key's last_used_at write is not part of the race.
+    # Use the key once: a stale last_used_at makes every request update the key's row, which
+    # would serialize the requests below and hide the races these tests are about.
     assert (await client.get("/v1/programs", headers=auth(key))).status_code == 200
     return key
 

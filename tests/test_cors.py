@@ -23,7 +23,9 @@ async def test_preflight_allows_only_storefront_origins(client: AsyncClient, app
     assert ok.status_code == 204
     assert ok.headers["access-control-allow-origin"] == SHOP
     assert "authorization" in ok.headers["access-control-allow-headers"]
-    other = await client.options("/v1/clicks", headers=preflight | {"Origin": "https://evil.example"})
+    other = await client.options(
+        "/v1/clicks", headers=preflight | {"Origin": "https://evil.example"}
+    )
     assert other.status_code == 403
     assert "access-control-allow-origin" not in other.headers
 

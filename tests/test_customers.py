@@ -47,7 +47,7 @@ async def _customer_history(client: AsyncClient, app: Any) -> tuple[str, dict, s
 
 
 async def test_erasure_anonymises_and_keeps_counts(client: AsyncClient, app: Any) -> None:
-    admin, program, _ = await _customer_history(client, app)
+    admin, _program, _ = await _customer_history(client, app)
     response = await client.delete("/v1/customers/gone", headers=auth(admin))
     assert response.status_code == 200
     body = response.json()
@@ -69,7 +69,7 @@ async def test_erasure_anonymises_and_keeps_counts(client: AsyncClient, app: Any
 
 
 async def test_erasure_stays_inside_the_keys_programs(client: AsyncClient, app: Any) -> None:
-    admin, program, _ = await _customer_history(client, app)
+    admin, _program, _ = await _customer_history(client, app)
     other_program = await make_program(client, admin, name="Other")
     limited = await make_key(app, "secret", [UUID(other_program["id"])])
     response = await client.delete("/v1/customers/gone", headers=auth(limited))

@@ -40,10 +40,10 @@ async def test_replay_returns_the_first_answer(client: AsyncClient, app: Any) ->
 async def test_same_key_other_body_is_422(client: AsyncClient, app: Any) -> None:
     admin, _, code = await _setup(client, app)
     headers = auth(admin) | {"Idempotency-Key": "k"}
-    assert (await client.post("/v1/clicks", json={"code": code}, headers=headers)).status_code == 201
-    other = await client.post(
-        "/v1/clicks", json={"code": code, "utm_source": "x"}, headers=headers
-    )
+    assert (
+        await client.post("/v1/clicks", json={"code": code}, headers=headers)
+    ).status_code == 201
+    other = await client.post("/v1/clicks", json={"code": code, "utm_source": "x"}, headers=headers)
     assert other.status_code == 422
     assert other.json()["code"] == "idempotency_key_reused"
     assert await _count(app, Click) == 1
@@ -88,7 +88,7 @@ async def test_expired_keys_are_forgotten(client: AsyncClient, app: Any) -> None
 
 
 async def test_oversized_body_is_413(client: AsyncClient, app: Any) -> None:
-    admin, _, code = await _setup(client, app)
+    admin, _, _code = await _setup(client, app)
     response = await client.post(
         "/v1/clicks",
         content=b'{"code": "' + b"A" * 70_000 + b'"}',

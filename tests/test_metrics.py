@@ -12,6 +12,7 @@ from httpx import AsyncClient
 from sqlalchemy import update
 
 from app import exports
+from app.metrics.schemas import Funnel
 from app.tracking.models import Click, Referral
 from tests.factories import (
     BROWSER_UA,
@@ -51,7 +52,9 @@ async def click(client: AsyncClient, key: str, code: str, **extra: Any) -> dict:
 async def move(app: Any, model: Any, row_id: str, when: datetime) -> None:
     """Put an event at another time (the API stamps clicks and redemptions with now)."""
     async with app.state.sessionmaker() as session:
-        await session.execute(update(model).where(model.id == row_id).values(occurred_at=when))
+        await session.execute(
+            update(model).where(model.id == UUID(row_id)).values(occurred_at=when)
+        )
         await session.commit()
 
 
@@ -71,11 +74,7 @@ def as_cells(row: dict[str, Any]) -> dict[str, str]:
     return {key: "" if value is None else str(value) for key, value in row.items()}
 
 
-FUNNEL_KEYS = (
-    "clicks unique_clicks referrals converted_referrals conversions revenue reward_cost "
-    "reward_points conversion_rate referral_rate referral_purchase_rate average_order_value "
-    "revenue_per_reward_spent"
-).split()
+FUNNEL_KEYS = list(Funnel.model_fields)
 
 
 def funnel_of(row: dict[str, Any]) -> dict[str, Any]:
@@ -93,19 +92,45 @@ async def shop(client: AsyncClient, app: Any) -> dict[str, Any]:
     a_code, b_code = alice["default_code"]["code"], bob["default_code"]["code"]
     await add_rule(client, admin, pid, recipient="referrer", kind="fixed", amount="10.00")
     await add_rule(
-        client, admin, pid, recipient="referee", kind="percent", percent="10",
+        client,
+        admin,
+        pid,
+        recipient="referee",
+        kind="percent",
+        percent="10",
         trigger="every_purchase",
     )
     await add_rule(client, admin, pid, recipient="referrer", kind="points", points=50)
 
-    # alice: 4 clicks (newsletter ×3, a bot); bob: 1 direct click. All come from the test
+    # alice: 4 clicks (newsletter three times, a bot); bob: 1 direct click. All come from the test
     # client's one IP address, so after the first each click on a code is a duplicate.
-    first = await click(client, pub, a_code, visitor_id="v1", utm_source="newsletter",
-                        utm_medium="email", utm_campaign="spring")
-    await click(client, pub, a_code, visitor_id="v1", utm_source="newsletter",
-                utm_medium="email", utm_campaign="spring")
-    await click(client, pub, a_code, visitor_id="v2", utm_source="newsletter",
-                utm_medium="email", utm_campaign="spring")
+    first = await click(
+        client,
+        pub,
+        a_code,
+        visitor_id="v1",
+        utm_source="newsletter",
+        utm_medium="email",
+        utm_campaign="spring",
+    )
+    await click(
+        client,
+        pub,
+        a_code,
+        visitor_id="v1",
+        utm_source="newsletter",
+        utm_medium="email",
+        utm_campaign="spring",
+    )
+    await click(
+        client,
+        pub,
+        a_code,
+        visitor_id="v2",
+        utm_source="newsletter",
+        utm_medium="email",
+        utm_campaign="spring",
+    )
     await click(client, pub, a_code, user_agent="Googlebot/2.1 (+http://www.google.com/bot.html)")
     await click(client, pub, b_code, visitor_id="v3")
     assert first["is_bot"] is False
@@ -116,11 +141,15 @@ async def shop(client: AsyncClient, app: Any) -> dict[str, Any]:
     assert redeemed.status_code == 201, redeemed.text
     o1 = await convert(client, admin, pid, event_id="o1", customer_id="c1", amount="100.00")
     o2 = await convert(client, admin, pid, event_id="o2", customer_id="c1", amount="30.00")
-    o3 = await convert(client, admin, pid, event_id="o3", customer_id="c2", amount="50.00",
-                       code=b_code)
+    o3 = await convert(
+        client, admin, pid, event_id="o3", customer_id="c2", amount="50.00", code=b_code
+    )
     o4 = await convert(client, admin, pid, event_id="o4", customer_id="c3", amount="70.00")
     assert [o["status"] for o in (o1, o2, o3, o4)] == [
-        "attributed", "attributed", "attributed", "unattributed"
+        "attributed",
+        "attributed",
+        "attributed",
+        "unattributed",
     ]
     refund = await client.post(
         f"/v1/conversions/{o1['id']}/refunds", json={"amount": "40.00"}, headers=auth(admin)
@@ -137,8 +166,15 @@ async def shop(client: AsyncClient, app: Any) -> dict[str, Any]:
 
     other = await make_program(client, admin, name="Other")
     return {
-        "admin": admin, "pub": pub, "pid": pid, "alice": alice, "bob": bob,
-        "a_code": a_code, "b_code": b_code, "other": other, "orders": [o1, o2, o3, o4],
+        "admin": admin,
+        "pub": pub,
+        "pid": pid,
+        "alice": alice,
+        "bob": bob,
+        "a_code": a_code,
+        "b_code": b_code,
+        "other": other,
+        "orders": [o1, o2, o3, o4],
     }
 
 
@@ -178,8 +214,11 @@ async def test_summary_counts_every_measure(client: AsyncClient, app: Any) -> No
     assert funnel_of(empty) == {
         key: (0 if isinstance(value, int) else "0.00") for key, value in EXPECTED_SUMMARY.items()
     } | {
-        "conversion_rate": None, "referral_rate": None, "referral_purchase_rate": None,
-        "average_order_value": None, "revenue_per_reward_spent": None,
+        "conversion_rate": None,
+        "referral_rate": None,
+        "referral_purchase_rate": None,
+        "average_order_value": None,
+        "revenue_per_reward_spent": None,
     }
 
 
@@ -188,8 +227,14 @@ async def test_late_events_count_on_their_own_day(client: AsyncClient, app: Any)
     admin, pid = data["admin"], data["pid"]
     ten_days_ago = NOW - timedelta(days=10)
     late = await convert(
-        client, admin, pid, event_id="late", customer_id="c9", amount="25.00",
-        code=data["a_code"], occurred_at=ten_days_ago.isoformat(),
+        client,
+        admin,
+        pid,
+        event_id="late",
+        customer_id="c9",
+        amount="25.00",
+        code=data["a_code"],
+        occurred_at=ten_days_ago.isoformat(),
     )
     assert late["status"] == "attributed"
     path = f"/v1/programs/{pid}/metrics/summary"
@@ -217,7 +262,9 @@ async def test_timeseries_buckets_in_the_asked_zone(client: AsyncClient, app: An
 
     new_york = (await get(client, admin, path, tz="America/New_York", **window)).json()
     assert [(b["label"], b["clicks"]) for b in new_york["buckets"]] == [
-        ("2026-02-27", 0), ("2026-02-28", 1), ("2026-03-01", 0)
+        ("2026-02-27", 0),
+        ("2026-02-28", 1),
+        ("2026-03-01", 0),
     ]
     assert new_york["buckets"][1]["start"] == "2026-02-28T00:00:00-05:00"
     assert new_york["buckets"][1]["end"] == "2026-03-01T00:00:00-05:00"
@@ -225,19 +272,23 @@ async def test_timeseries_buckets_in_the_asked_zone(client: AsyncClient, app: An
     utc = (await get(client, admin, path, tz="UTC", **window)).json()
     # 05:00Z to 05:00Z: the first and last UTC days are clipped to the range
     assert [(b["label"], b["clicks"]) for b in utc["buckets"]] == [
-        ("2026-02-27", 0), ("2026-02-28", 0), ("2026-03-01", 1), ("2026-03-02", 0)
+        ("2026-02-27", 0),
+        ("2026-02-28", 0),
+        ("2026-03-01", 1),
+        ("2026-03-02", 0),
     ]
     assert utc["buckets"][0]["start"] == "2026-02-27T05:00:00Z"
     assert utc["buckets"][-1]["end"] == "2026-03-02T05:00:00Z"
 
-    weeks = (await get(client, admin, path, tz="America/New_York", interval="week", **window))
+    weeks = await get(client, admin, path, tz="America/New_York", interval="week", **window)
     # the week of Monday Feb 23; the next one starts exactly at `to`
     assert [(b["label"], b["clicks"]) for b in weeks.json()["buckets"]] == [("2026-02-23", 1)]
     months = (
         await get(client, admin, path, tz="America/New_York", interval="month", **window)
     ).json()
     assert [(b["label"], b["clicks"]) for b in months["buckets"]] == [
-        ("2026-02", 1), ("2026-03", 0)
+        ("2026-02", 1),
+        ("2026-03", 0),
     ]
 
 
@@ -246,8 +297,11 @@ async def test_timeseries_days_follow_daylight_saving(client: AsyncClient, app: 
     program = await make_program(client, admin)
     body = (
         await get(
-            client, admin, f"/v1/programs/{program['id']}/metrics/timeseries",
-            tz="America/New_York", **{"from": "2026-03-07T05:00:00Z", "to": "2026-03-10T04:00:00Z"},
+            client,
+            admin,
+            f"/v1/programs/{program['id']}/metrics/timeseries",
+            tz="America/New_York",
+            **{"from": "2026-03-07T05:00:00Z", "to": "2026-03-10T04:00:00Z"},
         )
     ).json()
     assert [(b["label"], b["start"], b["end"]) for b in body["buckets"]] == [
@@ -262,14 +316,24 @@ async def test_timeseries_days_follow_daylight_saving(client: AsyncClient, app: 
 async def test_timeseries_adds_up_to_the_summary(client: AsyncClient, app: Any) -> None:
     data = await shop(client, app)
     series = (
-        await get(client, data["admin"], f"/v1/programs/{data['pid']}/metrics/timeseries",
-                  tz="Asia/Kolkata")
+        await get(
+            client,
+            data["admin"],
+            f"/v1/programs/{data['pid']}/metrics/timeseries",
+            tz="Asia/Kolkata",
+        )
     ).json()
     assert len(series["buckets"]) in (30, 31)
     totals = {key: sum(b[key] for b in series["buckets"]) for key in ("clicks", "conversions")}
     assert totals == {"clicks": 5, "conversions": 3}
-    additive = ("clicks", "unique_clicks", "referrals", "converted_referrals", "conversions",
-                "reward_points")
+    additive = (
+        "clicks",
+        "unique_clicks",
+        "referrals",
+        "converted_referrals",
+        "conversions",
+        "reward_points",
+    )
     assert {key: sum(b[key] for b in series["buckets"]) for key in additive} == {
         key: EXPECTED_SUMMARY[key] for key in additive
     }
@@ -281,16 +345,31 @@ async def test_referrers_leaderboard(client: AsyncClient, app: Any) -> None:
     data = await shop(client, app)
     path = f"/v1/programs/{data['pid']}/metrics/referrers"
     board = (await get(client, data["admin"], path)).json()
-    assert [(r["external_id"], r["name"]) for r in board["data"]] == [("alice", "Alice"), ("bob", "Bob")]
+    assert [(r["external_id"], r["name"]) for r in board["data"]] == [
+        ("alice", "Alice"),
+        ("bob", "Bob"),
+    ]
     alice, bob = board["data"]
     assert funnel_of(alice) == {
-        "clicks": 4, "unique_clicks": 1, "referrals": 1, "converted_referrals": 1,
-        "conversions": 2, "revenue": "90.00", "reward_cost": "19.00", "reward_points": 50,
-        "conversion_rate": "2.0000", "referral_rate": "1.0000", "referral_purchase_rate": "1.0000",
-        "average_order_value": "45.00", "revenue_per_reward_spent": "4.7368",
+        "clicks": 4,
+        "unique_clicks": 1,
+        "referrals": 1,
+        "converted_referrals": 1,
+        "conversions": 2,
+        "revenue": "90.00",
+        "reward_cost": "19.00",
+        "reward_points": 50,
+        "conversion_rate": "2.0000",
+        "referral_rate": "1.0000",
+        "referral_purchase_rate": "1.0000",
+        "average_order_value": "45.00",
+        "revenue_per_reward_spent": "4.7368",
     }
     assert (bob["clicks"], bob["conversions"], bob["revenue"], bob["reward_cost"]) == (
-        1, 1, "50.00", "10.00"
+        1,
+        1,
+        "50.00",
+        "10.00",
     )
     by_revenue = (await get(client, data["admin"], path, order_by="revenue", limit=1)).json()
     assert [r["external_id"] for r in by_revenue["data"]] == ["alice"]
@@ -302,9 +381,7 @@ async def test_referrers_leaderboard(client: AsyncClient, app: Any) -> None:
 
 async def test_channels_with_direct_for_none(client: AsyncClient, app: Any) -> None:
     data = await shop(client, app)
-    body = (
-        await get(client, data["admin"], f"/v1/programs/{data['pid']}/metrics/channels")
-    ).json()
+    body = (await get(client, data["admin"], f"/v1/programs/{data['pid']}/metrics/channels")).json()
     rows = {(r["utm_source"], r["utm_medium"], r["utm_campaign"]): r for r in body["data"]}
     assert list(rows) == [("newsletter", "email", "spring"), ("direct", "direct", "direct")]
     newsletter = rows[("newsletter", "email", "spring")]
@@ -314,7 +391,11 @@ async def test_channels_with_direct_for_none(client: AsyncClient, app: Any) -> N
     assert (newsletter["conversions"], newsletter["revenue"]) == (2, "90.00")
     # the bot and bob's click had no utm; c2's purchase (bob's code) had no click
     assert (direct["clicks"], direct["unique_clicks"], direct["referrals"]) == (2, 1, 1)
-    assert (direct["conversions"], direct["revenue"], direct["reward_cost"]) == (1, "50.00", "10.00")
+    assert (direct["conversions"], direct["revenue"], direct["reward_cost"]) == (
+        1,
+        "50.00",
+        "10.00",
+    )
 
 
 async def test_referrer_metrics(client: AsyncClient, app: Any) -> None:
@@ -323,15 +404,34 @@ async def test_referrer_metrics(client: AsyncClient, app: Any) -> None:
     assert body["external_id"] == "alice" and body["currency"] == "USD"
     assert (body["funnel"]["conversions"], body["funnel"]["revenue"]) == (2, "90.00")
     assert body["rewards"] == [
-        {"recipient": "referee", "unit": "USD", "pending": "0.00", "approved": "9.00",
-         "paid": "0.00", "reversed": "0.00"},
-        {"recipient": "referrer", "unit": "USD", "pending": "0.00", "approved": "10.00",
-         "paid": "0.00", "reversed": "0.00"},
-        {"recipient": "referrer", "unit": "points", "pending": "0", "approved": "50",
-         "paid": "0", "reversed": "0"},
+        {
+            "recipient": "referee",
+            "unit": "USD",
+            "pending": "0.00",
+            "approved": "9.00",
+            "paid": "0.00",
+            "reversed": "0.00",
+        },
+        {
+            "recipient": "referrer",
+            "unit": "USD",
+            "pending": "0.00",
+            "approved": "10.00",
+            "paid": "0.00",
+            "reversed": "0.00",
+        },
+        {
+            "recipient": "referrer",
+            "unit": "points",
+            "pending": "0",
+            "approved": "50",
+            "paid": "0",
+            "reversed": "0",
+        },
     ]
     assert {line["unit"]: line["owed"] for line in body["balance"]["balances"]} == {
-        "USD": "10.00", "points": "50"
+        "USD": "10.00",
+        "points": "50",
     }
     bob = (await get(client, data["admin"], f"/v1/referrers/{data['bob']['id']}/metrics")).json()
     assert {(r["recipient"], r["unit"]): r["reversed"] for r in bob["rewards"]}[
@@ -344,13 +444,24 @@ async def test_cohorts(client: AsyncClient, app: Any) -> None:
     admin, pid = data["admin"], data["pid"]
     month_ago = NOW - timedelta(days=40)
     # an unattributed customer who bought 40 days ago and again today
-    old = await convert(client, admin, pid, event_id="old", customer_id="c7", amount="20.00",
-                        occurred_at=month_ago.isoformat())
+    old = await convert(
+        client,
+        admin,
+        pid,
+        event_id="old",
+        customer_id="c7",
+        amount="20.00",
+        occurred_at=month_ago.isoformat(),
+    )
     await convert(client, admin, pid, event_id="again", customer_id="c7", amount="5.00")
     assert old["status"] == "unattributed"
     body = (
-        await get(client, admin, f"/v1/programs/{pid}/metrics/cohorts",
-                  **{"from": (NOW - timedelta(days=60)).isoformat()})
+        await get(
+            client,
+            admin,
+            f"/v1/programs/{pid}/metrics/cohorts",
+            **{"from": (NOW - timedelta(days=60)).isoformat()},
+        )
     ).json()
     months = sorted({c["month"] for c in body["cohorts"]})
     assert months[-1] == NOW.strftime("%Y-%m")
@@ -359,7 +470,10 @@ async def test_cohorts(client: AsyncClient, app: Any) -> None:
     # c1 (redeemed) and c2 (first purchase with a code): 3 purchases, 140.00 net
     assert this_month["customers"] == 2
     assert this_month["periods"][0] == {
-        "month_offset": 0, "purchases": 3, "revenue": "140.00", "cumulative_revenue": "140.00",
+        "month_offset": 0,
+        "purchases": 3,
+        "revenue": "140.00",
+        "cumulative_revenue": "140.00",
         "cumulative_revenue_per_customer": "70.00",
     }
     organic = cohorts[("unattributed", month_ago.strftime("%Y-%m"))]
@@ -392,7 +506,9 @@ async def test_csv_equals_json(client: AsyncClient, app: Any, endpoint: str) -> 
     else:
         expected = [as_cells(row) for row in body["data"]]
     assert rows
-    assert [{key: row[key] for key in found} for row, found in zip(expected, rows, strict=True)] == rows
+    assert [
+        {key: row[key] for key in found} for row, found in zip(expected, rows, strict=True)
+    ] == rows
 
 
 async def test_conversions_and_rewards_csv_stream_every_page(
@@ -415,10 +531,13 @@ async def test_conversions_and_rewards_csv_stream_every_page(
     assert reward_rows == [
         as_cells({key: value for key, value in reward.items()}) for reward in rewards
     ]
-    reversed_rows = parse_csv(await get(client, admin, "/v1/rewards", format="csv", status="reversed"))
+    reversed_rows = parse_csv(
+        await get(client, admin, "/v1/rewards", format="csv", status="reversed")
+    )
     assert [row["status"] for row in reversed_rows] == ["reversed"]
-    bad = await client.get("/v1/conversions", params={"format": "csv", "cursor": "nope"},
-                           headers=auth(admin))
+    bad = await client.get(
+        "/v1/conversions", params={"format": "csv", "cursor": "nope"}, headers=auth(admin)
+    )
     assert_problem(bad, 422, "invalid_cursor")
 
 
@@ -459,13 +578,16 @@ async def test_limits_and_spans_per_endpoint(client: AsyncClient, app: Any) -> N
     program = await make_program(client, admin)
     base = f"/v1/programs/{program['id']}/metrics"
     for endpoint in ("referrers", "channels"):
-        too_many = await client.get(f"{base}/{endpoint}", params={"limit": 501}, headers=auth(admin))
+        too_many = await client.get(
+            f"{base}/{endpoint}", params={"limit": 501}, headers=auth(admin)
+        )
         assert_problem(too_many, 422, "invalid_limit")
         ok = await client.get(f"{base}/{endpoint}", params={"limit": 500}, headers=auth(admin))
         assert ok.status_code == 200
     long = {"from": "2024-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}
-    assert_problem(await client.get(f"{base}/summary", params=long, headers=auth(admin)), 422,
-                   "invalid_range")
+    assert_problem(
+        await client.get(f"{base}/summary", params=long, headers=auth(admin)), 422, "invalid_range"
+    )
     # cohorts look further back: up to 1100 days
     cohorts = await client.get(f"{base}/cohorts", params=long, headers=auth(admin))
     assert cohorts.status_code == 200
@@ -482,16 +604,19 @@ async def test_program_scoping_and_keys(client: AsyncClient, app: Any) -> None:
     for endpoint in ("summary", "timeseries", "referrers", "channels", "cohorts"):
         path = f"/v1/programs/{data['pid']}/metrics/{endpoint}"
         hidden = await client.get(path, headers=auth(limited))
-        missing = await client.get(f"/v1/programs/{uuid4()}/metrics/{endpoint}",
-                                   headers=auth(limited))
+        missing = await client.get(
+            f"/v1/programs/{uuid4()}/metrics/{endpoint}", headers=auth(limited)
+        )
         assert_problem(hidden, 404, "program_not_found")
         assert hidden.json() == missing.json()
         assert_problem(await client.get(path, headers=auth(publishable)), 403, "forbidden")
         assert_problem(await client.get(path), 401, "unauthorized")
-        assert_problem(await client.get(path, params={"format": "csv"}, headers=auth(limited)),
-                       404, "program_not_found")
-        own = await client.get(f"/v1/programs/{other_id}/metrics/{endpoint}",
-                               headers=auth(limited))
+        assert_problem(
+            await client.get(path, params={"format": "csv"}, headers=auth(limited)),
+            404,
+            "program_not_found",
+        )
+        own = await client.get(f"/v1/programs/{other_id}/metrics/{endpoint}", headers=auth(limited))
         assert own.status_code == 200, own.text
     hidden = await client.get(f"/v1/referrers/{data['alice']['id']}/metrics", headers=auth(limited))
     missing = await client.get(f"/v1/referrers/{uuid4()}/metrics", headers=auth(limited))
@@ -512,17 +637,28 @@ async def test_bucket_boundaries_are_inclusive_at_the_start(client: AsyncClient,
         await move(app, Click, made["click_id"], midnight + offset)
     redeemed = await redeem(client, admin, code, "c1")
     await move(app, Referral, redeemed.json()["referral_id"], midnight)
-    order = await convert(client, admin, program["id"], event_id="o", customer_id="c1",
-                          amount="9.99", code=code,
-                          occurred_at=(midnight - timedelta(microseconds=1)).isoformat())
+    order = await convert(
+        client,
+        admin,
+        program["id"],
+        event_id="o",
+        customer_id="c1",
+        amount="9.99",
+        code=code,
+        occurred_at=(midnight - timedelta(microseconds=1)).isoformat(),
+    )
     assert order["referral_id"] == redeemed.json()["referral_id"]
     body = (
-        await get(client, admin, f"/v1/programs/{program['id']}/metrics/timeseries",
-                  tz="America/New_York",
-                  **{"from": "2026-01-31T00:00:00-05:00", "to": "2026-02-02T00:00:00-05:00"})
+        await get(
+            client,
+            admin,
+            f"/v1/programs/{program['id']}/metrics/timeseries",
+            tz="America/New_York",
+            **{"from": "2026-01-31T00:00:00-05:00", "to": "2026-02-02T00:00:00-05:00"},
+        )
     ).json()
-    assert [(b["label"], b["clicks"], b["referrals"], b["conversions"]) for b in body["buckets"]] == [
-        ("2026-01-31", 1, 0, 1), ("2026-02-01", 1, 1, 0)
-    ]
+    assert [
+        (b["label"], b["clicks"], b["referrals"], b["conversions"]) for b in body["buckets"]
+    ] == [("2026-01-31", 1, 0, 1), ("2026-02-01", 1, 1, 0)]
     # the referral's purchase happened the day before: it still converts the referral
     assert body["buckets"][1]["converted_referrals"] == 1

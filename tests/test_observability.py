@@ -16,9 +16,7 @@ async def test_request_id_is_echoed_or_made(client: AsyncClient) -> None:
     assert len(made.headers["x-request-id"]) == 32
 
 
-async def test_prometheus_metrics_count_requests_by_route(
-    client: AsyncClient, app: Any
-) -> None:
+async def test_prometheus_metrics_count_requests_by_route(client: AsyncClient, app: Any) -> None:
     admin = await make_key(app)
     program = await make_program(client, admin)
     await client.get(f"/v1/programs/{program['id']}", headers=auth(admin))

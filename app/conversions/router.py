@@ -2,7 +2,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import SecretKey
 from app.conversions import service
@@ -15,7 +17,17 @@ from app.conversions.schemas import (
 )
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthorized, problem_responses
-from app.pagination import Page, PageDep
+from app.exports import (
+    CSV_RESPONSE,
+    FORMAT_QUERY,
+    Format,
+    all_pages,
+    check_cursor,
+    csv_response,
+    json_row,
+)
+from app.keys.service import Principal
+from app.pagination import InvalidCursor, InvalidLimit, Page, PageDep, PageParams
 from app.programs.service import ProgramNotFound
 
 router = APIRouter(
@@ -29,14 +41,14 @@ router = APIRouter(
     "",
     status_code=201,
     response_model=ConversionOut,
-    responses={200: {"model": ConversionOut, "description": "A retry: the first result"}}
-    | problem_responses(
+    responses=problem_responses(
         ProgramNotFound,
         service.EventConflict,
         service.CurrencyMismatch,
         service.InvalidAmount,
         service.OccurredInFuture,
-    ),
+    )
+    | {200: {"model": ConversionOut, "description": "A retry: the first result"}},
 )
 async def record_conversion(
     body: ConversionCreate, response: Response, session: SessionDep, principal: SecretKey
@@ -46,8 +58,17 @@ async def record_conversion(
     return conversion
 
 
-@router.get("", response_model=Page[ConversionOut])
+# Every field but the rewards (GET /v1/rewards?format=csv exports those); metadata as JSON.
+CSV_COLUMNS = tuple(name for name in ConversionOut.model_fields if name != "rewards")
+
+
+@router.get(
+    "",
+    response_model=Page[ConversionOut],
+    responses=CSV_RESPONSE | problem_responses(InvalidCursor, InvalidLimit),
+)
 async def list_conversions(
+    request: Request,
     session: SessionDep,
     principal: SecretKey,
     page: PageDep,
@@ -57,7 +78,9 @@ async def list_conversions(
     status: Literal["attributed", "unattributed"] | None = None,
     occurred_from: Annotated[datetime | None, Query(alias="from")] = None,
     occurred_to: Annotated[datetime | None, Query(alias="to")] = None,
-) -> Page[ConversionOut]:
+    format_: Annotated[Format, FORMAT_QUERY] = "json",
+) -> Page[ConversionOut] | Response:
+    """Conversions, oldest first; `?format=csv` streams every matching row (from `cursor` on)."""
     filters = service.ConversionFilters(
         program_id=program_id,
         referrer_id=referrer_id,
@@ -66,8 +89,27 @@ async def list_conversions(
         occurred_from=occurred_from,
         occurred_to=occurred_to,
     )
+    if format_ == "csv":
+        check_cursor(page.cursor)
+        return _conversions_csv(request, principal, filters, page.cursor)
     rows, next_cursor = await service.list_conversions(session, principal, filters, page)
     return Page(data=rows, next_cursor=next_cursor)
+
+
+def _conversions_csv(
+    request: Request,
+    principal: Principal,
+    filters: service.ConversionFilters,
+    cursor: str | None,
+) -> StreamingResponse:
+    async def fetch(
+        session: AsyncSession, params: PageParams
+    ) -> tuple[list[ConversionOut], str | None]:
+        return await service.list_conversions(session, principal, filters, params)
+
+    pages = all_pages(request.app.state.sessionmaker, fetch, cursor)
+    rows = (json_row(conversion, CSV_COLUMNS) async for conversion in pages)
+    return csv_response("conversions.csv", CSV_COLUMNS, rows)
 
 
 @router.get(
@@ -96,14 +138,14 @@ async def explain_attribution(
     "/{conversion_id}/refunds",
     status_code=201,
     response_model=RefundOut,
-    responses={200: {"model": RefundOut, "description": "A retry of the same refund_id"}}
-    | problem_responses(
+    responses=problem_responses(
         service.ConversionNotFound,
         service.RefundConflict,
         service.AlreadyRefunded,
         service.RefundTooLarge,
         service.InvalidAmount,
-    ),
+    )
+    | {200: {"model": RefundOut, "description": "A retry of the same refund_id"}},
 )
 async def refund(
     conversion_id: UUID,

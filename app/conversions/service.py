@@ -262,7 +262,7 @@ async def conversion_out(session: AsyncSession, conversion: Conversion) -> Conve
         amount=conversion.amount,
         currency=conversion.currency,
         occurred_at=conversion.occurred_at,
-        status=conversion.status,  # type: ignore[arg-type]
+        status=conversion.status,
         attribution_reason=conversion.attribution_reason,
         referrer_id=conversion.referrer_id,
         referral_id=conversion.referral_id,
@@ -305,7 +305,7 @@ async def explain_attribution(
     candidates = [Candidate.model_validate(c) for c in record.get("candidates", [])]
     return Attribution(
         conversion_id=conversion.id,
-        status=conversion.status,  # type: ignore[arg-type]
+        status=conversion.status,
         reason=conversion.attribution_reason,
         model=record.get("model", ""),
         window_days=int(record.get("window_days", 0)),

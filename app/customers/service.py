@@ -24,8 +24,8 @@ async def erase_customer(
     """Anonymise everything held about `customer_id` in the programs the key may see."""
     programs = principal.program_ids
     if program_id is not None:
-        programs = frozenset({program_id}) & programs if programs is not None else frozenset(
-            {program_id}
+        programs = (
+            frozenset({program_id}) & programs if programs is not None else frozenset({program_id})
         )
     replacement = pseudonym(customer_id)
 
@@ -41,8 +41,14 @@ async def erase_customer(
     clicks = await run(
         Click,
         Click.customer_id == customer_id,
-        {"customer_id": replacement, "ip_hash": None, "user_agent": None, "visitor_id": None,
-         "referring_url": None, "landing_url": None},
+        {
+            "customer_id": replacement,
+            "ip_hash": None,
+            "user_agent": None,
+            "visitor_id": None,
+            "referring_url": None,
+            "landing_url": None,
+        },
     )
     referrals = await run(
         Referral, Referral.customer_id == customer_id, {"customer_id": replacement, "email": None}

@@ -13,7 +13,9 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=201, response_model=ApiKeyCreated, responses=problem_responses(NotFound))
+@router.post(
+    "", status_code=201, response_model=ApiKeyCreated, responses=problem_responses(NotFound)
+)
 async def create_key(body: ApiKeyCreate, session: SessionDep, principal: AdminKey) -> ApiKeyCreated:
     if principal.program_ids is not None:
         limits = set(body.program_ids or [])

@@ -52,9 +52,7 @@ async def create_key(
     if kind not in KIND_PREFIXES:
         raise Unprocessable(f"kind must be one of {', '.join(KIND_PREFIXES)}")
     if program_ids:
-        found = set(
-            await session.scalars(select(Program.id).where(Program.id.in_(program_ids)))
-        )
+        found = set(await session.scalars(select(Program.id).where(Program.id.in_(program_ids))))
         missing = [str(pid) for pid in program_ids if pid not in found]
         if missing:
             raise NotFound(f"no program {', '.join(missing)}")
@@ -111,4 +109,3 @@ async def revoke_key(session: AsyncSession, key_id_or_prefix: str) -> ApiKey:
 
 async def list_keys(session: AsyncSession) -> list[ApiKey]:
     return list(await session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)))
-

@@ -26,8 +26,8 @@ router = APIRouter(tags=["referrers"], responses=problem_responses(Unauthorized,
     "/v1/programs/{program_id}/referrers",
     status_code=201,
     response_model=ReferrerOut,
-    responses={200: {"model": ReferrerOut, "description": "The referrer existed; updated"}}
-    | problem_responses(ProgramNotFound),
+    responses=problem_responses(ProgramNotFound)
+    | {200: {"model": ReferrerOut, "description": "The referrer existed; updated"}},
 )
 async def upsert_referrer(
     program_id: UUID,

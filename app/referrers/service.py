@@ -203,7 +203,7 @@ async def lookup_code(session: AsyncSession, principal: Principal, text: str) ->
     return CodeLookup(
         code=code.code,
         valid=state == "valid",
-        state=state,  # type: ignore[arg-type]
+        state=state,
         program_name=program.name,
         referee_offer=program.referee_offer,
     )
@@ -233,7 +233,7 @@ def code_out(settings: Settings, code: Code, program: Program) -> CodeOut:
         expires_at=code.expires_at,
         max_redemptions=code.max_redemptions,
         redemption_count=code.redemption_count,
-        state=code_state(code, program, utcnow()),  # type: ignore[arg-type]
+        state=code_state(code, program, utcnow()),
         link=f"{settings.public_base_url.rstrip('/')}/r/{code.code}",
         created_at=code.created_at,
     )

@@ -2,12 +2,24 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import SecretKey
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthorized, problem_responses
-from app.pagination import Page, PageDep
+from app.exports import (
+    CSV_RESPONSE,
+    FORMAT_QUERY,
+    Format,
+    all_pages,
+    check_cursor,
+    csv_response,
+    json_row,
+)
+from app.keys.service import Principal
+from app.pagination import InvalidCursor, InvalidLimit, Page, PageDep, PageParams
 from app.programs.service import ProgramNotFound
 from app.referrers.service import ReferrerNotFound, get_referrer
 from app.rewards import rules, service
@@ -66,8 +78,16 @@ async def update_rule(
     return await rules.update_rule(session, principal, rule_id, body)
 
 
-@router.get("/v1/rewards", response_model=Page[RewardOut])
+REWARD_CSV_COLUMNS = tuple(RewardOut.model_fields)
+
+
+@router.get(
+    "/v1/rewards",
+    response_model=Page[RewardOut],
+    responses=CSV_RESPONSE | problem_responses(InvalidCursor, InvalidLimit),
+)
 async def list_rewards(
+    request: Request,
     session: SessionDep,
     principal: SecretKey,
     page: PageDep,
@@ -77,7 +97,9 @@ async def list_rewards(
     status: RewardStatus | None = None,
     created_from: Annotated[datetime | None, Query(alias="from")] = None,
     created_to: Annotated[datetime | None, Query(alias="to")] = None,
-) -> Page[RewardOut]:
+    format_: Annotated[Format, FORMAT_QUERY] = "json",
+) -> Page[RewardOut] | Response:
+    """Ledger entries, oldest first; `?format=csv` streams every matching row (from `cursor` on)."""
     filters = service.RewardFilters(
         program_id=program_id,
         referrer_id=referrer_id,
@@ -86,8 +108,24 @@ async def list_rewards(
         created_from=created_from,
         created_to=created_to,
     )
+    if format_ == "csv":
+        check_cursor(page.cursor)
+        return _rewards_csv(request, principal, filters, page.cursor)
     rows, next_cursor = await service.list_rewards(session, principal, filters, page)
     return Page(data=rows, next_cursor=next_cursor)
+
+
+def _rewards_csv(
+    request: Request, principal: Principal, filters: service.RewardFilters, cursor: str | None
+) -> StreamingResponse:
+    async def fetch(
+        session: AsyncSession, params: PageParams
+    ) -> tuple[list[RewardOut], str | None]:
+        return await service.list_rewards(session, principal, filters, params)
+
+    pages = all_pages(request.app.state.sessionmaker, fetch, cursor)
+    rows = (json_row(reward, REWARD_CSV_COLUMNS) async for reward in pages)
+    return csv_response("rewards.csv", REWARD_CSV_COLUMNS, rows)
 
 
 TRANSITION_ERRORS = problem_responses(service.RewardNotFound, service.InvalidTransition)
