@@ -7,13 +7,22 @@ from uuid import UUID
 from fastapi import Depends, Request
 
 from app.db import SessionDep
-from app.errors import AppError, Forbidden, Unauthorized
+from app.errors import COMMON_ERRORS, AppError, Forbidden, Unauthorized
 from app.keys.service import Principal, authenticate
 from app.ratelimit import RateLimited, client_ip, rate_limiter
 
 PUBLISHABLE = "publishable"
 SECRET = "secret"
 ADMIN = "admin"
+
+# What every operation behind an API key may answer besides its own errors (declared on the
+# routers: `responses=problem_responses(*AUTHENTICATED_ERRORS)`).
+AUTHENTICATED_ERRORS: tuple[type[AppError], ...] = (
+    Unauthorized,
+    Forbidden,
+    RateLimited,
+    *COMMON_ERRORS,
+)
 
 
 async def get_principal(request: Request, session: SessionDep) -> Principal:

@@ -43,6 +43,18 @@ class Settings(BaseSettings):
     rate_limit_failed_auth_per_ip: str = "30/minute"
     cors_cache_seconds: float = Field(default=30.0, ge=0)
 
+    # Outbound webhooks: the dispatcher polls this often (0 turns it off in this process).
+    webhook_dispatch_interval_seconds: float = Field(default=1.0, ge=0)
+    webhook_dispatch_batch_size: int = Field(default=50, ge=1, le=1000)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_retry_base_seconds: float = Field(default=30.0, ge=0)
+    webhook_retry_max_delay_seconds: float = Field(default=6 * 3600.0, ge=0)
+    webhook_retry_window_hours: float = Field(default=72.0, gt=0)
+    # Private, loopback and link-local targets are refused (SSRF) unless this allows them.
+    webhook_allow_private_targets: bool = False
+    # Inbound Stripe events: how far the signed timestamp may be from now.
+    stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+
     @model_validator(mode="after")
     def _safe_in_production(self) -> Self:
         if self.environment == "production":

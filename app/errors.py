@@ -63,6 +63,56 @@ class ServiceUnavailable(AppError):
     status, code, title = 503, "service_unavailable", "Service temporarily unavailable"
 
 
+# Answers given outside the handlers (the request validation, app.unit_of_work,
+# app.load_shedding); the classes name their codes so that the OpenAPI schema can declare them.
+class ValidationFailed(AppError):
+    status, code, title = 422, "validation_error", "The request is not valid"
+
+
+class MalformedBody(AppError):
+    """A body that cannot be decoded at all (not UTF-8 JSON); a JSON syntax error is a 422."""
+
+    status, code, title = 400, "bad_request", "Bad request"
+
+
+class PayloadTooLarge(AppError):
+    status, code, title = 413, "payload_too_large", "Payload too large"
+
+
+class IdempotencyKeyInProgress(AppError):
+    status, code, title = 409, "idempotency_key_in_progress", "Request in progress"
+
+
+class IdempotencyKeyReused(AppError):
+    status, code, title = 422, "idempotency_key_reused", "Idempotency-Key reused"
+
+
+class IdempotencyKeyInvalid(AppError):
+    status, code, title = 422, "invalid_idempotency_key", "Idempotency-Key not valid"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+
+
+class Overloaded(ServiceUnavailable):
+    code, title = "overloaded", "Service overloaded"
+
+
+# What every operation may answer besides its own errors; app.auth.AUTHENTICATED_ERRORS adds
+# those of the API key check.
+COMMON_ERRORS: tuple[type[AppError], ...] = (ValidationFailed, DatabaseUnavailable, Overloaded)
+# A body (or its absence) is read and checked on every POST and PATCH; a POST may carry an
+# Idempotency-Key.
+PATCH_ERRORS: tuple[type[AppError], ...] = (ValidationFailed, MalformedBody, PayloadTooLarge)
+POST_ERRORS: tuple[type[AppError], ...] = (
+    *PATCH_ERRORS,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
+    IdempotencyKeyInvalid,
+)
+
+
 def problem_response(
     status: int,
     code: str,
@@ -91,7 +141,9 @@ def problem_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]
             error.status,
             {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": ""},
         )
-        entry["description"] = ", ".join(filter(None, [entry["description"], error.code]))
+        codes = [code for code in entry["description"].split(", ") if code]
+        if error.code not in codes:
+            entry["description"] = ", ".join([*codes, error.code])
     return responses
 
 
@@ -117,6 +169,10 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
             }
         )
     return errors
+
+
+# Postgres' character_not_in_repertoire: a string with a NUL character.
+NUL_IN_TEXT_SQLSTATE = "22021"
 
 
 def is_database_unavailable(exc: BaseException) -> bool:
@@ -148,9 +204,9 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"loc": [], "msg": "invalid"}
         where = ".".join(part for part in first["loc"] if part != "body") or "request"
         return problem_response(
-            422,
-            "validation_error",
-            "The request is not valid",
+            ValidationFailed.status,
+            ValidationFailed.code,
+            ValidationFailed.title,
             f"{where}: {first['msg']}",
             errors=errors,
         )
@@ -172,6 +228,18 @@ def install_error_handlers(app: FastAPI) -> None:
             "Conflict",
             "A concurrent request changed the same data; retry.",
         )
+
+    @app.exception_handler(DBAPIError)
+    async def _database_error(_request: Request, exc: DBAPIError) -> JSONResponse:
+        if getattr(exc.orig, "sqlstate", None) == NUL_IN_TEXT_SQLSTATE:
+            # Postgres cannot store U+0000 in text; SQLite can, so the schemas let it through.
+            return problem_response(
+                Unprocessable.status,
+                Unprocessable.code,
+                Unprocessable.title,
+                "Text may not contain NUL (U+0000) characters.",
+            )
+        raise exc
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

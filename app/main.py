@@ -16,6 +16,8 @@ from app.errors import install_error_handlers
 from app.conversions.router import router as conversions_router
 from app.cors import CorsMiddleware, OriginCache
 from app.customers.router import router as customers_router
+from app.integrations.router import management as integrations_router
+from app.integrations.router import webhooks as integration_webhooks_router
 from app.keys.router import router as keys_router
 from app.load_shedding import LoadSheddingMiddleware
 from app.metrics.router import router as metrics_router
@@ -26,6 +28,8 @@ from app.referrers.router import router as referrers_router
 from app.rewards.router import router as rewards_router
 from app.tracking.router import router as tracking_router
 from app.unit_of_work import UnitOfWorkMiddleware
+from app.webhooks.dispatcher import Dispatcher
+from app.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger("app")
 
@@ -43,9 +47,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweeper = asyncio.create_task(
                 run_housekeeping(app.state.sessionmaker, settings.housekeeping_interval_seconds)
             )
+        dispatcher = None
+        if settings.webhook_dispatch_interval_seconds > 0:
+            dispatcher = asyncio.create_task(app.state.webhook_dispatcher.run())
         try:
             yield
         finally:
+            if dispatcher is not None:
+                dispatcher.cancel()
+                with suppress(asyncio.CancelledError):
+                    await dispatcher
+            await app.state.webhook_dispatcher.aclose()
             if sweeper is not None:
                 sweeper.cancel()
                 with suppress(asyncio.CancelledError):
@@ -62,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.rate_limiter = RateLimiter(settings)
+    app.state.webhook_dispatcher = Dispatcher(app.state.sessionmaker, settings)
     install_error_handlers(app)
     app.add_middleware(
         UnitOfWorkMiddleware, sessionmaker=app.state.sessionmaker, settings=settings
@@ -80,6 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         customers_router,
         keys_router,
         metrics_router,
+        integrations_router,
+        integration_webhooks_router,
+        webhooks_router,
     ):
         app.include_router(router)
 

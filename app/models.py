@@ -3,11 +3,13 @@
 from app.conversions.models import Conversion, Refund
 from app.db import Base
 from app.idempotency.models import IdempotencyRecord
+from app.integrations.models import IntegrationEvent, IntegrationReference, IntegrationSecret
 from app.keys.models import ApiKey
 from app.programs.models import Program
 from app.referrers.models import Code, Referrer
 from app.rewards.models import Reward, RewardRule, RewardRuleVersion
 from app.tracking.models import Click, Referral
+from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 __all__ = [
     "ApiKey",
@@ -16,6 +18,9 @@ __all__ = [
     "Code",
     "Conversion",
     "IdempotencyRecord",
+    "IntegrationEvent",
+    "IntegrationReference",
+    "IntegrationSecret",
     "Program",
     "Referral",
     "Referrer",
@@ -23,4 +28,8 @@ __all__ = [
     "Reward",
     "RewardRule",
     "RewardRuleVersion",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
 ]

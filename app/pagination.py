@@ -3,7 +3,7 @@
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 from uuid import UUID
 
@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import AppError
+from app.errors import AppError, ValidationFailed
 
 T = TypeVar("T")
 
@@ -47,6 +47,8 @@ class InvalidLimit(AppError):
 
 
 PageDep = Annotated[PageParams, Depends(page_params)]
+# The 422 answers of a paginated list (`responses=problem_responses(*PAGE_ERRORS)`).
+PAGE_ERRORS: tuple[type[AppError], ...] = (ValidationFailed, InvalidCursor, InvalidLimit)
 
 
 def encode_cursor(created_at: datetime, row_id: UUID) -> str:
@@ -63,8 +65,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         parsed = datetime.fromisoformat(created_at)
         if parsed.tzinfo is None:
             raise ValueError("naive")
-        return parsed, UUID(row_id)
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError) as exc:
+        return parsed.astimezone(UTC), UUID(row_id)
+    except (ValueError, TypeError, OverflowError, binascii.Error, json.JSONDecodeError) as exc:
         raise InvalidCursor("cursor is malformed; pass back next_cursor unchanged") from exc
 
 

@@ -1,5 +1,6 @@
 """Shared pieces of request and response models."""
 
+import json
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -32,13 +33,20 @@ def _aware(value: datetime) -> datetime:
     return value
 
 
+METADATA_MAX_KEYS = 50
+METADATA_MAX_BYTES = 8_000
+METADATA_MAX_DEPTH = 3
+
+
 def _metadata(value: dict[str, Any]) -> dict[str, Any]:
-    if len(value) > 50:
-        raise ValueError("metadata may have at most 50 keys")
-    if len(str(value)) > 8_000:
-        raise ValueError("metadata is too large (8 kB at most)")
-    if _depth(value) > 3:
-        raise ValueError("metadata may be nested at most 3 levels deep")
+    if len(value) > METADATA_MAX_KEYS:
+        raise ValueError(f"metadata may have at most {METADATA_MAX_KEYS} keys")
+    if _depth(value) > METADATA_MAX_DEPTH:
+        raise ValueError(f"metadata may be nested at most {METADATA_MAX_DEPTH} levels deep")
+    # Measured as stored: compact JSON in UTF-8.
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+    if size > METADATA_MAX_BYTES:
+        raise ValueError(f"metadata is too large ({size} bytes as JSON; at most {METADATA_MAX_BYTES})")
     return value
 
 

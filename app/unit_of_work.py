@@ -159,6 +159,17 @@ class UnitOfWorkMiddleware:
         method: str,
         body: bytes,
     ) -> None:
+        key = _header(scope, b"idempotency-key") if method == "POST" else None
+        if key is not None and len(key) > idempotency.MAX_KEY_LENGTH:
+            # Cut short, two long keys could share one stored answer.
+            await send_problem(
+                send,
+                422,
+                "invalid_idempotency_key",
+                "Idempotency-Key not valid",
+                f"An Idempotency-Key may be at most {idempotency.MAX_KEY_LENGTH} characters.",
+            )
+            return
         request = self._idempotent_request(scope, method, body)
         if request is not None:
             try:
@@ -204,7 +215,7 @@ class UnitOfWorkMiddleware:
             return None
         return idempotency.IdempotentRequest(
             principal_hash=hashlib.sha256(authorization.strip().encode()).hexdigest(),
-            key=key[: idempotency.MAX_KEY_LENGTH],
+            key=key,
             method=method,
             path=scope["path"],
             request_hash=idempotency.fingerprint(

@@ -1,6 +1,6 @@
 import base64
 import json
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import uuid4
 
@@ -175,6 +175,36 @@ async def test_list_programs_default_limit(client: AsyncClient, admin: str) -> N
     assert page["next_cursor"] is None
 
 
+async def test_cursor_time_in_another_offset_is_the_same_position(
+    client: AsyncClient, admin: str
+) -> None:
+    for i in range(3):
+        await make_program(client, admin, name=f"Program {i}")
+    first = (await client.get("/v1/programs?limit=1", headers=auth(admin))).json()
+    created_at, row_id = json.loads(
+        base64.urlsafe_b64decode(first["next_cursor"] + "=" * (-len(first["next_cursor"]) % 4))
+    )
+    shifted = datetime.fromisoformat(created_at).astimezone(timezone(timedelta(hours=-5)))
+    same = _cursor([shifted.isoformat(), row_id])
+    expected = await client.get(
+        "/v1/programs", params={"cursor": first["next_cursor"]}, headers=auth(admin)
+    )
+    response = await client.get("/v1/programs", params={"cursor": same}, headers=auth(admin))
+    assert response.status_code == 200, response.text
+    assert response.json()["data"] == expected.json()["data"]
+    assert len(response.json()["data"]) == 2
+
+
+async def test_nul_character_is_not_a_server_error(client: AsyncClient, admin: str) -> None:
+    response = await client.post(
+        "/v1/programs", json=VALID | {"name": "Spring\u0000"}, headers=auth(admin)
+    )
+    # Postgres cannot store it (422); SQLite can.
+    if response.status_code != 201:
+        assert_problem(response, 422, "invalid_request")
+        assert (await client.get("/v1/programs", headers=auth(admin))).json()["data"] == []
+
+
 def _cursor(payload: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
 
@@ -192,6 +222,8 @@ def _cursor(payload: Any) -> str:
         pytest.param(_cursor(["2024-01-01T00:00:00+00:00", 5]), id="uuid-as-number"),
         pytest.param(_cursor([5, str(uuid4())]), id="time-as-number"),
         pytest.param(_cursor(["2024-01-01T00:00:00+00:00", str(uuid4()), 1]), id="three-parts"),
+        pytest.param(_cursor(["9999-12-31T23:59:59-05:00", str(uuid4())]), id="past-year-9999"),
+        pytest.param(_cursor(["0001-01-01T00:00:00+05:00", str(uuid4())]), id="before-year-1"),
     ],
 )
 async def test_list_programs_refuses_bad_cursor(

@@ -150,6 +150,29 @@ async def test_upsert_refuses_bad_input(
     assert listed.json()["data"] == []
 
 
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+async def test_upsert_refuses_non_finite_metadata(
+    client: AsyncClient, admin: str, program: dict[str, Any], number: str
+) -> None:
+    # Python's JSON parser takes these; they are not JSON, and Postgres will not store them.
+    response = await client.post(
+        f"/v1/programs/{program['id']}/referrers",
+        content=f'{{"external_id": "c", "metadata": {{"a": [{{"b": {number}}}]}}}}'.encode(),
+        headers=auth(admin) | {"Content-Type": "application/json"},
+    )
+    assert_problem(response, 422, "validation_error")
+    listed = await client.get(f"/v1/programs/{program['id']}/referrers", headers=auth(admin))
+    assert listed.json()["data"] == []
+
+
+async def test_expiry_in_another_offset_is_stored_as_the_same_instant(
+    client: AsyncClient, admin: str, referrer: dict[str, Any]
+) -> None:
+    code = await make_code(client, admin, referrer["id"], expires_at="2100-01-01T03:00:00+03:00")
+    assert datetime.fromisoformat(code["expires_at"]) == datetime(2100, 1, 1, tzinfo=UTC)
+    assert datetime.fromisoformat(code["expires_at"]).utcoffset() == timedelta(0)
+
+
 async def test_upsert_in_unknown_program_is_404(client: AsyncClient, admin: str) -> None:
     response = await client.post(
         f"/v1/programs/{uuid4()}/referrers", json={"external_id": "c"}, headers=auth(admin)
@@ -265,6 +288,8 @@ async def test_vanity_code_validation(
     [
         pytest.param({"max_redemptions": 0}, id="zero-uses"),
         pytest.param({"expires_at": "2030-01-01T00:00:00"}, id="naive-expiry"),
+        pytest.param({"expires_at": "9999-12-31T23:30:00-05:00"}, id="expiry-past-year-9999"),
+        pytest.param({"expires_at": "0001-01-01T00:00:00+05:00"}, id="expiry-before-year-1"),
         pytest.param({"is_default": True}, id="is-default"),
         pytest.param({"redemption_count": 5}, id="redemption-count"),
     ],
@@ -314,8 +339,9 @@ async def test_lookup_code_shows_only_what_a_widget_may(
 
 
 async def test_lookup_unknown_code_is_404(client: AsyncClient, admin: str) -> None:
-    response = await client.get("/v1/codes/NOPE2345", headers=auth(admin))
-    assert_problem(response, 404, "code_not_found")
+    for unknown in ("NOPE2345", "%00", "A%00B", "x" * 300):
+        response = await client.get(f"/v1/codes/{unknown}", headers=auth(admin))
+        assert_problem(response, 404, "code_not_found")
 
 
 async def _lookup(client: AsyncClient, key: str, code: str) -> dict[str, Any]:
@@ -406,6 +432,7 @@ async def test_patch_code_changes_only_given_fields(
         pytest.param({"max_redemptions": 0}, id="zero-uses"),
         pytest.param({"expires_at": "tomorrow"}, id="bad-time"),
         pytest.param({"expires_at": "2030-01-01T00:00:00"}, id="naive-time"),
+        pytest.param({"expires_at": "9999-12-31T23:30:00-05:00"}, id="past-year-9999"),
         pytest.param({"redemption_count": 0}, id="redemption-count"),
         pytest.param({"code": "OTHER123"}, id="rename"),
         pytest.param({"referrer_id": str(uuid4())}, id="referrer"),

@@ -153,6 +153,23 @@ async def test_unknown_link_is_an_html_page(client: AsyncClient, app: Any) -> No
     assert await clicks(app) == []
 
 
+async def test_unknown_link_with_nul_is_the_html_page(client: AsyncClient, app: Any) -> None:
+    response = await client.get("/r/%00")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")
+
+
+async def test_link_with_nul_in_utm_still_redirects(
+    client: AsyncClient, app: Any, code: str
+) -> None:
+    response = await client.get(
+        f"/r/{code}?utm_source=%00&utm_medium=e%00mail", headers={"User-Agent": BROWSER_UA}
+    )
+    assert response.status_code == 302
+    [click] = await clicks(app)
+    assert (click.utm_source, click.utm_medium) == (None, "email")
+
+
 async def test_unknown_link_page_escapes_the_code(client: AsyncClient) -> None:
     response = await client.get("/r/<img src=x onerror=alert(1)>")
     assert response.status_code == 404
@@ -383,8 +400,25 @@ async def test_click_on_paused_program_is_refused(
 
 
 async def test_click_on_unknown_code(client: AsyncClient, app: Any, publishable: str) -> None:
-    response = await record_click(client, publishable, "NOPE23456")
-    assert_problem(response, 404, "code_not_found")
+    for unknown in ("NOPE23456", "NOPE\u0000"):
+        response = await record_click(client, publishable, unknown)
+        assert_problem(response, 404, "code_not_found")
+        redeemed = await redeem(client, publishable, unknown, "c")
+        assert_problem(redeemed, 404, "code_not_found")
+
+
+async def test_click_with_nul_is_not_a_server_error(
+    client: AsyncClient, app: Any, publishable: str, code: str
+) -> None:
+    response = await record_click(client, publishable, code, visitor_id="v\u0000")
+    # Postgres cannot store it (422); SQLite can.
+    if response.status_code != 201:
+        assert_problem(response, 422, "invalid_request")
+        assert await clicks(app) == []
+    redeemed = await redeem(client, publishable, code, "c\u0000")
+    if redeemed.status_code != 201:
+        assert_problem(redeemed, 422, "invalid_request")
+        await _assert_nothing_changed(app, code)
 
 
 @pytest.mark.parametrize(

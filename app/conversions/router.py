@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import SecretKey
+from app.auth import AUTHENTICATED_ERRORS, SecretKey
 from app.conversions import service
 from app.conversions.schemas import (
     Attribution,
@@ -16,7 +16,7 @@ from app.conversions.schemas import (
     RefundOut,
 )
 from app.db import SessionDep
-from app.errors import Forbidden, Unauthorized, problem_responses
+from app.errors import POST_ERRORS, ValidationFailed, problem_responses
 from app.exports import (
     CSV_RESPONSE,
     FORMAT_QUERY,
@@ -33,7 +33,7 @@ from app.programs.service import ProgramNotFound
 router = APIRouter(
     prefix="/v1/conversions",
     tags=["conversions"],
-    responses=problem_responses(Unauthorized, Forbidden),
+    responses=problem_responses(*AUTHENTICATED_ERRORS),
 )
 
 
@@ -47,6 +47,7 @@ router = APIRouter(
         service.CurrencyMismatch,
         service.InvalidAmount,
         service.OccurredInFuture,
+        *POST_ERRORS,
     )
     | {200: {"model": ConversionOut, "description": "A retry: the first result"}},
 )
@@ -65,7 +66,7 @@ CSV_COLUMNS = tuple(name for name in ConversionOut.model_fields if name != "rewa
 @router.get(
     "",
     response_model=Page[ConversionOut],
-    responses=CSV_RESPONSE | problem_responses(InvalidCursor, InvalidLimit),
+    responses=CSV_RESPONSE | problem_responses(ValidationFailed, InvalidCursor, InvalidLimit),
 )
 async def list_conversions(
     request: Request,
@@ -144,6 +145,7 @@ async def explain_attribution(
         service.AlreadyRefunded,
         service.RefundTooLarge,
         service.InvalidAmount,
+        *POST_ERRORS,
     )
     | {200: {"model": RefundOut, "description": "A retry of the same refund_id"}},
 )

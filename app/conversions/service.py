@@ -33,6 +33,7 @@ from app.referrers.models import Code, Referrer
 from app.rewards import service as ledger
 from app.rewards.rules import active_rules
 from app.tracking.models import Click, Referral
+from app.webhooks.outbox import emit, emit_referral_created
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
@@ -196,6 +197,9 @@ async def _apply(
         is_first_purchase=earlier is None,
     )
     await ledger.create_rewards(session, await active_rules(session, program.id), paid, now)
+    await emit(
+        session, program.id, "conversion.attributed", lambda: conversion_out(session, conversion)
+    )
 
 
 async def _referral_for(
@@ -207,7 +211,7 @@ async def _referral_for(
             session,
             Referral.__table__,
             {
-                "id": uuid4(),
+                "id": (referral_id := uuid4()),
                 "created_at": utcnow(),
                 "occurred_at": conversion.occurred_at,
                 "program_id": program.id,
@@ -227,6 +231,8 @@ async def _referral_for(
         .execution_options(populate_existing=True)
     )
     assert referral is not None
+    if referral.id == referral_id:
+        await emit_referral_created(session, referral.id)
     return referral
 
 
@@ -384,6 +390,13 @@ async def refund(
     session.add(row)
     await session.flush()
     await ledger.adjust_for_refund(session, conversion, now)
+    await emit(
+        session,
+        conversion.program_id,
+        "conversion.refunded",
+        lambda: conversion_out(session, conversion),
+        extra={"refund": _refund_out(row, conversion)},
+    )
     return _refund_out(row, conversion), True
 
 

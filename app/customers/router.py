@@ -3,13 +3,13 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path
 
-from app.auth import SecretKey
+from app.auth import AUTHENTICATED_ERRORS, SecretKey
 from app.customers import service
 from app.customers.schemas import ErasureOut
 from app.db import SessionDep
-from app.errors import Forbidden, Unauthorized, problem_responses
+from app.errors import problem_responses
 
-router = APIRouter(tags=["customers"], responses=problem_responses(Unauthorized, Forbidden))
+router = APIRouter(tags=["customers"], responses=problem_responses(*AUTHENTICATED_ERRORS))
 
 
 @router.delete("/v1/customers/{customer_id}", response_model=ErasureOut)

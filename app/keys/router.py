@@ -2,19 +2,24 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
-from app.auth import AdminKey
+from app.auth import AUTHENTICATED_ERRORS, AdminKey
 from app.db import SessionDep
-from app.errors import Forbidden, NotFound, Unauthorized, problem_responses
+from app.errors import POST_ERRORS, Forbidden, NotFound, problem_responses
 from app.keys import service
 from app.keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 
 router = APIRouter(
-    prefix="/v1/api-keys", tags=["api keys"], responses=problem_responses(Unauthorized, Forbidden)
+    prefix="/v1/api-keys",
+    tags=["api keys"],
+    responses=problem_responses(*AUTHENTICATED_ERRORS),
 )
 
 
 @router.post(
-    "", status_code=201, response_model=ApiKeyCreated, responses=problem_responses(NotFound)
+    "",
+    status_code=201,
+    response_model=ApiKeyCreated,
+    responses=problem_responses(NotFound, *POST_ERRORS),
 )
 async def create_key(body: ApiKeyCreate, session: SessionDep, principal: AdminKey) -> ApiKeyCreated:
     if principal.program_ids is not None:
@@ -37,7 +42,11 @@ async def list_keys(session: SessionDep, principal: AdminKey) -> list[ApiKeyOut]
     ]
 
 
-@router.post("/{key_id}/revoke", response_model=ApiKeyOut, responses=problem_responses(NotFound))
+@router.post(
+    "/{key_id}/revoke",
+    response_model=ApiKeyOut,
+    responses=problem_responses(NotFound, *POST_ERRORS),
+)
 async def revoke_key(key_id: UUID, session: SessionDep, principal: AdminKey) -> ApiKeyOut:
     if principal.program_ids is not None:
         raise Forbidden("Only an admin key for every program may revoke keys.")

@@ -4,9 +4,9 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from app.auth import SecretKey
+from app.auth import AUTHENTICATED_ERRORS, SecretKey
 from app.db import SessionDep, utcnow
-from app.errors import Forbidden, Unauthorized, problem_responses
+from app.errors import ValidationFailed, problem_responses
 from app.exports import CSV_RESPONSE, FORMAT_QUERY, Format
 from app.metrics import csv, service
 from app.metrics.periods import (
@@ -36,7 +36,7 @@ from app.referrers.service import ReferrerNotFound
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 
-router = APIRouter(tags=["metrics"], responses=problem_responses(Unauthorized, Forbidden))
+router = APIRouter(tags=["metrics"], responses=problem_responses(*AUTHENTICATED_ERRORS))
 
 FromQuery = Annotated[
     datetime | None,
@@ -80,7 +80,7 @@ def row_limit(
 WindowDep = Annotated[Window, Depends(metrics_window)]
 LimitDep = Annotated[int, Depends(row_limit)]
 FormatQuery = Annotated[Format, FORMAT_QUERY]
-RANGE_ERRORS = (ProgramNotFound, InvalidRange)
+RANGE_ERRORS = (ProgramNotFound, ValidationFailed, InvalidRange)
 
 
 @router.get(
@@ -178,7 +178,7 @@ async def cohorts(
 @router.get(
     "/v1/referrers/{referrer_id}/metrics",
     response_model=ReferrerMetrics,
-    responses=problem_responses(ReferrerNotFound, InvalidRange),
+    responses=problem_responses(ReferrerNotFound, ValidationFailed, InvalidRange),
 )
 async def referrer_metrics(
     referrer_id: UUID, window: WindowDep, session: SessionDep, principal: SecretKey

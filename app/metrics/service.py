@@ -219,6 +219,8 @@ async def referrer_metrics(
 ) -> ReferrerMetrics:
     """One referrer's funnel and rewards over the window, and their balance now."""
     referrer, program = await get_referrer(session, principal, referrer_id)
+    # First: the balance approves rewards whose hold has ended, so both parts agree.
+    balance_now = await balance(session, referrer)
     scope = Scope(program.id, program.currency, window, referrer_id=referrer.id)
     counts = await queries.total(session, scope)
     sums = await queries.referrer_rewards(session, scope)
@@ -241,7 +243,7 @@ async def referrer_metrics(
         **_range(window),
         funnel=funnel(counts, program.currency),
         rewards=rewards,
-        balance=await balance(session, referrer),
+        balance=balance_now,
     )
 
 

@@ -2,27 +2,29 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
-from app.auth import AdminKey, SecretKey
+from app.auth import AUTHENTICATED_ERRORS, AdminKey, SecretKey
 from app.db import SessionDep
-from app.errors import Forbidden, Unauthorized, problem_responses
-from app.pagination import Page, PageDep
+from app.errors import PATCH_ERRORS, POST_ERRORS, problem_responses
+from app.pagination import PAGE_ERRORS, Page, PageDep
 from app.programs import service
 from app.programs.schemas import ProgramCreate, ProgramOut, ProgramUpdate
 
 router = APIRouter(
     prefix="/v1/programs",
     tags=["programs"],
-    responses=problem_responses(Unauthorized, Forbidden),
+    responses=problem_responses(*AUTHENTICATED_ERRORS),
 )
 
 
-@router.post("", status_code=201, response_model=ProgramOut)
+@router.post(
+    "", status_code=201, response_model=ProgramOut, responses=problem_responses(*POST_ERRORS)
+)
 async def create_program(body: ProgramCreate, session: SessionDep, principal: AdminKey) -> ProgramOut:
     program = await service.create_program(session, principal, body)
     return ProgramOut.model_validate(program)
 
 
-@router.get("", response_model=Page[ProgramOut])
+@router.get("", response_model=Page[ProgramOut], responses=problem_responses(*PAGE_ERRORS))
 async def list_programs(session: SessionDep, principal: SecretKey, page: PageDep) -> Page[ProgramOut]:
     programs, next_cursor = await service.list_programs(session, principal, page)
     return Page(data=[ProgramOut.model_validate(p) for p in programs], next_cursor=next_cursor)
@@ -40,7 +42,7 @@ async def get_program(program_id: UUID, session: SessionDep, principal: SecretKe
 @router.patch(
     "/{program_id}",
     response_model=ProgramOut,
-    responses=problem_responses(service.ProgramNotFound),
+    responses=problem_responses(service.ProgramNotFound, *PATCH_ERRORS),
 )
 async def update_program(
     program_id: UUID, body: ProgramUpdate, session: SessionDep, principal: SecretKey

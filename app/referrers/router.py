@@ -1,12 +1,13 @@
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
-from app.auth import SecretKey
+from app.auth import AUTHENTICATED_ERRORS, SecretKey
 from app.cors import OriginNotAllowed, WidgetKey
 from app.db import SessionDep
-from app.errors import Forbidden, Unauthorized, problem_responses
-from app.pagination import Page, PageDep
+from app.errors import PATCH_ERRORS, POST_ERRORS, problem_responses
+from app.pagination import PAGE_ERRORS, Page, PageDep
 from app.programs.service import ProgramNotFound
 from app.ratelimit import CodeLookupRateLimit, PublicRateLimit, RateLimited
 from app.referrers import service
@@ -19,14 +20,17 @@ from app.referrers.schemas import (
     ReferrerUpsert,
 )
 
-router = APIRouter(tags=["referrers"], responses=problem_responses(Unauthorized, Forbidden))
+router = APIRouter(tags=["referrers"], responses=problem_responses(*AUTHENTICATED_ERRORS))
+
+# Codes are at most 32 characters; 64 leaves room and keeps lookups of junk cheap.
+CodePath = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 @router.post(
     "/v1/programs/{program_id}/referrers",
     status_code=201,
     response_model=ReferrerOut,
-    responses=problem_responses(ProgramNotFound)
+    responses=problem_responses(ProgramNotFound, *POST_ERRORS)
     | {200: {"model": ReferrerOut, "description": "The referrer existed; updated"}},
 )
 async def upsert_referrer(
@@ -47,7 +51,7 @@ async def upsert_referrer(
 @router.get(
     "/v1/programs/{program_id}/referrers",
     response_model=Page[ReferrerOut],
-    responses=problem_responses(ProgramNotFound),
+    responses=problem_responses(ProgramNotFound, *PAGE_ERRORS),
 )
 async def list_referrers(
     program_id: UUID, request: Request, session: SessionDep, principal: SecretKey, page: PageDep
@@ -75,7 +79,7 @@ async def get_referrer(
     status_code=201,
     response_model=CodeOut,
     tags=["codes"],
-    responses=problem_responses(service.ReferrerNotFound, service.CodeTaken),
+    responses=problem_responses(service.ReferrerNotFound, service.CodeTaken, *POST_ERRORS),
 )
 async def create_code(
     referrer_id: UUID, body: CodeCreate, request: Request, session: SessionDep, principal: SecretKey
@@ -104,7 +108,7 @@ async def list_codes(
     responses=problem_responses(service.CodeNotFound, RateLimited, OriginNotAllowed),
 )
 async def lookup_code(
-    code: str,
+    code: CodePath,
     session: SessionDep,
     principal: WidgetKey,
     _public: PublicRateLimit,
@@ -117,9 +121,13 @@ async def lookup_code(
     "/v1/codes/{code}",
     response_model=CodeOut,
     tags=["codes"],
-    responses=problem_responses(service.CodeNotFound),
+    responses=problem_responses(service.CodeNotFound, *PATCH_ERRORS),
 )
 async def update_code(
-    code: str, body: CodeUpdate, request: Request, session: SessionDep, principal: SecretKey
+    code: CodePath,
+    body: CodeUpdate,
+    request: Request,
+    session: SessionDep,
+    principal: SecretKey,
 ) -> CodeOut:
     return await service.update_code(session, principal, request.app.state.settings, code, body)

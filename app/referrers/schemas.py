@@ -1,8 +1,9 @@
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 from app.schemas import AwareDatetime, Email, ExternalId, InputModel, Metadata, OutputModel
 
@@ -13,24 +14,46 @@ VanityCode = Annotated[
 CodeState = Literal["valid", "disabled", "expired", "exhausted", "program_not_active"]
 
 
+def _in_utc(value: datetime) -> datetime:
+    # 9999-12-31T23:00-05:00 is a valid datetime that has no UTC equivalent to store.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range") from None
+
+
+def _finite_numbers(value: Any) -> Any:
+    # NaN and Infinity parse from JSON but are not JSON; Postgres refuses to store them.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("metadata numbers must be finite")
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for child in children:
+        _finite_numbers(child)
+    return value
+
+
+ExpiresAt = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+ReferrerMetadata = Annotated[Metadata, AfterValidator(_finite_numbers)]
+
+
 class ReferrerUpsert(InputModel):
     external_id: ExternalId
     email: Email | None = None
     name: Annotated[str, Field(max_length=200)] | None = None
-    metadata: Metadata | None = None
+    metadata: ReferrerMetadata | None = None
 
 
 class CodeCreate(InputModel):
     code: VanityCode | None = Field(
         default=None, description="A vanity code; omit it for a random one."
     )
-    expires_at: AwareDatetime | None = None
+    expires_at: ExpiresAt | None = None
     max_redemptions: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
 
 
 class CodeUpdate(InputModel):
     disabled: bool | None = None
-    expires_at: AwareDatetime | None = None
+    expires_at: ExpiresAt | None = None
     max_redemptions: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
 
 

@@ -183,6 +183,8 @@ async def find_code(
     session: AsyncSession, principal: Principal | None, text: str, *, for_update: bool = False
 ) -> tuple[Code, Program]:
     """The code (case-insensitive) and its program; another program's code is CodeNotFound."""
+    if "\x00" in text:  # Postgres refuses NUL in text, and no code can contain one
+        raise CodeNotFound(f"No code {text!r}.")
     query = select(Code, Program).join(Program, Program.id == Code.program_id)
     query = query.where(Code.normalized == normalize(text))
     if for_update:

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import SecretKey
+from app.auth import AUTHENTICATED_ERRORS, SecretKey
 from app.db import SessionDep
-from app.errors import Forbidden, Unauthorized, problem_responses
+from app.errors import PATCH_ERRORS, POST_ERRORS, ValidationFailed, problem_responses
 from app.exports import (
     CSV_RESPONSE,
     FORMAT_QUERY,
@@ -34,14 +34,16 @@ from app.rewards.schemas import (
     RuleUpdate,
 )
 
-router = APIRouter(tags=["rewards"], responses=problem_responses(Unauthorized, Forbidden))
+router = APIRouter(tags=["rewards"], responses=problem_responses(*AUTHENTICATED_ERRORS))
 
 
 @router.post(
     "/v1/programs/{program_id}/reward-rules",
     status_code=201,
     response_model=RuleOut,
-    responses=problem_responses(ProgramNotFound, rules.InvalidRule, rules.TooManyRules),
+    responses=problem_responses(
+        ProgramNotFound, rules.InvalidRule, rules.TooManyRules, *POST_ERRORS
+    ),
 )
 async def create_rule(
     program_id: UUID, body: RuleCreate, session: SessionDep, principal: SecretKey
@@ -70,7 +72,7 @@ async def get_rule(rule_id: UUID, session: SessionDep, principal: SecretKey) -> 
 @router.patch(
     "/v1/reward-rules/{rule_id}",
     response_model=RuleOut,
-    responses=problem_responses(rules.RuleNotFound, rules.InvalidRule),
+    responses=problem_responses(rules.RuleNotFound, rules.InvalidRule, *PATCH_ERRORS),
 )
 async def update_rule(
     rule_id: UUID, body: RuleUpdate, session: SessionDep, principal: SecretKey
@@ -84,7 +86,7 @@ REWARD_CSV_COLUMNS = tuple(RewardOut.model_fields)
 @router.get(
     "/v1/rewards",
     response_model=Page[RewardOut],
-    responses=CSV_RESPONSE | problem_responses(InvalidCursor, InvalidLimit),
+    responses=CSV_RESPONSE | problem_responses(ValidationFailed, InvalidCursor, InvalidLimit),
 )
 async def list_rewards(
     request: Request,
@@ -128,7 +130,9 @@ def _rewards_csv(
     return csv_response("rewards.csv", REWARD_CSV_COLUMNS, rows)
 
 
-TRANSITION_ERRORS = problem_responses(service.RewardNotFound, service.InvalidTransition)
+TRANSITION_ERRORS = problem_responses(
+    service.RewardNotFound, service.InvalidTransition, *POST_ERRORS
+)
 
 
 @router.post("/v1/rewards/{reward_id}/approve", response_model=RewardOut, responses=TRANSITION_ERRORS)

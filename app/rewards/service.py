@@ -22,6 +22,7 @@ from app.referrers.models import Referrer
 from app.rewards.models import Reward, RewardRule
 from app.rewards.schemas import Balance, BalanceLine, RewardOut
 from app.tracking.models import Referral
+from app.webhooks.outbox import emit_reward_ids, emit_rewards
 
 POINTS = "points"
 SWEEP_BATCH = 1000
@@ -101,6 +102,7 @@ async def create_rewards(
         session.add(reward)
         rewards.append(reward)
     await session.flush()
+    await emit_rewards(session, "reward.created", rewards)
     return rewards
 
 
@@ -202,6 +204,7 @@ async def adjust_for_refund(session: AsyncSession, conversion: Conversion, now: 
                 )
             )
     await session.flush()
+    await emit_rewards(session, "reward.reversed", [r for r in rewards if r.reversed_at == now])
 
 
 def _target_after_refund(reward: Reward, remaining_share: Decimal) -> Decimal:
@@ -249,6 +252,7 @@ async def approve_due(
         .values(status="approved", approved_at=Reward.hold_until)
         .execution_options(synchronize_session=False)
     )
+    await emit_reward_ids(session, "reward.approved", ids)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
@@ -273,6 +277,7 @@ async def approve(session: AsyncSession, principal: Principal, reward_id: UUID) 
     reward.status = "approved"
     reward.approved_at = utcnow()
     await session.flush()
+    await emit_rewards(session, "reward.approved", [reward])
     return RewardOut.model_validate(reward)
 
 
@@ -290,6 +295,7 @@ async def mark_paid(
     reward.paid_at = now
     reward.payout_reference = payout_reference
     await session.flush()
+    await emit_rewards(session, "reward.paid", [reward])
     return RewardOut.model_validate(reward)
 
 
@@ -300,6 +306,7 @@ async def reverse(session: AsyncSession, principal: Principal, reward_id: UUID, 
         raise InvalidTransition(f"A {reward.status} reward cannot be reversed.")
     _reverse(reward, utcnow(), reason)
     await session.flush()
+    await emit_rewards(session, "reward.reversed", [reward])
     return RewardOut.model_validate(reward)
 
 

@@ -4,10 +4,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from app.auth import AUTHENTICATED_ERRORS
 from app.cors import OriginNotAllowed, WidgetKey
 from app.config import Settings
 from app.db import SessionDep
-from app.errors import Forbidden, Unauthorized, problem_responses
+from app.errors import (
+    POST_ERRORS,
+    DatabaseUnavailable,
+    Overloaded,
+    problem_responses,
+)
 from app.programs.service import ProgramNotActive
 from app.ratelimit import PublicRateLimit, RateLimited, client_ip, limit_code_lookup
 from app.referrers.service import CodeNotFound
@@ -27,7 +33,13 @@ def visit_of(request: Request, settings: Settings) -> service.Visit:
     "/v1/clicks",
     status_code=201,
     response_model=ClickOut,
-    responses=problem_responses(Unauthorized, Forbidden, CodeNotFound, ProgramNotActive, RateLimited, OriginNotAllowed),
+    responses=problem_responses(
+        *AUTHENTICATED_ERRORS,
+        *POST_ERRORS,
+        CodeNotFound,
+        ProgramNotActive,
+        OriginNotAllowed,
+    ),
 )
 async def record_click(
     body: ClickCreate,
@@ -45,8 +57,8 @@ async def record_click(
     status_code=201,
     response_model=RedemptionOut,
     responses=problem_responses(
-        Unauthorized,
-        Forbidden,
+        *AUTHENTICATED_ERRORS,
+        *POST_ERRORS,
         CodeNotFound,
         ProgramNotActive,
         service.CodeDisabled,
@@ -55,7 +67,6 @@ async def record_click(
         service.SelfReferral,
         service.AlreadyReferred,
         service.ClickNotFound,
-        RateLimited,
         OriginNotAllowed,
     ),
 )
@@ -69,7 +80,10 @@ async def redeem(
     "/r/{code}",
     status_code=302,
     response_class=RedirectResponse,
-    responses={404: {"description": "Unknown code (a small HTML page)"}},
+    responses={
+        404: {"description": "Unknown code (a small HTML page)", "content": {"text/html": {}}}
+    }
+    | problem_responses(RateLimited, DatabaseUnavailable, Overloaded),
 )
 async def follow_link(
     code: str, request: Request, session: SessionDep, _rate: PublicRateLimit
@@ -79,7 +93,7 @@ async def follow_link(
     query = request.query_params
     details = service.ClickDetails(
         referring_url=request.headers.get("referer"),
-        **{field: query[field][:200] for field in UTM_FIELDS if query.get(field)},
+        **{field: value[:200] for field in UTM_FIELDS if (value := _text(query.get(field)))},
     )
     try:
         click, found, program = await service.follow_link(
@@ -95,6 +109,12 @@ async def follow_link(
     if click.attributable:
         params["ref"] = found.code
     return RedirectResponse(with_query(program.landing_url, params), status_code=302)
+
+
+def _text(value: str | None) -> str | None:
+    """A query value without NUL characters (which Postgres cannot store), or None if empty."""
+    cleaned = (value or "").replace("\x00", "")
+    return cleaned or None
 
 
 def with_query(url: str, params: dict[str, str]) -> str:

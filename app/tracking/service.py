@@ -21,6 +21,7 @@ from app.referrers.service import find_code, increment_redemptions
 from app.tracking.bots import is_bot
 from app.tracking.models import Click, Referral
 from app.tracking.schemas import ClickCreate, ClickOut, RedemptionCreate, RedemptionOut
+from app.webhooks.outbox import emit_referral_created
 
 
 class CodeDisabled(AppError):
@@ -232,6 +233,7 @@ async def redeem(
     if result.scalar() is None:
         # Lost a race with a concurrent redemption by the same customer; the code use rolls back.
         raise AlreadyReferred(f"Customer {data.customer_id!r} is already referred in this program.")
+    await emit_referral_created(session, referral_id)
     if click is not None and click.customer_id is None:
         click.customer_id = data.customer_id
         await session.flush()

@@ -1,0 +1,1 @@
+"""Inbound purchase events from Stripe and Shopify: verified by signature, mapped to conversions."""

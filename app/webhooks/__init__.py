@@ -1,0 +1,1 @@
+"""Outbound webhooks: endpoints, an outbox written with each change, and a signed dispatcher."""

@@ -1,0 +1,190 @@
+"""Events into the outbox, inside the caller's transaction.
+
+`emit` writes the event and one pending delivery per subscribed endpoint with the change that
+caused it, so an event exists exactly when its change was committed; the dispatcher
+(app.webhooks.dispatcher) sends it later. Nothing is written when no endpoint listens.
+"""
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Literal, get_args
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
+from sqlalchemy import insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import utcnow
+from app.referrers.models import Code
+from app.rewards.models import Reward
+from app.rewards.schemas import RewardOut
+from app.tracking.models import Referral
+from app.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
+
+EventType = Literal[
+    "referral.created",
+    "conversion.attributed",
+    "conversion.refunded",
+    "reward.created",
+    "reward.approved",
+    "reward.reversed",
+    "reward.paid",
+]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+
+Payload = BaseModel | Mapping[str, Any] | Callable[[], Awaitable[BaseModel | Mapping[str, Any]]]
+_LAST_EMIT = "webhooks.last_emit"
+
+
+async def emit(
+    session: AsyncSession,
+    program_id: UUID,
+    event_type: EventType,
+    payload: Payload,
+    *,
+    object_id: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Queue `event_type` about one object for every endpoint of the program that wants it.
+
+    `payload` is the object (a model, a mapping, or an async factory called only when someone
+    listens); `object_id` defaults to its `id`; `extra` adds fields next to the object's own.
+    """
+    endpoint_ids = await _subscribers(session, program_id, event_type)
+    if not endpoint_ids:
+        return
+    resolved = await payload() if callable(payload) else payload
+    data = to_jsonable_python(
+        resolved.model_dump(mode="json") if isinstance(resolved, BaseModel) else dict(resolved)
+    )
+    if extra:
+        data.update(to_jsonable_python(dict(extra)))
+    await _queue(session, endpoint_ids, program_id, event_type, data, object_id or str(data["id"]))
+
+
+async def emit_rewards(
+    session: AsyncSession, event_type: EventType, rewards: Iterable[Reward]
+) -> None:
+    """One event per reward; a reward created already approved also gets `reward.approved`."""
+    for reward in rewards:
+        out = RewardOut.model_validate(reward)
+        await emit(session, reward.program_id, event_type, out)
+        if event_type == "reward.created" and reward.status == "approved":
+            await emit(session, reward.program_id, "reward.approved", out)
+
+
+async def emit_reward_ids(
+    session: AsyncSession, event_type: EventType, reward_ids: Sequence[UUID]
+) -> None:
+    """Like emit_rewards, for rows changed by a bulk UPDATE (read afresh, if anyone listens)."""
+    if not reward_ids or not await _any_endpoint(session):
+        return
+    rewards = await session.scalars(
+        select(Reward)
+        .where(Reward.id.in_(reward_ids))
+        .order_by(Reward.created_at, Reward.id)
+        .execution_options(populate_existing=True)
+    )
+    await emit_rewards(session, event_type, rewards)
+
+
+async def emit_referral_created(session: AsyncSession, referral_id: UUID) -> None:
+    """`referral.created` for a referral just made by a redemption or a first purchase."""
+    if not await _any_endpoint(session):
+        return
+    row = (
+        await session.execute(
+            select(Referral, Code.code)
+            .join(Code, Code.id == Referral.code_id)
+            .where(Referral.id == referral_id)
+        )
+    ).one()
+    referral, code = row
+    await emit(
+        session,
+        referral.program_id,
+        "referral.created",
+        {
+            "id": referral.id,
+            "program_id": referral.program_id,
+            "referrer_id": referral.referrer_id,
+            "code": code,
+            "customer_id": referral.customer_id,
+            "click_id": referral.click_id,
+            "source": referral.source,
+            "occurred_at": referral.occurred_at,
+            "created_at": referral.created_at,
+        },
+    )
+
+
+async def _any_endpoint(session: AsyncSession) -> bool:
+    found = await session.scalar(
+        select(WebhookEndpoint.id).where(WebhookEndpoint.enabled.is_(True)).limit(1)
+    )
+    return found is not None
+
+
+async def _subscribers(session: AsyncSession, program_id: UUID, event_type: str) -> list[UUID]:
+    rows = await session.execute(
+        select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
+            WebhookEndpoint.enabled.is_(True),
+            or_(WebhookEndpoint.program_id == program_id, WebhookEndpoint.program_id.is_(None)),
+        )
+    )
+    return [endpoint_id for endpoint_id, types in rows if event_type in (types or [])]
+
+
+def _event_time(session: AsyncSession) -> datetime:
+    """Now, but strictly after the session's previous event: their order is kept on ties."""
+    now = utcnow()
+    last = session.info.get(_LAST_EMIT)
+    if last is not None and now <= last:
+        now = last + timedelta(microseconds=1)
+    session.info[_LAST_EMIT] = now
+    return now
+
+
+async def _queue(
+    session: AsyncSession,
+    endpoint_ids: list[UUID],
+    program_id: UUID,
+    event_type: str,
+    data: dict[str, Any],
+    object_id: str,
+) -> None:
+    now = _event_time(session)
+    event_id = uuid4()
+    body = {
+        "type": event_type,
+        "timestamp": now.isoformat().replace("+00:00", "Z"),
+        "data": data,
+    }
+    await session.execute(
+        insert(WebhookEvent).values(
+            id=event_id,
+            created_at=now,
+            program_id=program_id,
+            event_type=event_type,
+            object_id=object_id,
+            payload=body,
+        )
+    )
+    await session.execute(
+        insert(WebhookDelivery),
+        [
+            {
+                "id": uuid4(),
+                "created_at": now,
+                "event_id": event_id,
+                "endpoint_id": endpoint_id,
+                "object_id": object_id,
+                "ordered_at": now,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+            }
+            for endpoint_id in endpoint_ids
+        ],
+    )

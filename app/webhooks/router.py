@@ -1,0 +1,107 @@
+from typing import Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Request, Response
+
+from app.auth import SecretKey
+from app.db import SessionDep
+from app.errors import Forbidden, Unauthorized, Unprocessable, problem_responses
+from app.pagination import Page, PageDep
+from app.programs.service import ProgramNotFound
+from app.webhooks import service
+from app.webhooks.schemas import (
+    DeliveryOut,
+    EndpointCreate,
+    EndpointCreated,
+    EndpointOut,
+    EndpointUpdate,
+)
+
+router = APIRouter(tags=["webhooks"], responses=problem_responses(Unauthorized, Forbidden))
+
+
+@router.post(
+    "/v1/webhook-endpoints",
+    status_code=201,
+    response_model=EndpointCreated,
+    responses=problem_responses(ProgramNotFound, service.InvalidWebhookUrl),
+)
+async def create_endpoint(
+    body: EndpointCreate, request: Request, session: SessionDep, principal: SecretKey
+) -> EndpointCreated:
+    """Register a URL for event types; the `secret` in the answer is shown only this once."""
+    return await service.create_endpoint(session, principal, request.app.state.settings, body)
+
+
+@router.get("/v1/webhook-endpoints", response_model=Page[EndpointOut])
+async def list_endpoints(
+    session: SessionDep, principal: SecretKey, page: PageDep
+) -> Page[EndpointOut]:
+    rows, next_cursor = await service.list_endpoints(session, principal, page)
+    return Page(data=[EndpointOut.model_validate(row) for row in rows], next_cursor=next_cursor)
+
+
+@router.get(
+    "/v1/webhook-endpoints/{endpoint_id}",
+    response_model=EndpointOut,
+    responses=problem_responses(service.EndpointNotFound),
+)
+async def get_endpoint(endpoint_id: UUID, session: SessionDep, principal: SecretKey) -> EndpointOut:
+    return EndpointOut.model_validate(await service.get_endpoint(session, principal, endpoint_id))
+
+
+@router.patch(
+    "/v1/webhook-endpoints/{endpoint_id}",
+    response_model=EndpointOut,
+    responses=problem_responses(service.EndpointNotFound, service.InvalidWebhookUrl, Unprocessable),
+)
+async def update_endpoint(
+    endpoint_id: UUID,
+    body: EndpointUpdate,
+    request: Request,
+    session: SessionDep,
+    principal: SecretKey,
+) -> EndpointOut:
+    endpoint = await service.update_endpoint(
+        session, principal, request.app.state.settings, endpoint_id, body
+    )
+    return EndpointOut.model_validate(endpoint)
+
+
+@router.delete(
+    "/v1/webhook-endpoints/{endpoint_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses(service.EndpointNotFound),
+)
+async def delete_endpoint(endpoint_id: UUID, session: SessionDep, principal: SecretKey) -> Response:
+    await service.delete_endpoint(session, principal, endpoint_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/v1/webhook-endpoints/{endpoint_id}/deliveries",
+    response_model=Page[DeliveryOut],
+    responses=problem_responses(service.EndpointNotFound),
+)
+async def list_deliveries(
+    endpoint_id: UUID,
+    session: SessionDep,
+    principal: SecretKey,
+    page: PageDep,
+    status: Literal["pending", "succeeded", "failed"] | None = None,
+) -> Page[DeliveryOut]:
+    """What was sent to the endpoint, what it answered on each attempt, and what is pending."""
+    rows, next_cursor = await service.list_deliveries(session, principal, endpoint_id, page, status)
+    return Page(data=rows, next_cursor=next_cursor)
+
+
+@router.post(
+    "/v1/webhook-deliveries/{delivery_id}/redeliver",
+    status_code=202,
+    response_model=DeliveryOut,
+    responses=problem_responses(service.DeliveryNotFound, service.DeliveryPending),
+)
+async def redeliver(delivery_id: UUID, session: SessionDep, principal: SecretKey) -> DeliveryOut:
+    """Queue the event again for the same endpoint (same webhook-id, a fresh retry window)."""
+    return await service.redeliver(session, principal, delivery_id)

@@ -1,0 +1,1 @@
+"""Fault tests: real uvicorn processes on loopback, killed, starved of their database, flooded."""

@@ -1,0 +1,661 @@
+"""Every endpoint of the OpenAPI schema, for every kind of caller, → the documented answer.
+
+Callers: no key, a bad key, a publishable key (limited to program A, as a widget's is), a secret
+key, an admin key, and a secret key limited to another program (B). The objects named are
+program A's. Expected (OWASP API1/API5):
+
+- no key or a bad key: 401 `unauthorized`;
+- a key kind the endpoint does not admit: 403 `forbidden`;
+- the key limited to program B: for an endpoint naming one of A's objects, the same 404 as for an
+  object that does not exist (same status, code, title and detail); for a list, a 2xx without
+  any of A's rows; for an endpoint its kind may not call, 403;
+- a kind the endpoint admits: its success status.
+
+A refused request (and any answer to the key of program B) never contains program A's data.
+
+The endpoints are read from the schema, so a new endpoint fails here until it has an
+expectation in `MATRIX`. docs/authorization.md shows the same table
+(`python -m tests.test_authorization_matrix` prints it).
+"""
+
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from uuid import UUID, uuid4
+
+import pytest
+from httpx import ASGITransport, AsyncClient, Response
+
+from app.keys.service import create_key
+from app.openapi import build_schema
+from tests.conftest import _empty_tables
+from tests.factories import BROWSER_UA, assert_problem, auth
+
+HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
+CALLERS = ("none", "bad", "publishable", "secret", "admin", "other_program")
+PUBLIC = frozenset({"none"})
+WIDGET = frozenset({"publishable", "secret", "admin"})
+SECRET = frozenset({"secret", "admin"})
+ADMIN = frozenset({"admin"})
+DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "authorization.md"
+DOC_START = "<!-- matrix:start -->"
+DOC_END = "<!-- matrix:end -->"
+
+
+@dataclass
+class Call:
+    method: str
+    url: str
+    json: Any = None
+    params: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        return " ".join([self.url, json.dumps(self.json), json.dumps(self.params)])
+
+
+class World:
+    """Program A with a referrer, code, rule, conversion and reward; program B; the keys.
+
+    Helpers make fresh objects of program A (with the unrestricted admin key), so that a call
+    that changes an object (approve, revoke, delete) never depends on another call.
+    """
+
+    def __init__(self, client: AsyncClient, keys: dict[str, str]) -> None:
+        self.client = client
+        self.keys = keys
+        self.tag = uuid4().hex[:10]
+        self.count = 0
+        # Strings that only program A's data contains: none may reach another program's key.
+        self.markers: set[str] = set()
+        self.program: dict[str, Any] = {}
+        self.referrer: dict[str, Any] = {}
+        self.conversion: dict[str, Any] = {}
+        self.rule: dict[str, Any] = {}
+
+    def unique(self, prefix: str) -> str:
+        self.count += 1
+        value = f"{prefix}-{self.tag}-{self.count}"
+        self.markers.add(value)
+        return value
+
+    def mark(self, *values: Any) -> None:
+        self.markers.update(str(value) for value in values if value)
+
+    async def admin_post(self, url: str, body: Any = None) -> dict[str, Any]:
+        response = await self.client.post(url, json=body, headers=auth(self.keys["admin"]))
+        assert response.status_code in (200, 201), response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def setup(self) -> None:
+        self.program = await self.admin_post(
+            "/v1/programs",
+            {
+                "name": self.unique("Program A"),
+                "landing_url": f"https://a-{self.tag}.example.com/welcome",
+                "currency": "EUR",
+                "referee_offer": self.unique("Offer A"),
+            },
+        )
+        self.mark(self.program["id"], f"a-{self.tag}.example.com")
+        self.rule = await self.admin_post(
+            f"/v1/programs/{self.pid}/reward-rules",
+            {
+                "name": self.unique("Rule A"),
+                "recipient": "referrer",
+                "kind": "fixed",
+                "amount": "7.00",
+            },
+        )
+        self.mark(self.rule["id"])
+        self.referrer = await self.new_referrer()
+        self.conversion = await self.new_conversion()
+
+    @property
+    def pid(self) -> str:
+        return str(self.program["id"])
+
+    async def new_referrer(self) -> dict[str, Any]:
+        referrer = await self.admin_post(
+            f"/v1/programs/{self.pid}/referrers",
+            {
+                "external_id": self.unique("a-ref"),
+                "email": f"{self.unique('a-mail')}@example.com",
+                "name": self.unique("A Name"),
+                "metadata": {"tier": self.unique("a-meta")},
+            },
+        )
+        self.mark(referrer["id"], referrer["default_code"]["code"])
+        return referrer
+
+    async def new_code(self) -> str:
+        code = await self.admin_post(f"/v1/referrers/{self.referrer['id']}/codes", {})
+        self.mark(code["code"])
+        return str(code["code"])
+
+    async def new_conversion(self) -> dict[str, Any]:
+        conversion = await self.admin_post(
+            "/v1/conversions",
+            {
+                "program_id": self.pid,
+                "event_id": self.unique("a-event"),
+                "customer_id": self.unique("a-cust"),
+                "amount": "123.45",
+                "currency": "EUR",
+                "code": self.referrer["default_code"]["code"],
+                "metadata": {"order": self.unique("a-order")},
+            },
+        )
+        self.mark(conversion["id"], *(reward["id"] for reward in conversion["rewards"]))
+        assert conversion["rewards"], conversion
+        return conversion
+
+    async def new_reward(self) -> str:
+        conversion = await self.new_conversion()
+        return str(conversion["rewards"][0]["id"])
+
+    async def new_key(self) -> str:
+        created = await self.admin_post("/v1/api-keys", {"kind": "publishable"})
+        return str(created["id"])
+
+
+def _pick(value: Any, missing: bool, unknown: str | None = None) -> str:
+    """`value`, or for the missing-object twin of a call a value that names nothing."""
+    if not missing:
+        return str(value)
+    return unknown if unknown is not None else str(uuid4())
+
+
+MISSING_CODE = "ZZZZZZZZZZZZ"
+Builder = Callable[[World, bool], Awaitable[Call]]
+Scope = Literal["object", "list"]
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """Who may call an endpoint, its success status, and how to build a call on A's objects."""
+
+    kinds: frozenset[str]
+    ok: int
+    build: Builder
+    # How the key limited to program B is answered when its kind is admitted: "object": 404 as
+    # for a missing object; "list": the success status, without A's rows.
+    scope: Scope = "object"
+    note: str = ""
+
+
+def _call(method: str, url: str, **kwargs: Any) -> Builder:
+    """A call whose URL names A's objects: `{program_id}`, `{referrer_id}`, `{code}`, …."""
+
+    async def build(w: World, missing: bool) -> Call:
+        values = {
+            "program_id": _pick(w.pid, missing),
+            "referrer_id": _pick(w.referrer["id"], missing),
+            "code": _pick(w.referrer["default_code"]["code"], missing, MISSING_CODE),
+            "conversion_id": _pick(w.conversion["id"], missing),
+            "rule_id": _pick(w.rule["id"], missing),
+        }
+        return Call(method, url.format(**values), **kwargs)
+
+    return build
+
+
+async def _create_program(w: World, missing: bool) -> Call:
+    body = {"name": "Program", "landing_url": "https://p.example.com/", "currency": "USD"}
+    return Call("POST", "/v1/programs", json=body)
+
+
+async def _upsert_referrer(w: World, missing: bool) -> Call:
+    return Call(
+        "POST",
+        f"/v1/programs/{_pick(w.pid, missing)}/referrers",
+        json={"external_id": f"new-{uuid4().hex}"},
+    )
+
+
+async def _patch_code(w: World, missing: bool) -> Call:
+    code = _pick(await w.new_code(), missing, MISSING_CODE)
+    return Call("PATCH", f"/v1/codes/{code}", json={"max_redemptions": 5})
+
+
+async def _click(w: World, missing: bool) -> Call:
+    code = _pick(w.referrer["default_code"]["code"], missing, MISSING_CODE)
+    return Call("POST", "/v1/clicks", json={"code": code}, headers={"User-Agent": BROWSER_UA})
+
+
+async def _redeem(w: World, missing: bool) -> Call:
+    code = _pick(await w.new_code(), missing, MISSING_CODE)
+    return Call("POST", "/v1/redemptions", json={"code": code, "customer_id": uuid4().hex})
+
+
+async def _conversion(w: World, missing: bool) -> Call:
+    body = {
+        "program_id": _pick(w.pid, missing),
+        "event_id": uuid4().hex,
+        "customer_id": uuid4().hex,
+        "amount": "10.00",
+        "currency": "EUR",
+    }
+    return Call("POST", "/v1/conversions", json=body)
+
+
+async def _refund(w: World, missing: bool) -> Call:
+    conversion = await w.new_conversion()
+    return Call("POST", f"/v1/conversions/{_pick(conversion['id'], missing)}/refunds", json={})
+
+
+async def _create_rule(w: World, missing: bool) -> Call:
+    return Call(
+        "POST",
+        f"/v1/programs/{_pick(w.pid, missing)}/reward-rules",
+        json={"recipient": "referee", "kind": "points", "points": 10},
+    )
+
+
+def _reward_transition(action: str, body: Any = None) -> Builder:
+    async def build(w: World, missing: bool) -> Call:
+        reward = _pick(await w.new_reward(), missing)
+        return Call("POST", f"/v1/rewards/{reward}/{action}", json=body)
+
+    return build
+
+
+async def _erase(w: World, missing: bool) -> Call:
+    customer = _pick(w.conversion["customer_id"], missing, f"nobody-{uuid4().hex}")
+    return Call("DELETE", f"/v1/customers/{customer}")
+
+
+async def _create_key(w: World, missing: bool) -> Call:
+    return Call("POST", "/v1/api-keys", json={"kind": "publishable", "program_ids": [w.pid]})
+
+
+async def _revoke_key(w: World, missing: bool) -> Call:
+    return Call("POST", f"/v1/api-keys/{_pick(await w.new_key(), missing)}/revoke")
+
+
+def _list(url: str, **params: Any) -> Builder:
+    """A list, filtered to program A where it can be: the filter must not open a door."""
+
+    async def build(w: World, missing: bool) -> Call:
+        filled = {name: value.format(program_id=w.pid) for name, value in params.items()}
+        return Call("GET", url.format(program_id=w.pid), params=filled or None)
+
+    return build
+
+
+MATRIX: dict[str, Expectation] = {
+    # programs
+    "POST /v1/programs": Expectation(
+        ADMIN, 201, _create_program, note="admin keys for every program"
+    ),
+    "GET /v1/programs": Expectation(SECRET, 200, _list("/v1/programs"), "list"),
+    "GET /v1/programs/{program_id}": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}")
+    ),
+    "PATCH /v1/programs/{program_id}": Expectation(
+        SECRET,
+        200,
+        _call("PATCH", "/v1/programs/{program_id}", json={"attribution_window_days": 30}),
+    ),
+    # referrers and codes
+    "POST /v1/programs/{program_id}/referrers": Expectation(SECRET, 201, _upsert_referrer),
+    "GET /v1/programs/{program_id}/referrers": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/referrers")
+    ),
+    "GET /v1/referrers/{referrer_id}": Expectation(
+        SECRET, 200, _call("GET", "/v1/referrers/{referrer_id}")
+    ),
+    "POST /v1/referrers/{referrer_id}/codes": Expectation(
+        SECRET, 201, _call("POST", "/v1/referrers/{referrer_id}/codes", json={})
+    ),
+    "GET /v1/referrers/{referrer_id}/codes": Expectation(
+        SECRET, 200, _call("GET", "/v1/referrers/{referrer_id}/codes")
+    ),
+    "GET /v1/codes/{code}": Expectation(WIDGET, 200, _call("GET", "/v1/codes/{code}")),
+    "PATCH /v1/codes/{code}": Expectation(SECRET, 200, _patch_code),
+    # tracking
+    "POST /v1/clicks": Expectation(WIDGET, 201, _click),
+    "POST /v1/redemptions": Expectation(WIDGET, 201, _redeem),
+    "GET /r/{code}": Expectation(PUBLIC, 302, _call("GET", "/r/{code}"), note="public link"),
+    # conversions
+    "POST /v1/conversions": Expectation(SECRET, 201, _conversion),
+    "GET /v1/conversions": Expectation(
+        SECRET, 200, _list("/v1/conversions", program_id="{program_id}"), "list"
+    ),
+    "GET /v1/conversions/{conversion_id}": Expectation(
+        SECRET, 200, _call("GET", "/v1/conversions/{conversion_id}")
+    ),
+    "GET /v1/conversions/{conversion_id}/attribution": Expectation(
+        SECRET, 200, _call("GET", "/v1/conversions/{conversion_id}/attribution")
+    ),
+    "POST /v1/conversions/{conversion_id}/refunds": Expectation(SECRET, 201, _refund),
+    # reward rules and rewards
+    "POST /v1/programs/{program_id}/reward-rules": Expectation(SECRET, 201, _create_rule),
+    "GET /v1/programs/{program_id}/reward-rules": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/reward-rules")
+    ),
+    "GET /v1/reward-rules/{rule_id}": Expectation(
+        SECRET, 200, _call("GET", "/v1/reward-rules/{rule_id}")
+    ),
+    "PATCH /v1/reward-rules/{rule_id}": Expectation(
+        SECRET, 200, _call("PATCH", "/v1/reward-rules/{rule_id}", json={"hold_days": 0})
+    ),
+    "GET /v1/rewards": Expectation(
+        SECRET, 200, _list("/v1/rewards", program_id="{program_id}"), "list"
+    ),
+    "POST /v1/rewards/{reward_id}/approve": Expectation(SECRET, 200, _reward_transition("approve")),
+    "POST /v1/rewards/{reward_id}/mark-paid": Expectation(
+        SECRET, 200, _reward_transition("mark-paid")
+    ),
+    "POST /v1/rewards/{reward_id}/reverse": Expectation(
+        SECRET, 200, _reward_transition("reverse", {"reason": "test"})
+    ),
+    "GET /v1/referrers/{referrer_id}/balance": Expectation(
+        SECRET, 200, _call("GET", "/v1/referrers/{referrer_id}/balance")
+    ),
+    # personal data
+    "DELETE /v1/customers/{customer_id}": Expectation(
+        SECRET, 200, _erase, "list", note="erases only inside the key's programs"
+    ),
+    # API keys
+    "GET /v1/api-keys": Expectation(ADMIN, 200, _list("/v1/api-keys")),
+    "POST /v1/api-keys": Expectation(ADMIN, 201, _create_key),
+    "POST /v1/api-keys/{key_id}/revoke": Expectation(
+        ADMIN, 200, _revoke_key, note="admin keys for every program"
+    ),
+    # metrics
+    "GET /v1/programs/{program_id}/metrics/summary": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/metrics/summary")
+    ),
+    "GET /v1/programs/{program_id}/metrics/timeseries": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/metrics/timeseries")
+    ),
+    "GET /v1/programs/{program_id}/metrics/referrers": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/metrics/referrers")
+    ),
+    "GET /v1/programs/{program_id}/metrics/channels": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/metrics/channels")
+    ),
+    "GET /v1/programs/{program_id}/metrics/cohorts": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/metrics/cohorts")
+    ),
+    "GET /v1/referrers/{referrer_id}/metrics": Expectation(
+        SECRET, 200, _call("GET", "/v1/referrers/{referrer_id}/metrics")
+    ),
+    # ops
+    "GET /healthz": Expectation(PUBLIC, 200, _call("GET", "/healthz"), note="probe"),
+    "GET /readyz": Expectation(PUBLIC, 200, _call("GET", "/readyz"), note="probe"),
+}
+
+
+def schema_operations() -> list[str]:
+    schema = build_schema()
+    return sorted(
+        f"{method.upper()} {path}"
+        for path, operations in schema["paths"].items()
+        for method in operations
+        if method in HTTP_METHODS
+    )
+
+
+OPERATIONS = schema_operations()
+
+
+def expected_status(expectation: Expectation, caller: str) -> int:
+    if expectation.kinds == PUBLIC:
+        return expectation.ok
+    if caller in ("none", "bad"):
+        return 401
+    kind = "secret" if caller == "other_program" else caller
+    if kind not in expectation.kinds:
+        return 403
+    if caller == "other_program" and expectation.scope == "object":
+        return 404
+    return expectation.ok
+
+
+def _without_inputs(text: str, call: Call) -> str:
+    """`text` with the values the caller sent replaced, so two answers can be compared."""
+    for part in sorted(re.split(r"[/?&=\s\"',:{}\[\]]+", call.text()), key=len, reverse=True):
+        if len(part) >= 6:
+            text = text.replace(part, "<input>")
+    return text
+
+
+@pytest.fixture(scope="module")
+async def world(app: Any) -> AsyncIterator[World]:
+    """One world for the module: every call that changes something makes its own objects."""
+    await _empty_tables(app)
+    keys: dict[str, str] = {}
+    async with app.state.sessionmaker() as session:
+        for kind in ("admin", "secret"):
+            keys[kind] = (await create_key(session, kind)).secret
+        await session.commit()
+    transport = ASGITransport(app=app)
+    async with AsyncClient(transport=transport, base_url="http://testserver") as client:
+        w = World(client, keys)
+        await w.setup()
+        program_b = await w.admin_post(
+            "/v1/programs",
+            {"name": "Program B", "landing_url": "https://b.example.com/", "currency": "EUR"},
+        )
+        async with app.state.sessionmaker() as session:
+            publishable = await create_key(session, "publishable", [UUID(w.pid)])
+            other = await create_key(session, "secret", [UUID(program_b["id"])])
+            await session.commit()
+        keys["publishable"] = publishable.secret
+        keys["other_program"] = other.secret
+        keys["bad"] = "rk_sec_" + "x" * 43
+        yield w
+
+
+async def _send(w: World, caller: str, call: Call) -> Response:
+    headers = dict(call.headers)
+    if caller != "none":
+        headers |= auth(w.keys[caller])
+    return await w.client.request(
+        call.method, call.url, json=call.json, params=call.params, headers=headers
+    )
+
+
+def test_every_endpoint_has_an_expectation() -> None:
+    missing = sorted(set(OPERATIONS) - MATRIX.keys())
+    stale = sorted(MATRIX.keys() - set(OPERATIONS))
+    assert not missing, f"endpoints without an expectation in MATRIX: {missing}"
+    assert not stale, f"MATRIX names endpoints the schema no longer has: {stale}"
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+async def test_endpoint_answers_each_caller_as_documented(world: World, operation: str) -> None:
+    expectation = MATRIX.get(operation)
+    if expectation is None:
+        pytest.fail(
+            f"{operation} has no expectation in MATRIX (tests/test_authorization_matrix.py)"
+        )
+    problems: list[str] = []
+    for caller in CALLERS:
+        status = expected_status(expectation, caller)
+        call = await expectation.build(world, False)
+        response = await _send(world, caller, call)
+        if response.status_code != status:
+            problems.append(
+                f"{caller}: {response.status_code} (expected {status}) {response.text[:300]}"
+            )
+            continue
+        if status == 401:
+            assert_problem(response, 401, "unauthorized")
+        elif status == 403:
+            assert_problem(response, 403, "forbidden")
+        elif status == 404 and caller == "other_program":
+            twin_call = await expectation.build(world, True)
+            twin = await _send(world, caller, twin_call)
+            theirs, missing = response.json(), twin.json()
+            assert twin.status_code == 404, twin.text
+            assert (theirs["code"], theirs["title"]) == (missing["code"], missing["title"])
+            assert _without_inputs(theirs["detail"], call) == _without_inputs(
+                missing["detail"], twin_call
+            ), (theirs, missing)
+        refused = caller in ("none", "bad", "other_program") or status >= 400
+        if refused and expectation.kinds != PUBLIC:
+            sent = call.text()
+            leaked = sorted(m for m in world.markers if m in response.text and m not in sent)
+            if leaked:
+                problems.append(f"{caller}: answer contains program A's data {leaked}")
+    assert not problems, f"{operation}:\n  " + "\n  ".join(problems)
+
+
+# --- mass assignment -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "valid", "field", "value"),
+    [
+        ("POST", "/v1/programs", "program", "id", "{uuid}"),
+        ("POST", "/v1/programs", "program", "status", "archived"),
+        ("POST", "/v1/programs", "program", "created_at", "2020-01-01T00:00:00Z"),
+        ("PATCH", "/v1/programs/{program_id}", None, "id", "{uuid}"),
+        ("PATCH", "/v1/programs/{program_id}", None, "updated_at", "2020-01-01T00:00:00Z"),
+        ("POST", "/v1/programs/{program_id}/referrers", "referrer", "id", "{uuid}"),
+        ("POST", "/v1/programs/{program_id}/referrers", "referrer", "program_id", "{uuid}"),
+        ("POST", "/v1/programs/{program_id}/referrers", "referrer", "default_code", "MINE"),
+        ("POST", "/v1/referrers/{referrer_id}/codes", None, "redemption_count", 0),
+        ("POST", "/v1/referrers/{referrer_id}/codes", None, "referrer_id", "{uuid}"),
+        ("POST", "/v1/referrers/{referrer_id}/codes", None, "program_id", "{uuid}"),
+        ("POST", "/v1/referrers/{referrer_id}/codes", None, "is_default", True),
+        ("PATCH", "/v1/codes/{code}", None, "redemption_count", 0),
+        ("PATCH", "/v1/codes/{code}", None, "code", "OTHERCODE"),
+        ("PATCH", "/v1/codes/{code}", None, "referrer_id", "{uuid}"),
+        ("POST", "/v1/clicks", "click", "is_bot", False),
+        ("POST", "/v1/clicks", "click", "program_id", "{uuid}"),
+        ("POST", "/v1/clicks", "click", "click_id", "{uuid}"),
+        ("POST", "/v1/redemptions", "redemption", "referrer_id", "{uuid}"),
+        ("POST", "/v1/redemptions", "redemption", "program_id", "{uuid}"),
+        ("POST", "/v1/conversions", "conversion", "referrer_id", "{uuid}"),
+        ("POST", "/v1/conversions", "conversion", "status", "attributed"),
+        ("POST", "/v1/conversions", "conversion", "referral_id", "{uuid}"),
+        ("POST", "/v1/conversions", "conversion", "refunded_amount", "0"),
+        ("POST", "/v1/conversions/{conversion_id}/refunds", None, "conversion_id", "{uuid}"),
+        ("POST", "/v1/programs/{program_id}/reward-rules", "rule", "version", 7),
+        ("POST", "/v1/programs/{program_id}/reward-rules", "rule", "program_id", "{uuid}"),
+        ("PATCH", "/v1/reward-rules/{rule_id}", None, "version", 7),
+        ("PATCH", "/v1/reward-rules/{rule_id}", None, "program_id", "{uuid}"),
+        ("POST", "/v1/rewards/{reward_id}/reverse", "reverse", "status", "paid"),
+        ("POST", "/v1/rewards/{reward_id}/mark-paid", None, "amount", "1000.00"),
+        ("POST", "/v1/api-keys", "key", "key", "rk_adm_chosen"),
+        ("POST", "/v1/api-keys", "key", "prefix", "rk_adm_"),
+        ("POST", "/v1/api-keys", "key", "revoked_at", None),
+    ],
+)
+async def test_fields_a_caller_may_not_set_are_refused(
+    world: World, method: str, url: str, valid: str | None, field: str, value: Any
+) -> None:
+    bodies: dict[str | None, dict[str, Any]] = {
+        None: {},
+        "program": {"name": "P", "landing_url": "https://p.example.com/", "currency": "EUR"},
+        "referrer": {"external_id": f"mass-{uuid4().hex}"},
+        "click": {"code": world.referrer["default_code"]["code"]},
+        "redemption": {"code": world.referrer["default_code"]["code"], "customer_id": "mass"},
+        "conversion": {
+            "program_id": world.pid,
+            "event_id": f"mass-{uuid4().hex}",
+            "customer_id": "mass",
+            "amount": "10.00",
+            "currency": "EUR",
+        },
+        "rule": {"recipient": "referee", "kind": "points", "points": 1},
+        "reverse": {"reason": "test"},
+        "key": {"kind": "publishable"},
+    }
+    reward = await world.new_reward() if "{reward_id}" in url else None
+    filled = url.format(
+        program_id=world.pid,
+        referrer_id=world.referrer["id"],
+        code=world.referrer["default_code"]["code"],
+        conversion_id=world.conversion["id"],
+        rule_id=world.rule["id"],
+        reward_id=reward,
+    )
+    if value == "{uuid}":
+        value = str(uuid4())
+    body = bodies[valid] | {field: value}
+    response = await world.client.request(
+        method, filled, json=body, headers=auth(world.keys["admin"])
+    )
+    problem = assert_problem(response, 422, "validation_error")
+    assert any(error["loc"][-1] == field for error in problem["errors"]), problem
+    assert any(error["type"] == "extra_forbidden" for error in problem["errors"]), problem
+
+
+def test_every_request_body_refuses_unknown_fields() -> None:
+    """A new endpoint whose body would silently take fields it does not know fails here."""
+    schema = build_schema()
+    components = schema.get("components", {}).get("schemas", {})
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = components[node["$ref"].rsplit("/", 1)[-1]]
+        return node
+
+    open_bodies = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            content = operation.get("requestBody", {}).get("content", {})
+            if "application/json" not in content:
+                continue
+            body = resolve(content["application/json"].get("schema", {}))
+            options = [resolve(option) for option in body.get("anyOf", [body])]
+            for option in options:
+                if (
+                    option.get("type") == "object"
+                    and option.get("additionalProperties") is not False
+                ):
+                    open_bodies.append(f"{method.upper()} {path}")
+    assert not open_bodies, f"request bodies that take unknown fields: {sorted(set(open_bodies))}"
+
+
+# --- the documented table ------------------------------------------------------------------
+
+KIND_COLUMNS = ("publishable", "secret", "admin")
+
+
+def render_table() -> str:
+    """The matrix as a Markdown table (the section of docs/authorization.md between markers)."""
+    lines = [
+        "| endpoint | no key / bad key | publishable | secret | admin "
+        "| secret key of another program | notes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for operation in sorted(MATRIX, key=lambda op: (op.split(" ", 1)[1], op)):
+        expectation = MATRIX[operation]
+        cells = [f"`{operation}`"]
+        for caller in ("none", *KIND_COLUMNS, "other_program"):
+            status = expected_status(expectation, caller)
+            cells.append(_cell(status, expectation, caller))
+        cells.append(expectation.note)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(status: int, expectation: Expectation, caller: str) -> str:
+    if status < 400:
+        if caller == "other_program" and expectation.scope == "list":
+            return f"{status}, none of A's rows"
+        return f"✅ {status}"
+    return {401: "401", 403: "403", 404: "404 (as missing)"}[status]
+
+
+def test_docs_show_this_matrix() -> None:
+    text = DOC_PATH.read_text(encoding="utf-8")
+    start, end = text.index(DOC_START) + len(DOC_START), text.index(DOC_END)
+    assert text[start:end].strip() == render_table().strip(), (
+        "docs/authorization.md differs from MATRIX; print the table with "
+        "`python -m tests.test_authorization_matrix` and paste it between the markers"
+    )
+
+
+if __name__ == "__main__":
+    print(render_table(), end="")
