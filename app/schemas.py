@@ -1,11 +1,19 @@
 """Shared pieces of request and response models."""
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AnyUrl, BaseModel, ConfigDict, Field, StringConstraints, UrlConstraints
+from pydantic import (
+    AfterValidator,
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    UrlConstraints,
+)
 
 from app.money import is_currency
 
@@ -27,9 +35,23 @@ def _currency(value: str) -> str:
     return value
 
 
+# The times the service takes: wide enough for any real event or expiry, narrow enough that
+# windows around them (a year either way) and time zone shifts stay inside datetime's range.
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+
+
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("give a time zone (e.g. 'Z' for UTC)")
+    try:
+        in_range = EARLIEST_TIME <= value.astimezone(UTC) < LATEST_TIME
+    except OverflowError:
+        in_range = False
+    if not in_range:
+        raise ValueError(
+            f"give a time from {EARLIEST_TIME:%Y-%m-%d} to {LATEST_TIME:%Y-%m-%d} (UTC)"
+        )
     return value
 
 

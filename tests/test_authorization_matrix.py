@@ -18,8 +18,12 @@ expectation in `MATRIX`. docs/authorization.md shows the same table
 (`python -m tests.test_authorization_matrix` prints it).
 """
 
+import base64
+import hashlib
+import hmac
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +31,7 @@ from typing import Any, Literal
 from uuid import UUID, uuid4
 
 import pytest
-from httpx import ASGITransport, AsyncClient, Response
+from httpx import ASGITransport, AsyncClient, Request, Response
 
 from app.keys.service import create_key
 from app.openapi import build_schema
@@ -109,6 +113,8 @@ class World:
                 "recipient": "referrer",
                 "kind": "fixed",
                 "amount": "7.00",
+                # Rewards wait pending, so that approve has something to do.
+                "hold_days": 30,
             },
         )
         self.mark(self.rule["id"])
@@ -156,7 +162,8 @@ class World:
 
     async def new_reward(self) -> str:
         conversion = await self.new_conversion()
-        return str(conversion["rewards"][0]["id"])
+        # The world rule's reward (pending); rules made by other calls may pay at once.
+        return next(r["id"] for r in conversion["rewards"] if r["rule_id"] == self.rule["id"])
 
     async def new_key(self) -> str:
         created = await self.admin_post("/v1/api-keys", {"kind": "publishable"})
@@ -258,7 +265,10 @@ async def _create_rule(w: World, missing: bool) -> Call:
 
 def _reward_transition(action: str, body: Any = None) -> Builder:
     async def build(w: World, missing: bool) -> Call:
-        reward = _pick(await w.new_reward(), missing)
+        reward_id = await w.new_reward()
+        if action == "mark-paid":
+            await w.admin_post(f"/v1/rewards/{reward_id}/approve")
+        reward = _pick(reward_id, missing)
         return Call("POST", f"/v1/rewards/{reward}/{action}", json=body)
 
     return build
@@ -285,6 +295,109 @@ def _list(url: str, **params: Any) -> Builder:
         return Call("GET", url.format(program_id=w.pid), params=filled or None)
 
     return build
+
+
+# --- integrations and outbound webhooks ---------------------------------------------------------
+
+STRIPE_SECRET = "whsec_matrix_0123456789abcdef01234567"
+SHOPIFY_SECRET = "shpss_matrix_0123456789abcdef01234567"
+
+
+def _signed_body(url: str, body: Any) -> bytes:
+    """The bytes the client will send for `json=body`: what the platform signs."""
+    return Request("POST", f"http://testserver{url}", json=body).content
+
+
+async def _stripe_webhook(w: World, missing: bool) -> Call:
+    await w.admin_post(
+        f"/v1/programs/{w.pid}/integrations/stripe/secrets", {"secrets": [STRIPE_SECRET]}
+    )
+    url = f"/v1/integrations/stripe/{w.pid}/webhook"
+    event = {
+        "id": f"evt_{uuid4().hex}",
+        "object": "event",
+        "type": "customer.created",
+        "created": int(time.time()),
+        "data": {"object": {"id": "cus_matrix", "object": "customer"}},
+    }
+    timestamp = int(time.time())
+    signed = f"{timestamp}.".encode() + _signed_body(url, event)
+    signature = hmac.new(STRIPE_SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    headers = {"Stripe-Signature": f"t={timestamp},v1={signature}"}
+    return Call("POST", url, json=event, headers=headers)
+
+
+async def _shopify_webhook(w: World, missing: bool) -> Call:
+    await w.admin_post(
+        f"/v1/programs/{w.pid}/integrations/shopify/secrets", {"secrets": [SHOPIFY_SECRET]}
+    )
+    url = f"/v1/integrations/shopify/{w.pid}/webhook"
+    payload = {"id": 1, "domain": "matrix.myshopify.com"}
+    digest = hmac.new(SHOPIFY_SECRET.encode(), _signed_body(url, payload), hashlib.sha256)
+    headers = {
+        "X-Shopify-Topic": "app/uninstalled",
+        "X-Shopify-Webhook-Id": uuid4().hex,
+        "X-Shopify-Hmac-Sha256": base64.b64encode(digest.digest()).decode(),
+    }
+    return Call("POST", url, json=payload, headers=headers)
+
+
+async def _add_secret(w: World, missing: bool) -> Call:
+    url = f"/v1/programs/{_pick(w.pid, missing)}/integrations/stripe/secrets"
+    return Call("POST", url, json={"secrets": [f"whsec_{uuid4().hex}"]})
+
+
+async def _delete_secret(w: World, missing: bool) -> Call:
+    path = f"/v1/programs/{w.pid}/integrations/shopify/secrets"
+    response = await w.client.post(
+        path, json={"secrets": [f"shpss_{uuid4().hex}"]}, headers=auth(w.keys["admin"])
+    )
+    assert response.status_code == 201, response.text
+    secret_id = response.json()[-1]["id"]
+    program_id = _pick(w.pid, missing)
+    return Call("DELETE", f"/v1/programs/{program_id}/integrations/shopify/secrets/{secret_id}")
+
+
+async def _new_endpoint(w: World) -> str:
+    endpoint = await w.admin_post(
+        "/v1/webhook-endpoints",
+        {
+            "url": f"https://hooks-{w.tag}.example.com/in",
+            "event_types": ["reward.created"],
+            "program_id": w.pid,
+            "description": w.unique("a-hook"),
+        },
+    )
+    w.mark(endpoint["id"], f"hooks-{w.tag}.example.com")
+    return str(endpoint["id"])
+
+
+async def _create_endpoint(w: World, missing: bool) -> Call:
+    body = {
+        "url": "https://hooks.example.com/in",
+        "event_types": ["reward.created"],
+        "program_id": _pick(w.pid, missing),
+    }
+    return Call("POST", "/v1/webhook-endpoints", json=body)
+
+
+def _endpoint_call(method: str, suffix: str = "", **kwargs: Any) -> Builder:
+    async def build(w: World, missing: bool) -> Call:
+        endpoint_id = _pick(await _new_endpoint(w), missing)
+        return Call(method, f"/v1/webhook-endpoints/{endpoint_id}{suffix}", **kwargs)
+
+    return build
+
+
+async def _redeliver(w: World, missing: bool) -> Call:
+    endpoint_id = await _new_endpoint(w)
+    await w.new_conversion()  # its reward.created is queued for the endpoint
+    response = await w.client.get(
+        f"/v1/webhook-endpoints/{endpoint_id}/deliveries", headers=auth(w.keys["admin"])
+    )
+    assert response.status_code == 200, response.text
+    delivery_id = response.json()["data"][0]["id"]
+    return Call("POST", f"/v1/webhook-deliveries/{_pick(delivery_id, missing)}/redeliver")
 
 
 MATRIX: dict[str, Expectation] = {
@@ -342,7 +455,7 @@ MATRIX: dict[str, Expectation] = {
         SECRET, 200, _call("GET", "/v1/reward-rules/{rule_id}")
     ),
     "PATCH /v1/reward-rules/{rule_id}": Expectation(
-        SECRET, 200, _call("PATCH", "/v1/reward-rules/{rule_id}", json={"hold_days": 0})
+        SECRET, 200, _call("PATCH", "/v1/reward-rules/{rule_id}", json={"hold_days": 30})
     ),
     "GET /v1/rewards": Expectation(
         SECRET, 200, _list("/v1/rewards", program_id="{program_id}"), "list"
@@ -386,6 +499,39 @@ MATRIX: dict[str, Expectation] = {
     "GET /v1/referrers/{referrer_id}/metrics": Expectation(
         SECRET, 200, _call("GET", "/v1/referrers/{referrer_id}/metrics")
     ),
+    # integrations: the platforms sign their webhooks; keys manage the secrets
+    "POST /v1/integrations/stripe/{program_id}/webhook": Expectation(
+        PUBLIC, 200, _stripe_webhook, note="Stripe-Signature, no key"
+    ),
+    "POST /v1/integrations/shopify/{program_id}/webhook": Expectation(
+        PUBLIC, 200, _shopify_webhook, note="X-Shopify-Hmac-Sha256, no key"
+    ),
+    "POST /v1/programs/{program_id}/integrations/{provider}/secrets": Expectation(
+        SECRET, 201, _add_secret
+    ),
+    "GET /v1/programs/{program_id}/integrations/{provider}/secrets": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/integrations/stripe/secrets")
+    ),
+    "DELETE /v1/programs/{program_id}/integrations/{provider}/secrets/{secret_id}": Expectation(
+        SECRET, 204, _delete_secret
+    ),
+    "GET /v1/programs/{program_id}/integrations/{provider}/events": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/integrations/stripe/events")
+    ),
+    # outbound webhooks
+    "POST /v1/webhook-endpoints": Expectation(SECRET, 201, _create_endpoint),
+    "GET /v1/webhook-endpoints": Expectation(SECRET, 200, _list("/v1/webhook-endpoints"), "list"),
+    "GET /v1/webhook-endpoints/{endpoint_id}": Expectation(SECRET, 200, _endpoint_call("GET")),
+    "PATCH /v1/webhook-endpoints/{endpoint_id}": Expectation(
+        SECRET, 200, _endpoint_call("PATCH", json={"description": "changed"})
+    ),
+    "DELETE /v1/webhook-endpoints/{endpoint_id}": Expectation(
+        SECRET, 204, _endpoint_call("DELETE")
+    ),
+    "GET /v1/webhook-endpoints/{endpoint_id}/deliveries": Expectation(
+        SECRET, 200, _endpoint_call("GET", "/deliveries")
+    ),
+    "POST /v1/webhook-deliveries/{delivery_id}/redeliver": Expectation(SECRET, 202, _redeliver),
     # ops
     "GET /healthz": Expectation(PUBLIC, 200, _call("GET", "/healthz"), note="probe"),
     "GET /readyz": Expectation(PUBLIC, 200, _call("GET", "/readyz"), note="probe"),

@@ -265,7 +265,7 @@ async def test_other_topics_are_acknowledged_and_ignored(client: AsyncClient, ap
 
 
 async def test_a_wrong_secret_or_a_changed_byte_is_refused(client: AsyncClient, app: Any) -> None:
-    admin, prog, _ = await connected_program(client, app)
+    _, prog, _ = await connected_program(client, app)
     attempts = [
         await post_shopify(
             client, prog["id"], "orders/create", order(), secret="shpss_other_secret"

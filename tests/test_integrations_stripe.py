@@ -18,7 +18,7 @@ from app.webhooks.dispatcher import Dispatcher
 from tests.conftest import settings_for_tests
 from tests.factories import assert_problem, auth, make_code, make_key, make_program
 from tests.money_factories import add_rule, get_conversion, setup_program
-from tests.webhook_receiver import Receiver, receiver  # noqa: F401
+from tests.webhook_receiver import Receiver, receiver_fixture  # noqa: F401
 
 SECRET = "whsec_test_9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 OLD_SECRET = "whsec_test_0a1b2c3d4e5f60718293a4b5c6d7e8f9"
@@ -363,7 +363,7 @@ async def test_a_subscription_is_one_purchase_per_invoice(client: AsyncClient, a
 async def test_unknown_event_types_are_acknowledged_and_ignored(
     client: AsyncClient, app: Any
 ) -> None:
-    admin, prog, _ = await connected_program(client, app)
+    _, prog, _ = await connected_program(client, app)
     body = event("customer.created", {"id": "cus_x", "object": "customer"})
     response = await post_stripe(client, prog["id"], body)
     assert response.status_code == 200
@@ -374,7 +374,7 @@ async def test_unknown_event_types_are_acknowledged_and_ignored(
 async def test_a_purchase_the_program_cannot_take_is_kept_as_rejected(
     client: AsyncClient, app: Any
 ) -> None:
-    admin, prog, _ = await connected_program(client, app)
+    _, prog, _ = await connected_program(client, app)
     euros = event("checkout.session.completed", checkout_session(currency="eur"))
     response = await post_stripe(client, prog["id"], euros)
     assert response.status_code == 200

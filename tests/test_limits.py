@@ -1,7 +1,8 @@
 """Every limit on input answers 413/422 with a clear message and a stable code, and stores nothing.
 
-Limits covered: request body size, string lengths (body, path, query, Idempotency-Key),
-metadata keys/size/depth, page sizes, reward rules per program. Metrics date spans are tested
+Limits covered: request body size, string lengths (body, path, query, Idempotency-Key), times
+(2000 to 2200, with a zone), metadata keys/size/depth, page sizes, reward rules per program,
+list lengths. Metrics date spans are tested
 with the metrics (tests/test_metrics.py).
 """
 
@@ -191,6 +192,47 @@ async def test_idempotency_key_over_its_length_is_422(
         headers=auth(shop["admin"]) | {"Idempotency-Key": "k" * 255},
     )
     assert ok.status_code == 201, ok.text
+
+
+# --- times ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "0001-01-01T00:00:00Z",  # a window before it fell off the calendar (was a 500)
+        "0001-01-01T00:00:00-14:00",
+        "1999-12-31T23:59:59Z",
+        "9999-12-31T23:59:59+14:00",
+        "2020-01-01T00:00:00",  # no time zone
+    ],
+)
+async def test_conversion_time_out_of_range_is_422(
+    client: AsyncClient, app: Any, shop: dict[str, Any], occurred_at: str
+) -> None:
+    body = _conversion(shop["program"], occurred_at=occurred_at)
+    response = await client.post("/v1/conversions", json=body, headers=auth(shop["admin"]))
+    problem = assert_problem(response, 422, "validation_error")
+    assert problem["detail"].startswith("occurred_at: "), problem
+    assert await _count(app, Conversion) == 0
+
+
+@pytest.mark.parametrize("path", ["/v1/conversions", "/v1/rewards"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2020-01-01T00:00:00",  # naive: was a 500 when bound to the query
+        "0001-01-01T00:00:00+14:00",  # before year 1 in UTC: was a 500
+        "9999-12-31T23:59:59-14:00",
+    ],
+)
+async def test_list_time_filter_out_of_range_is_422(
+    client: AsyncClient, shop: dict[str, Any], path: str, value: str
+) -> None:
+    for name in ("from", "to"):
+        response = await client.get(path, params={name: value}, headers=auth(shop["admin"]))
+        problem = assert_problem(response, 422, "validation_error")
+        assert name in problem["detail"], problem
 
 
 # --- metadata ------------------------------------------------------------------------------

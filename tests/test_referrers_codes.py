@@ -339,7 +339,7 @@ async def test_lookup_code_shows_only_what_a_widget_may(
 
 
 async def test_lookup_unknown_code_is_404(client: AsyncClient, admin: str) -> None:
-    for unknown in ("NOPE2345", "%00", "A%00B", "x" * 300):
+    for unknown in ("NOPE2345", "%00", "A%00B"):
         response = await client.get(f"/v1/codes/{unknown}", headers=auth(admin))
         assert_problem(response, 404, "code_not_found")
 

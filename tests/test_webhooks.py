@@ -23,7 +23,7 @@ from app.webhooks.targets import UnsafeTarget, check_target
 from tests.conftest import settings_for_tests
 from tests.factories import assert_problem, auth, make_key, make_program, redeem
 from tests.money_factories import add_rule, post_refund, purchase, setup_program, transition
-from tests.webhook_receiver import Receiver, receiver  # noqa: F401
+from tests.webhook_receiver import Receiver, receiver_fixture  # noqa: F401
 
 FAR = timedelta(days=1)
 
@@ -119,7 +119,7 @@ async def test_endpoint_is_registered_with_a_secret_shown_once(
 
 
 async def test_endpoint_input_is_checked(client: AsyncClient, app: Any) -> None:
-    admin, prog, _ = await setup_program(client, app)
+    admin, _, _ = await setup_program(client, app)
     for body in (
         {"url": "https://hooks.example.net/x", "event_types": ["reward.exploded"]},
         {"url": "https://hooks.example.net/x", "event_types": []},
@@ -492,14 +492,14 @@ async def test_after_three_days_a_delivery_fails_and_can_be_redelivered(
     endpoint = await make_endpoint(client, admin, receiver.url, ["conversion.attributed"])
     await purchase(client, admin, prog, "o1", "bob", "20.00", code=alice["default_code"]["code"])
     failed = outcome_count("failed")
-    receiver.answer(503, 503)
+    receiver.answer(503, 503, 503)
     assert await dispatcher.run_once() == 1
     [row] = await deliveries(client, admin, endpoint["id"])
-    assert_problem(
-        await client.post(f"/v1/webhook-deliveries/{row['id']}/redeliver", headers=auth(admin)),
-        409,
-        "delivery_pending",
-    )
+    assert await dispatcher.run_once() == 0  # backing off
+    # "I fixed my endpoint, send it now": a pending delivery skips the rest of its backoff
+    now = await client.post(f"/v1/webhook-deliveries/{row['id']}/redeliver", headers=auth(admin))
+    assert now.status_code == 202 and now.json()["id"] == row["id"]
+    assert await dispatcher.run_once() == 1  # answered 503 again
     assert await dispatcher.run_once(datetime.now(UTC) + timedelta(days=4)) == 1
     [row] = await deliveries(client, admin, endpoint["id"])
     assert row["status"] == "failed" and row["response_status"] == 503

@@ -99,8 +99,8 @@ class Receiver:
         self._server.server_close()
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+@pytest.fixture(name="receiver")
+def receiver_fixture() -> Iterator[Receiver]:
     server = Receiver()
     server.start()
     try:

@@ -1,4 +1,3 @@
-from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -29,6 +28,7 @@ from app.exports import (
 from app.keys.service import Principal
 from app.pagination import InvalidCursor, InvalidLimit, Page, PageDep, PageParams
 from app.programs.service import ProgramNotFound
+from app.schemas import AwareDatetime
 
 router = APIRouter(
     prefix="/v1/conversions",
@@ -77,8 +77,8 @@ async def list_conversions(
     referrer_id: UUID | None = None,
     customer_id: Annotated[str | None, Query(max_length=200)] = None,
     status: Literal["attributed", "unattributed"] | None = None,
-    occurred_from: Annotated[datetime | None, Query(alias="from")] = None,
-    occurred_to: Annotated[datetime | None, Query(alias="to")] = None,
+    occurred_from: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    occurred_to: Annotated[AwareDatetime | None, Query(alias="to")] = None,
     format_: Annotated[Format, FORMAT_QUERY] = "json",
 ) -> Page[ConversionOut] | Response:
     """Conversions, oldest first; `?format=csv` streams every matching row (from `cursor` on)."""

@@ -59,10 +59,13 @@ def make_window(
     for name, value in (("from", start), ("to", end)):
         if value is not None and value.tzinfo is None:
             raise InvalidRange(f"{name} needs a time zone (e.g. 'Z' for UTC).")
-    end_utc = end.astimezone(UTC) if end is not None else now
-    start_utc = (
-        start.astimezone(UTC) if start is not None else end_utc - timedelta(days=default_days)
-    )
+    try:
+        end_utc = end.astimezone(UTC) if end is not None else now
+        start_utc = (
+            start.astimezone(UTC) if start is not None else end_utc - timedelta(days=default_days)
+        )
+    except OverflowError:
+        raise InvalidRange("from and to must be times between the years 1 and 9999.") from None
     if end_utc <= start_utc:
         raise InvalidRange("to must be after from.")
     if end_utc - start_utc > timedelta(days=max_days):

@@ -26,6 +26,7 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
+    text,
     true,
     type_coerce,
     union,
@@ -90,6 +91,15 @@ class _Sums:
 
     def __init__(self, session: AsyncSession):
         self.postgres = is_postgres(session)
+
+    @classmethod
+    async def start(cls, session: AsyncSession) -> "_Sums":
+        sums = cls(session)
+        if sums.postgres:
+            # Bucket joins make the planner overestimate rows by far; JIT would then spend
+            # seconds compiling a query that runs in less. Only this transaction is affected.
+            await session.execute(text("SET LOCAL jit = off"))
+        return sums
 
     def money(self, expression: Any) -> ColumnElement[Any]:
         if self.postgres:
@@ -304,7 +314,7 @@ def _on_keys(left: Any, right: CTE, size: int) -> ColumnElement[bool]:
 
 async def total(session: AsyncSession, scope: Scope) -> Counts:
     """The measures over the whole scope."""
-    sums = _Sums(session)
+    sums = await _Sums.start(session)
     aggregates = _aggregates(scope, Grouping(), sums)
     clicks, referrals, conversions, rewards = (
         aggregates[name] for name in ("clicks", "referrals", "conversions", "rewards")
@@ -318,7 +328,7 @@ async def total(session: AsyncSession, scope: Scope) -> Counts:
 
 async def by_bucket(session: AsyncSession, scope: Scope, periods: Sequence[Bucket]) -> list[Counts]:
     """The measures per bucket, in bucket order, empty buckets included."""
-    sums = _Sums(session)
+    sums = await _Sums.start(session)
     table = periods_cte(periods)
     aggregates = _aggregates(scope, ByBucket(table), sums)
     joined: Any = table
@@ -355,7 +365,7 @@ async def by_referrer(
 
     Ties go to the smaller external_id.
     """
-    sums = _Sums(session)
+    sums = await _Sums.start(session)
     aggregates = _aggregates(scope, ByReferrer(), sums)
     keys = _key_union(aggregates, 1)
     joined = keys.join(Referrer, Referrer.id == keys.c.k0)
@@ -384,7 +394,7 @@ class ChannelCounts:
 
 async def by_channel(session: AsyncSession, scope: Scope, limit: int) -> list[ChannelCounts]:
     """Channels (utm source / medium / campaign) by clicks, then conversions, then name."""
-    sums = _Sums(session)
+    sums = await _Sums.start(session)
     aggregates = _aggregates(scope, ByChannel(), sums)
     keys = _key_union(aggregates, 3)
     joined: Any = keys
@@ -420,7 +430,7 @@ class RewardSum:
 async def referrer_rewards(session: AsyncSession, scope: Scope) -> list[RewardSum]:
     """The referrer's rewards (both recipients) whose conversion occurred in the window."""
     assert scope.referrer_id is not None
-    sums = _Sums(session)
+    sums = await _Sums.start(session)
     query = (
         select(
             Reward.recipient, Reward.unit, Reward.status, sums.money(Reward.amount).label("amount")
@@ -459,7 +469,7 @@ async def cohorts(session: AsyncSession, scope: Scope, months: Sequence[Bucket])
     Purchases are all of the customer's conversions in the program (attributed or not) from
     the referral (or first purchase) on and before the window's end, by month of purchase.
     """
-    sums = _Sums(session)
+    sums = await _Sums.start(session)
     window = scope.window
     table = periods_cte(months, "months")
     cohort_month = table.alias("cohort_month")

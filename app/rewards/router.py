@@ -1,4 +1,3 @@
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -33,6 +32,7 @@ from app.rewards.schemas import (
     RuleOut,
     RuleUpdate,
 )
+from app.schemas import AwareDatetime
 
 router = APIRouter(tags=["rewards"], responses=problem_responses(*AUTHENTICATED_ERRORS))
 
@@ -97,8 +97,8 @@ async def list_rewards(
     referrer_id: UUID | None = None,
     conversion_id: UUID | None = None,
     status: RewardStatus | None = None,
-    created_from: Annotated[datetime | None, Query(alias="from")] = None,
-    created_to: Annotated[datetime | None, Query(alias="to")] = None,
+    created_from: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    created_to: Annotated[AwareDatetime | None, Query(alias="to")] = None,
     format_: Annotated[Format, FORMAT_QUERY] = "json",
 ) -> Page[RewardOut] | Response:
     """Ledger entries, oldest first; `?format=csv` streams every matching row (from `cursor` on)."""

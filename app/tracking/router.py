@@ -5,8 +5,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth import AUTHENTICATED_ERRORS
-from app.cors import OriginNotAllowed, WidgetKey
 from app.config import Settings
+from app.cors import OriginNotAllowed, WidgetKey
 from app.db import SessionDep
 from app.errors import (
     POST_ERRORS,

@@ -100,8 +100,9 @@ async def list_deliveries(
     "/v1/webhook-deliveries/{delivery_id}/redeliver",
     status_code=202,
     response_model=DeliveryOut,
-    responses=problem_responses(service.DeliveryNotFound, service.DeliveryPending),
+    responses=problem_responses(service.DeliveryNotFound),
 )
 async def redeliver(delivery_id: UUID, session: SessionDep, principal: SecretKey) -> DeliveryOut:
-    """Queue the event again for the same endpoint (same webhook-id, a fresh retry window)."""
+    """Send the event again now (same webhook-id): a pending delivery skips its backoff, a
+    delivered or failed one is queued again with a fresh retry window."""
     return await service.redeliver(session, principal, delivery_id)

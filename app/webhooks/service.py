@@ -39,10 +39,6 @@ class InvalidWebhookUrl(AppError):
     status, code, title = 422, "invalid_webhook_url", "The URL may not receive webhooks"
 
 
-class DeliveryPending(AppError):
-    status, code, title = 409, "delivery_pending", "The delivery is still being attempted"
-
-
 async def _checked_url(url: str, settings: Settings) -> str:
     try:
         await check_target(url, settings)
@@ -205,9 +201,11 @@ async def _deliveries_out(session: AsyncSession, rows: list[WebhookDelivery]) ->
 
 
 async def redeliver(session: AsyncSession, principal: Principal, delivery_id: UUID) -> DeliveryOut:
-    """Send a delivered or failed event again, as a new delivery with the same webhook-id.
+    """Send the event again now, with the same webhook-id.
 
-    It goes out after the object's events already queued, and before later ones.
+    A pending delivery skips the rest of its backoff (the endpoint is fixed: retry now). A
+    delivered or failed one is queued as a new delivery, with a fresh retry window, after the
+    object's events already queued and before later ones.
     """
     original = await session.scalar(
         select(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
@@ -217,9 +215,11 @@ async def redeliver(session: AsyncSession, principal: Principal, delivery_id: UU
     endpoint = await session.get(WebhookEndpoint, original.endpoint_id)
     if endpoint is None or not _may_see(principal, endpoint):
         raise DeliveryNotFound()
-    if original.status == "pending":
-        raise DeliveryPending("The delivery is still pending; it will be attempted again.")
     now = utcnow()
+    if original.status == "pending":
+        original.next_attempt_at = min(original.next_attempt_at, now)
+        await session.flush()
+        return (await _deliveries_out(session, [original]))[0]
     again = WebhookDelivery(
         id=uuid4(),
         created_at=now,

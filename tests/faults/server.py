@@ -5,6 +5,8 @@ takes any child with it; `running_service` always kills it, whatever the test di
 """
 
 import asyncio
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
@@ -20,6 +22,15 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL me when the test process dies (Linux), so that even a
+    killed pytest leaves no service behind."""
+    with suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -82,6 +93,7 @@ class ServiceProcess:
             stdout=self._log,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # its own process group: killpg reaches it and its children
+            preexec_fn=_die_with_parent,
         )
         self.starts += 1
         await self.wait_healthy()

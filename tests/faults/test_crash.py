@@ -30,7 +30,7 @@ from tests.faults.traffic import (
 
 pytestmark = pytest.mark.postgres
 
-EVENTS = 450  # 150 each of clicks, redemptions and purchases
+EVENTS = 300  # 100 each of clicks, redemptions and purchases
 CLIENTS = 12
 # Kill when this share of the events has been acknowledged: always mid-load, whatever the speed.
 KILL_AT = (0.15, 0.35, 0.55, 0.75)
@@ -83,10 +83,9 @@ async def test_acknowledged_events_survive_repeated_sigkill(service: ServiceProc
     assert not unanswered, f"never answered: {unanswered[:10]}"
     errors = [a for a in load.attempts if a.status is not None and a.status >= 500]
     assert all(a.status == 503 for a in errors), [(a.status, a.body) for a in errors[:5]]
-    # The kills were felt: some attempts failed and had to be retried.
-    assert any(a.status is None for a in load.attempts)
+    # The kills hit requests in flight, not only an idle port.
+    assert any(a.error not in (None, "ConnectError") for a in load.attempts)
 
-    import collections; print("\nkilled_at", killed_at, collections.Counter((a.status, a.code, (a.error or "")[:40]) for a in load.attempts))
     stored = await read_stored(DATABASE_URL, seeded, run)
     acked = assert_stored_exactly_once(load.outcomes, stored)
     assert acked == {"click": EVENTS // 3, "redemption": EVENTS // 3, "conversion": EVENTS // 3}

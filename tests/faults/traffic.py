@@ -1,9 +1,9 @@
 """Load for the fault tests, and the check that every acknowledged event is stored exactly once.
 
 Each logical request (a click, a redemption or a purchase) is sent by a client that retries the
-very same request, same Idempotency-Key or event_id, until it gets an answer that is not a
-5xx; that is what a well-behaved merchant backend or widget does. Every attempt is recorded,
-so the tests can also assert on how each failure was answered and how fast.
+very same request, same Idempotency-Key or event_id, through dropped connections and 503s until
+it gets another answer; that is what a well-behaved merchant backend or widget does. Every
+attempt is recorded, so the tests can also assert on how each failure was answered and how fast.
 """
 
 import asyncio
@@ -165,6 +165,7 @@ class Attempt:
     content_type: str = ""
     retry_after: str | None = None
     code: str | None = None
+    replayed: bool = False
     body: str = ""
 
 
@@ -189,9 +190,18 @@ def _problem_code(response: httpx.Response) -> str | None:
         return None
 
 
+def _json(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        answer = response.json()
+    except ValueError:
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
 def _retryable(response: httpx.Response, code: str | None) -> bool:
-    # 409 idempotency_key_in_progress: the first attempt still holds the key; retry shortly.
-    return response.status_code >= 500 or code == "idempotency_key_in_progress"
+    # 503 says "retry", and so does 409 idempotency_key_in_progress (the first attempt still
+    # holds the key). A 500 is a bug: it ends the request, and the test fails on it.
+    return response.status_code == 503 or code == "idempotency_key_in_progress"
 
 
 @dataclass
@@ -239,7 +249,9 @@ class Load:
                 response = await http.post(request.path, json=request.body, headers=request.headers)
             except httpx.TransportError as exc:
                 self.attempts.append(
-                    Attempt(request.kind, started, time.monotonic() - started, None, repr(exc))
+                    Attempt(
+                        request.kind, started, time.monotonic() - started, None, type(exc).__name__
+                    )
                 )
             else:
                 code = _problem_code(response)
@@ -252,11 +264,12 @@ class Load:
                         content_type=response.headers.get("content-type", ""),
                         retry_after=response.headers.get("retry-after"),
                         code=code,
+                        replayed=response.headers.get("idempotent-replayed") == "true",
                         body=response.text[:300],
                     )
                 )
                 if not _retryable(response, code):
-                    outcome = Outcome(request, response.status_code, response.json(), tries)
+                    outcome = Outcome(request, response.status_code, _json(response), tries)
                     if outcome.acknowledged:
                         self.acknowledged += 1
                     return outcome
