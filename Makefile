@@ -10,13 +10,16 @@ STAMP := $(VENV)/.installed
 HOST ?= 0.0.0.0
 PORT ?= 8000
 PYTEST_ARGS ?=
+# `make test` fuzzes 25 cases per operation and phase (tests/test_fuzz.py); `make fuzz` many more.
+FUZZ_EXAMPLES ?= 500
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint fmt migrate revision openapi bench bench-quick clean
+.PHONY: help venv run test fuzz lint fmt migrate revision openapi bench bench-quick clean
 
 help:
 	@echo "make run                  migrate the database, print a first admin key, serve on :$(PORT)"
 	@echo "make test                 run the test suite (PYTEST_ARGS='-k redeem -x' passes options)"
+	@echo "make fuzz                 schemathesis over every operation, FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) per operation"
 	@echo "make lint                 ruff check, ruff format --check, mypy"
 	@echo "make fmt                  sort imports and format with ruff"
 	@echo "make migrate              apply migrations (alembic upgrade head)"
@@ -41,6 +44,9 @@ run: venv
 
 test: venv
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+fuzz: venv
+	REFERRAL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/test_fuzz.py $(PYTEST_ARGS)
 
 # Runs all three checks and fails at the end, so one run shows every finding.
 lint: venv
@@ -67,11 +73,12 @@ openapi: venv
 	$(BIN)/python -m app.openapi
 
 # Not part of the test run: loads the machine for minutes; uses only the referral_bench database.
+# BENCH_ARGS passes options, e.g. BENCH_ARGS='--wait-quiet 600'.
 bench: venv
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 bench-quick: venv
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py --quick
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis test-output build dist *.egg-info

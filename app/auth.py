@@ -4,11 +4,14 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 from uuid import UUID
 
+from cachetools import TTLCache
 from fastapi import Depends, Request
+
+from app.config import Settings
 
 from app.db import SessionDep
 from app.errors import COMMON_ERRORS, AppError, Forbidden, Unauthorized
-from app.keys.service import Principal, authenticate
+from app.keys.service import Principal, authenticate, hash_key
 from app.ratelimit import RateLimited, client_ip, rate_limiter
 
 PUBLISHABLE = "publishable"
@@ -33,18 +36,39 @@ async def get_principal(request: Request, session: SessionDep) -> Principal:
             "Send an API key as 'Authorization: Bearer <key>'.",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    cache: PrincipalCache | None = request.app.state.principal_cache
+    digest = hash_key(raw_key.strip())
+    principal = cache.get(digest) if cache is not None else None
+    if principal is None:
+        principal = await _authenticate_uncached(request, session, raw_key.strip())
+        if cache is not None:
+            cache[digest] = principal
+    request.state.key_id = principal.key_id
+    return principal
+
+
+async def _authenticate_uncached(request: Request, session: SessionDep, raw_key: str) -> Principal:
     limiter = rate_limiter(request)
     ip = client_ip(request, request.app.state.settings) or "-"
     if await limiter.over(limiter.failed_auth_per_ip, "auth", ip):
         raise RateLimited("Too many failed authentications from this client; retry later.")
-    principal = await authenticate(session, raw_key.strip())
+    principal = await authenticate(session, raw_key)
     if principal is None:
         await limiter.hit(limiter.failed_auth_per_ip, "auth", ip)
         raise Unauthorized(
             "The API key is unknown or revoked.", headers={"WWW-Authenticate": "Bearer"}
         )
-    request.state.key_id = principal.key_id
     return principal
+
+
+# Valid keys only, for a few seconds: a revocation reaches other replicas within that time.
+PrincipalCache = TTLCache[str, Principal]
+
+
+def principal_cache(settings: Settings) -> PrincipalCache | None:
+    if settings.auth_cache_seconds <= 0:
+        return None
+    return TTLCache(maxsize=10_000, ttl=settings.auth_cache_seconds)
 
 
 def allow(*kinds: str) -> Callable[..., Awaitable[Principal]]:

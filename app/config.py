@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     rate_limit_code_lookup_per_ip: str = "60/minute"
     rate_limit_failed_auth_per_ip: str = "30/minute"
     cors_cache_seconds: float = Field(default=30.0, ge=0)
+    # Short in-process caches on the hot paths; 0 turns them off.
+    auth_cache_seconds: float = Field(default=5.0, ge=0)
+    code_cache_seconds: float = Field(default=5.0, ge=0)
 
     # Outbound webhooks: the dispatcher polls this often (0 turns it off in this process).
     webhook_dispatch_interval_seconds: float = Field(default=1.0, ge=0)

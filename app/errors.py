@@ -175,10 +175,27 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 NUL_IN_TEXT_SQLSTATE = "22021"
 
 
+# Connection exceptions, too many connections / out of resources, operator intervention
+# (shutdown, cannot connect now), lock timeout: the database is there but cannot serve now.
+UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "55P03")
+
+
+def _sqlstate(error: BaseException | None) -> str | None:
+    for candidate in (error, getattr(error, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
 def is_database_unavailable(exc: BaseException) -> bool:
     """Connection loss, refused connections, pool exhaustion and lock timeouts: retryable."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = _sqlstate(exc.orig)
+        if sqlstate and sqlstate.startswith(UNAVAILABLE_SQLSTATES):
+            return True
     return isinstance(
         exc,
         (

@@ -1,6 +1,7 @@
 """The application factory: settings in, a FastAPI app with its engine and routers out."""
 
 import asyncio
+from datetime import timedelta
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -9,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
+from app.auth import principal_cache
 from app.background import run_housekeeping
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker
@@ -25,7 +27,9 @@ from app.observability import RequestLogMiddleware, configure_logging, metrics_b
 from app.programs.router import router as programs_router
 from app.ratelimit import RateLimiter
 from app.referrers.router import router as referrers_router
+from app.referrers.service import code_cache
 from app.rewards.router import router as rewards_router
+from app.tracking.click_writer import ClickWriter
 from app.tracking.router import router as tracking_router
 from app.unit_of_work import UnitOfWorkMiddleware
 from app.webhooks.dispatcher import Dispatcher
@@ -58,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with suppress(asyncio.CancelledError):
                     await dispatcher
             await app.state.webhook_dispatcher.aclose()
+            await app.state.click_writer.stop()
             if sweeper is not None:
                 sweeper.cancel()
                 with suppress(asyncio.CancelledError):
@@ -74,11 +79,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.rate_limiter = RateLimiter(settings)
+    app.state.principal_cache = principal_cache(settings)
+    app.state.code_cache = code_cache(settings)
+    app.state.click_writer = ClickWriter(
+        app.state.sessionmaker, timedelta(hours=settings.duplicate_click_window_hours)
+    )
     app.state.webhook_dispatcher = Dispatcher(app.state.sessionmaker, settings)
     install_error_handlers(app)
-    app.add_middleware(
-        UnitOfWorkMiddleware, sessionmaker=app.state.sessionmaker, settings=settings
-    )
+    app.add_middleware(UnitOfWorkMiddleware, sessionmaker=app.state.sessionmaker, settings=settings)
     app.add_middleware(
         CorsMiddleware, origins=OriginCache(app.state.sessionmaker, settings.cors_cache_seconds)
     )

@@ -1,6 +1,6 @@
 """The framework ceiling: FastAPI answering a constant, served exactly like the service.
 
-    uvicorn bare_app:app --app-dir bench --loop uvloop --http httptools --no-access-log
+uvicorn bare_app:app --app-dir bench --loop uvloop --http httptools --no-access-log
 """
 
 from fastapi import FastAPI

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import hashlib
 import json
 import multiprocessing
@@ -88,7 +87,13 @@ CHANNELS = [
     (("tiktok", "social"), 8),
     ((None, None), 18),
 ]
-CAMPAIGNS = [("always-on", 50), ("spring-sale", 15), ("summer", 15), ("black-friday", 10), (None, 10)]
+CAMPAIGNS = [
+    ("always-on", 50),
+    ("spring-sale", 15),
+    ("summer", 15),
+    ("black-friday", 10),
+    (None, 10),
+]
 BROWSERS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/124.0 Safari/537.36",
@@ -117,8 +122,17 @@ def uid(tag: int, table: int, index: int) -> str:
     return f"{tag:04x}{table:04x}-0000-4000-8000-{index:012x}"
 
 
-TABLE_NO = {"program": 1, "referrer": 2, "code": 3, "click": 4, "referral": 5, "conversion": 6,
-            "reward": 7, "rule": 8, "rule_version": 9}
+TABLE_NO = {
+    "program": 1,
+    "referrer": 2,
+    "code": 3,
+    "click": 4,
+    "referral": 5,
+    "conversion": 6,
+    "reward": 7,
+    "rule": 8,
+    "rule_version": 9,
+}
 
 
 def dataset_tag(name: str) -> int:
@@ -216,7 +230,7 @@ class Generator:
             seconds = sorted(rng.randrange(DAY) for _ in range(count))
             codes = self.zipf_codes(count)
             lines = []
-            for second, code in zip(seconds, codes):
+            for second, code in zip(seconds, codes, strict=False):
                 at = day * DAY + second
                 rid = uid(self.tag, TABLE_NO["referral"], index)
                 customer = f"c{index:07d}"
@@ -247,7 +261,7 @@ class Generator:
         browsers = [csv_quote(b) for b in BROWSERS]
         bots = [csv_quote(b) for b in BOTS]
         tails = []
-        for (utm_source, utm_medium), campaign in zip(channels, campaigns):
+        for (utm_source, utm_medium), campaign in zip(channels, campaigns, strict=False):
             roll = rng.random()
             bot = roll < p.bot_share
             duplicate = not bot and roll < p.bot_share + p.duplicate_share
@@ -316,14 +330,14 @@ class Generator:
         """
         rng, p = self.rng, self.p
         horizon = p.days * DAY
-        rows = []
+        rows: list[tuple[int, int, float, int | None, str, str | None, int | None]] = []
         for k in range(p.conversions):
             amount = round(min(900.0, 15 + rng.lognormvariate(3.8, 0.7)), 2)
             if rng.random() < 0.8 and self.referral_rows:
                 referral = rng.randrange(len(self.referral_rows))
-                at0, code, customer, click_id = self.referral_rows[referral]
+                at0, via_code, referee, via_click = self.referral_rows[referral]
                 at = min(horizon - 1, at0 + int(rng.expovariate(1 / (4 * DAY))))
-                rows.append((at, k, amount, code, customer, click_id, referral))
+                rows.append((at, k, amount, via_code, referee, via_click, referral))
             else:
                 rows.append((rng.randrange(horizon), k, amount, None, f"o{k:07d}", None, None))
         rows.sort(key=lambda row: row[0])
@@ -331,7 +345,7 @@ class Generator:
         first_seen: set[int] = set()
         reward_index = 0
         recent = horizon - 14 * DAY
-        for index, (at, k, amount, code, customer, click_id, referral) in enumerate(rows):
+        for index, (at, k, amount, code, customer, click_id, referral_no) in enumerate(rows):
             cid = uid(self.tag, TABLE_NO["conversion"], index)
             text = self.clock.text(at)
             refund = 0.0
@@ -346,15 +360,16 @@ class Generator:
                     f"USD,{text},unattributed,organic,{{}},,,,,{refund:.2f},{{}}\n"
                 )
                 continue
-            referral_id = uid(self.tag, TABLE_NO["referral"], referral)
+            assert referral_no is not None
+            referral_id = uid(self.tag, TABLE_NO["referral"], referral_no)
             conversions.append(
                 f"{cid},{text},{self.program_id},e{k:08d},{'0' * 64},{customer},,{amount:.2f},USD,"
                 f"{text},attributed,explicit_code,{{}},{self.referrer_ids[code]},"
                 f"{self.code_ids[code]},{click_id or ''},{referral_id},{refund:.2f},{{}}\n"
             )
             payouts = [(self.rule_referrer, "referrer", self.external_ids[code], "fixed", 10.0)]
-            if referral not in first_seen:
-                first_seen.add(referral)
+            if referral_no not in first_seen:
+                first_seen.add(referral_no)
                 payouts.append((self.rule_referee, "referee", customer, "percent", amount * 0.1))
             for rule, recipient, recipient_id, kind, value in payouts:
                 hold = at + 14 * DAY
@@ -366,11 +381,17 @@ class Generator:
                     status, value_now = ("paid" if rng.random() < 0.6 else "approved"), value
                 if refund and refund < amount and kind == "percent":
                     value_now = value * (amount - refund) / amount
-                approved = self.clock.text(min(hold, horizon - 1)) if status in ("approved", "paid") else ""
+                approved = (
+                    self.clock.text(min(hold, horizon - 1))
+                    if status in ("approved", "paid")
+                    else ""
+                )
                 paid = approved if status == "paid" else ""
                 reversed_at = text if status == "reversed" else ""
-                hold_text = self.clock.text(hold) if hold < horizon else (
-                    (self.start + timedelta(seconds=hold)).strftime("%Y-%m-%d %H:%M:%S+00")
+                hold_text = (
+                    self.clock.text(hold)
+                    if hold < horizon
+                    else ((self.start + timedelta(seconds=hold)).strftime("%Y-%m-%d %H:%M:%S+00"))
                 )
                 rewards.append(
                     f"{uid(self.tag, TABLE_NO['reward'], reward_index)},{text},{self.program_id},"
@@ -457,9 +478,11 @@ async def purge_programs(
             for fk in fks:
                 if fk["parent"] not in touched or fk["child"] in tables:
                     continue
+                child, column = fk["child"], fk["column"]
+                parent, parent_column = fk["parent"], fk["parent_column"]
                 status = await conn.execute(
-                    f'DELETE FROM {fk["child"]} t WHERE t."{fk["column"]}" IS NOT NULL AND NOT EXISTS'
-                    f' (SELECT 1 FROM {fk["parent"]} p WHERE p."{fk["parent_column"]}" = t."{fk["column"]}")'
+                    f'DELETE FROM {child} t WHERE t."{column}" IS NOT NULL AND NOT EXISTS'
+                    f' (SELECT 1 FROM {parent} p WHERE p."{parent_column}" = t."{column}")'
                 )
                 if status != "DELETE 0":
                     touched.add(fk["child"])
@@ -477,10 +500,18 @@ class Loader:
     def copy(self, table: str, chunks: Iterator[str] | list[str]) -> int:
         """Stream CSV chunks through `psql COPY FROM STDIN`; FK triggers off for this session."""
         command = [
-            "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", self.dsn,
-            "-c", "SET session_replication_role = replica",
-            "-c", "SET synchronous_commit = off",
-            "-c", f"COPY {table} ({COLUMNS[table]}) FROM STDIN WITH (FORMAT csv)",
+            "psql",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            self.dsn,
+            "-c",
+            "SET session_replication_role = replica",
+            "-c",
+            "SET synchronous_commit = off",
+            "-c",
+            f"COPY {table} ({COLUMNS[table]}) FROM STDIN WITH (FORMAT csv)",
         ]
         proc = subprocess.Popen(command, stdin=subprocess.PIPE)
         assert proc.stdin is not None
@@ -552,7 +583,9 @@ async def ensure_dataset(
             and row["complete"]
             and json.dumps(json.loads(row["params"]), sort_keys=True) == wanted
             and not force
-            and await conn.fetchval("SELECT count(*) FROM programs WHERE id = $1", row["program_id"])
+            and await conn.fetchval(
+                "SELECT count(*) FROM programs WHERE id = $1", row["program_id"]
+            )
         ):
             log(f"  data set '{name}' already loaded ({row['loaded_at']:%Y-%m-%d %H:%M}); skipping")
             return _info(row, loaded_now=False)
@@ -569,14 +602,23 @@ async def ensure_dataset(
         await conn.execute(
             """INSERT INTO bench_datasets (name, params, program_id, starts_at, ends_at)
                VALUES ($1, $2::jsonb, $3, $4, $5)""",
-            name, wanted, generator.program_id, generator.start, end,
+            name,
+            wanted,
+            generator.program_id,
+            generator.start,
+            end,
         )
         await _insert_program(conn, generator)
 
         # Drop secondary indexes where the load dwarfs the table: rebuilding is much faster.
-        sizes = {"referrers": params.referrers, "codes": params.referrers, "clicks": params.clicks,
-                 "referrals": params.referrals, "conversions": params.conversions,
-                 "rewards": params.conversions * 2}
+        sizes = {
+            "referrers": params.referrers,
+            "codes": params.referrers,
+            "clicks": params.clicks,
+            "referrals": params.referrals,
+            "conversions": params.conversions,
+            "rewards": params.conversions * 2,
+        }
         dropped: list[tuple[str, str]] = []
         for table in LOAD_TABLES:
             existing = await conn.fetchval(
@@ -586,7 +628,8 @@ async def ensure_dataset(
                 for index_name, definition in await secondary_indexes(conn, table):
                     await conn.execute(
                         "INSERT INTO bench_dropped_indexes VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                        index_name, definition,
+                        index_name,
+                        definition,
                     )
                     await conn.execute(f'DROP INDEX "{index_name}"')
                     dropped.append((index_name, definition))
@@ -633,7 +676,8 @@ async def ensure_dataset(
         row = await conn.fetchrow(
             """UPDATE bench_datasets SET complete = true, loaded_at = now(), load_seconds = $2
                WHERE name = $1 RETURNING *""",
-            name, seconds,
+            name,
+            seconds,
         )
         log(f"  data set '{name}' loaded in {seconds:.0f}s")
         return _info(row, loaded_now=True)
@@ -661,7 +705,9 @@ async def _insert_program(conn: asyncpg.Connection, g: Generator) -> None:
                attribution_window_days, status, currency, referee_offer, allowed_origins)
            VALUES ($1, $2, $2, $3, 'https://shop.example/welcome', 'last_touch', 30, 'active',
                    'USD', '10 % off your first order', '[]')""",
-        g.program_id, created, f"bench data set {g.name}",
+        g.program_id,
+        created,
+        f"bench data set {g.name}",
     )
     rules = [
         (g.rule_referrer, "referrer pays 10.00", "referrer", "fixed", "10", None, "every_purchase"),
@@ -674,14 +720,33 @@ async def _insert_program(conn: asyncpg.Connection, g: Generator) -> None:
                    min_order_amount, tiers, max_rewards_per_referrer, hold_days)
                VALUES ($1, $2, $2, $3, 1, true, $4, $5, $6, $7::numeric, $8::numeric, NULL,
                        'USD', $9, NULL, '[]', NULL, 14)""",
-            rule_id, created, g.program_id, rule_name, recipient, kind, amount, percent, trigger,
+            rule_id,
+            created,
+            g.program_id,
+            rule_name,
+            recipient,
+            kind,
+            amount,
+            percent,
+            trigger,
         )
-        snapshot = {"name": rule_name, "recipient": recipient, "kind": kind, "amount": amount,
-                    "percent": percent, "currency": "USD", "trigger": trigger, "hold_days": 14}
+        snapshot = {
+            "name": rule_name,
+            "recipient": recipient,
+            "kind": kind,
+            "amount": amount,
+            "percent": percent,
+            "currency": "USD",
+            "trigger": trigger,
+            "hold_days": 14,
+        }
         await conn.execute(
             """INSERT INTO reward_rule_versions (id, created_at, rule_id, version, snapshot)
                VALUES ($1, $2, $3, 1, $4::json)""",
-            uid(g.tag, TABLE_NO["rule_version"], number), created, rule_id, json.dumps(snapshot),
+            uid(g.tag, TABLE_NO["rule_version"], number),
+            created,
+            rule_id,
+            json.dumps(snapshot),
         )
 
 

@@ -40,7 +40,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,9 +69,20 @@ SERVICE_ENV = {
     "REFERRAL_TRUST_FORWARDED_FOR": "true",
 }
 UVICORN_FLAGS = [
-    "--host", "127.0.0.1", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-    "--proxy-headers", "--forwarded-allow-ips", "127.0.0.1", "--log-level", "warning",
-    "--timeout-graceful-shutdown", "5",
+    "--host",
+    "127.0.0.1",
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
+    "--no-access-log",
+    "--proxy-headers",
+    "--forwarded-allow-ips",
+    "127.0.0.1",
+    "--log-level",
+    "warning",
+    "--timeout-graceful-shutdown",
+    "5",
 ]
 CONNECTIONS = 64
 WRK_THREADS = 2
@@ -99,7 +110,7 @@ class Mode:
 
 
 FULL = Mode("full", 20, 3, 20, 10_000, 10.0, 30.0, 50, 3, 1.0, "full", generate.FULL)
-QUICK = Mode("quick", 4, 1, 4, 2_000, 3.0, 6.0, 20, 2, 0.6, "quick", generate.QUICK)
+QUICK = Mode("quick", 4, 1, 4, 2_000, 2.0, 5.0, 20, 2, 0.6, "quick", generate.QUICK)
 
 
 def log(message: str) -> None:
@@ -116,7 +127,9 @@ def ensure_tools() -> None:
         "pgbench": ["postgresql-contrib", "postgresql-client"],
         "psql": ["postgresql-client"],
     }
-    packages = sorted({pkg for tool, pkgs in missing.items() if not shutil.which(tool) for pkg in pkgs})
+    packages = sorted(
+        {pkg for tool, pkgs in missing.items() if not shutil.which(tool) for pkg in pkgs}
+    )
     if not packages:
         return
     log(f"installing {' '.join(packages)} with apt-get")
@@ -132,9 +145,27 @@ def ensure_tools() -> None:
 
 def psql(sql: str, database: str = DATABASE, timeout: float = 600) -> str:
     out = subprocess.run(
-        ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", PG_HOST, "-p", str(PG_PORT),
-         "-U", PG_USER, "-d", database, "-c", sql],
-        capture_output=True, text=True, timeout=timeout,
+        [
+            "psql",
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            PG_HOST,
+            "-p",
+            str(PG_PORT),
+            "-U",
+            PG_USER,
+            "-d",
+            database,
+            "-c",
+            sql,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if out.returncode != 0:
         raise RuntimeError(f"psql failed: {out.stderr.strip()}\n  SQL: {sql[:300]}")
@@ -149,8 +180,12 @@ def ensure_database() -> None:
         log(f"creating database {DATABASE}")
         psql(f"CREATE DATABASE {DATABASE}", database="postgres")
     migrate = subprocess.run(
-        [str(BIN / "referral-service"), "migrate"], env={**os.environ, **SERVICE_ENV},
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [str(BIN / "referral-service"), "migrate"],
+        env={**os.environ, **SERVICE_ENV},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if migrate.returncode != 0:
         sys.exit(f"migration failed:\n{migrate.stdout}\n{migrate.stderr}")
@@ -159,9 +194,18 @@ def ensure_database() -> None:
 def machine_info() -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    mem_kb = int(re.search(r"^MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text(), re.M)[1])
+    memory = re.search(r"^MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text(), re.M)
+    mem_kb = int(memory[1]) if memory else 0
     versions = {}
-    for package in ("fastapi", "uvicorn", "uvloop", "httptools", "sqlalchemy", "asyncpg", "pydantic"):
+    for package in (
+        "fastapi",
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "sqlalchemy",
+        "asyncpg",
+        "pydantic",
+    ):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[package] = importlib.metadata.version(package)
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
@@ -177,7 +221,9 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "postgres": psql("SELECT version()").split(" on ")[0],
         "postgres_settings": pg_settings,
-        "wrk": (wrk.stdout or wrk.stderr).splitlines()[0].strip() if (wrk.stdout or wrk.stderr) else "?",
+        "wrk": (wrk.stdout or wrk.stderr).splitlines()[0].strip()
+        if (wrk.stdout or wrk.stderr)
+        else "?",
         "packages": versions,
     }
 
@@ -214,7 +260,9 @@ def children_of(pid: int) -> list[int]:
 
 def cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
     except OSError:
         return ""
 
@@ -292,7 +340,10 @@ class CpuAccount:
         return ticks
 
     def measure(
-        self, before: dict[int, tuple[int, int]], seconds: float, servers: set[int] = frozenset()
+        self,
+        before: dict[int, tuple[int, int]],
+        seconds: float,
+        servers: frozenset[int] | set[int] = frozenset(),
     ) -> dict[str, float]:
         after = self.snapshot()
         ours = others = 0
@@ -321,12 +372,26 @@ class Server:
         self.port = free_port()
         self.workers = workers
         self.url = f"http://127.0.0.1:{self.port}"
-        self.output = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
-        command = [str(BIN / "uvicorn"), *app, *UVICORN_FLAGS, "--port", str(self.port),
-                   "--workers", str(workers)]
+        # Kept open for the server's lifetime; closed and deleted by stop().
+        self.output = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix=f"bench-{name}-", suffix=".log", delete=False
+        )
+        command = [
+            str(BIN / "uvicorn"),
+            *app,
+            *UVICORN_FLAGS,
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+        ]
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, **env}, stdout=self.output,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            command,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_ready(self, path: str, timeout: float = 60) -> None:
@@ -334,10 +399,12 @@ class Server:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited during start-up:\n{self.log_tail(40)}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(self.url + path, timeout=2) as answer:
-                    if answer.status == 200:
-                        break
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(self.url + path, timeout=2) as answer,
+            ):
+                if answer.status == 200:
+                    break
             time.sleep(0.2)
         else:
             raise RuntimeError(f"{self.name} did not answer {path} within {timeout:.0f}s")
@@ -377,15 +444,25 @@ class Server:
         self.output.close()
         text = Path(self.output.name).read_text(errors="replace").splitlines()
         Path(self.output.name).unlink(missing_ok=True)
-        problems = [line for line in text if re.search(r'"level": "(ERROR|CRITICAL)"|Traceback|^ERROR', line)]
+        problems = [
+            line
+            for line in text
+            if re.search(r'"level": "(ERROR|CRITICAL)"|Traceback|^ERROR', line)
+        ]
         if keep_log is not None:
             keep_log.write_text(
                 f"# {self.name}: {len(text)} lines of output, {len(problems)} error lines\n"
-                "# first error lines:\n" + "\n".join(problems[:30])
-                + "\n# last lines:\n" + "\n".join(text[-60:]) + "\n"
+                "# first error lines:\n"
+                + "\n".join(problems[:30])
+                + "\n# last lines:\n"
+                + "\n".join(text[-60:])
+                + "\n"
             )
-        return {"output_lines": len(text), "error_lines": len(problems),
-                "first_error": problems[0][:500] if problems else None}
+        return {
+            "output_lines": len(text),
+            "error_lines": len(problems),
+            "first_error": problems[0][:500] if problems else None,
+        }
 
 
 # --------------------------------------------------------------------------- wrk, pgbench
@@ -396,15 +473,35 @@ def parse_duration_ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def run_wrk(url: str, script: str, args: list[str], seconds: int, connections: int = CONNECTIONS,
-            threads: int = WRK_THREADS) -> dict[str, Any]:
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-               "--latency", "-s", str(WRK_DIR / script), url, "--", *args]
+def run_wrk(
+    url: str,
+    script: str,
+    args: list[str],
+    seconds: int,
+    connections: int = CONNECTIONS,
+    threads: int = WRK_THREADS,
+) -> dict[str, Any]:
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(WRK_DIR / script),
+        url,
+        "--",
+        *args,
+    ]
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 90)
     marker = [line for line in out.stdout.splitlines() if line.startswith("BENCH_JSON ")]
     if out.returncode != 0 or not marker:
-        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip()}\n{out.stdout[-2000:]}")
-    result = json.loads(marker[-1][len("BENCH_JSON "):])
+        raise RuntimeError(
+            f"wrk failed ({out.returncode}): {out.stderr.strip()}\n{out.stdout[-2000:]}"
+        )
+    result = json.loads(marker[-1][len("BENCH_JSON ") :])
     text: dict[str, Any] = {}
     if match := re.search(r"Requests/sec:\s+([\d.]+)", out.stdout):
         text["requests_per_s"] = float(match[1])
@@ -447,7 +544,10 @@ def available_connections() -> int:
 
 
 def run_pgbench(seconds: int, program_id: str, codes: int, cpu: CpuAccount) -> dict[str, Any]:
-    psql("CREATE TABLE IF NOT EXISTS bench_click_ceiling (LIKE clicks INCLUDING DEFAULTS INCLUDING INDEXES)")
+    psql(
+        "CREATE TABLE IF NOT EXISTS bench_click_ceiling"
+        " (LIKE clicks INCLUDING DEFAULTS INCLUDING INDEXES)"
+    )
     psql("TRUNCATE bench_click_ceiling")
     clients = min(CONNECTIONS, available_connections() - 8)
     if clients < 8:
@@ -456,11 +556,37 @@ def run_pgbench(seconds: int, program_id: str, codes: int, cpu: CpuAccount) -> d
         before = cpu.snapshot()
         started = time.monotonic()
         out = subprocess.run(
-            ["pgbench", "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER, "-n", "-M", "prepared",
-             "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", str(PGBENCH_SCRIPT),
-             "-D", f"program={program_id}", "-D", f"ncodes={codes}", "-l",
-             "--log-prefix", f"{scratch}/tx", DATABASE],
-            capture_output=True, text=True, timeout=seconds + 120,
+            [
+                "pgbench",
+                "-h",
+                PG_HOST,
+                "-p",
+                str(PG_PORT),
+                "-U",
+                PG_USER,
+                "-n",
+                "-M",
+                "prepared",
+                "-c",
+                str(clients),
+                "-j",
+                "2",
+                "-T",
+                str(seconds),
+                "-f",
+                str(PGBENCH_SCRIPT),
+                "-D",
+                f"program={program_id}",
+                "-D",
+                f"ncodes={codes}",
+                "-l",
+                "--log-prefix",
+                f"{scratch}/tx",
+                DATABASE,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 120,
         )
         noise = cpu.measure(before, time.monotonic() - started)
         if out.returncode != 0:
@@ -516,8 +642,14 @@ def cli_key(kind: str, name: str, programs: list[str]) -> str:
     command = [str(BIN / "referral-service"), "keys", "create", "--kind", kind, "--name", name]
     for program in programs:
         command += ["--program", program]
-    out = subprocess.run(command, env={**os.environ, **SERVICE_ENV}, cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        command,
+        env={**os.environ, **SERVICE_ENV},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"keys create failed: {out.stderr.strip()}")
     return out.stdout.strip().splitlines()[-1].strip()
@@ -532,37 +664,64 @@ async def create_programs(admin_key: str) -> tuple[dict[str, str], dict[str, str
     from app.main import create_app
 
     settings = Settings(
-        database_url=SERVICE_ENV["REFERRAL_DATABASE_URL"], environment="test",
-        rate_limits_enabled=False, housekeeping_interval_seconds=0,
+        database_url=SERVICE_ENV["REFERRAL_DATABASE_URL"],
+        environment="test",
+        rate_limits_enabled=False,
+        housekeeping_interval_seconds=0,
     )
     app = create_app(settings)
     headers = {"Authorization": f"Bearer {admin_key}"}
     programs = {}
     try:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench", headers=headers) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", headers=headers
+        ) as client:
             for name in ("clicks", "redirect", "conversions"):
-                answer = await client.post("/v1/programs", json={
-                    "name": SCENARIO_PREFIX + name, "landing_url": "https://shop.example/landing",
-                    "currency": "USD", "referee_offer": "10 % off your first order",
-                })
+                answer = await client.post(
+                    "/v1/programs",
+                    json={
+                        "name": SCENARIO_PREFIX + name,
+                        "landing_url": "https://shop.example/landing",
+                        "currency": "USD",
+                        "referee_offer": "10 % off your first order",
+                    },
+                )
                 answer.raise_for_status()
                 programs[name] = answer.json()["id"]
             rules = [
-                {"name": "referrer: 10.00 per purchase", "recipient": "referrer", "kind": "fixed",
-                 "amount": "10.00", "currency": "USD", "trigger": "every_purchase"},
-                {"name": "referee: 10 % of the first purchase", "recipient": "referee",
-                 "kind": "percent", "percent": "10", "trigger": "first_purchase"},
+                {
+                    "name": "referrer: 10.00 per purchase",
+                    "recipient": "referrer",
+                    "kind": "fixed",
+                    "amount": "10.00",
+                    "currency": "USD",
+                    "trigger": "every_purchase",
+                },
+                {
+                    "name": "referee: 10 % of the first purchase",
+                    "recipient": "referee",
+                    "kind": "percent",
+                    "percent": "10",
+                    "trigger": "first_purchase",
+                },
             ]
             for rule in rules:
-                answer = await client.post(f"/v1/programs/{programs['conversions']}/reward-rules", json=rule)
+                answer = await client.post(
+                    f"/v1/programs/{programs['conversions']}/reward-rules", json=rule
+                )
                 if answer.status_code != 201:
                     raise RuntimeError(f"reward rule refused: {answer.status_code} {answer.text}")
             keys = {}
             for kind, program in (("publishable", "clicks"), ("secret", "conversions")):
-                answer = await client.post("/v1/api-keys", json={
-                    "kind": kind, "name": f"{KEY_PREFIX}{kind}", "program_ids": [programs[program]],
-                })
+                answer = await client.post(
+                    "/v1/api-keys",
+                    json={
+                        "kind": kind,
+                        "name": f"{KEY_PREFIX}{kind}",
+                        "program_ids": [programs[program]],
+                    },
+                )
                 if answer.status_code != 201:
                     raise RuntimeError(f"key refused: {answer.status_code} {answer.text}")
                 keys[kind] = answer.json()["key"]
@@ -587,18 +746,55 @@ async def insert_codes(program_ids: list[str], per_program: int) -> dict[str, li
                 referrer_id = uuid.uuid4()
                 text = "".join(rng.choice(CODE_ALPHABET) for _ in range(10))
                 texts.append(text)
-                referrers.append((referrer_id, now, program_uuid, f"bench-r{i:06d}", None, None, "{}"))
-                code_rows.append((uuid.uuid4(), now, program_uuid, referrer_id, text, text, True,
-                                  False, False, None, None, 0))
+                referrers.append(
+                    (referrer_id, now, program_uuid, f"bench-r{i:06d}", None, None, "{}")
+                )
+                code_rows.append(
+                    (
+                        uuid.uuid4(),
+                        now,
+                        program_uuid,
+                        referrer_id,
+                        text,
+                        text,
+                        True,
+                        False,
+                        False,
+                        None,
+                        None,
+                        0,
+                    )
+                )
             await conn.copy_records_to_table(
-                "referrers", records=referrers,
-                columns=["id", "created_at", "program_id", "external_id", "email", "name", "metadata"],
+                "referrers",
+                records=referrers,
+                columns=[
+                    "id",
+                    "created_at",
+                    "program_id",
+                    "external_id",
+                    "email",
+                    "name",
+                    "metadata",
+                ],
             )
             await conn.copy_records_to_table(
-                "codes", records=code_rows,
-                columns=["id", "created_at", "program_id", "referrer_id", "code", "normalized",
-                         "is_default", "is_vanity", "disabled", "expires_at", "max_redemptions",
-                         "redemption_count"],
+                "codes",
+                records=code_rows,
+                columns=[
+                    "id",
+                    "created_at",
+                    "program_id",
+                    "referrer_id",
+                    "code",
+                    "normalized",
+                    "is_default",
+                    "is_vanity",
+                    "disabled",
+                    "expires_at",
+                    "max_redemptions",
+                    "redemption_count",
+                ],
             )
             codes[program] = texts
         await conn.execute("ANALYZE referrers; ANALYZE codes")
@@ -615,15 +811,20 @@ async def purge_scenarios() -> None:
     try:
         await generate.ensure_marker_tables(conn)
         await generate.restore_dropped_indexes(conn, log)
-        old = [str(r[0]) for r in await conn.fetch(
-            "SELECT id FROM programs WHERE name LIKE $1", SCENARIO_PREFIX + "%")]
+        old = [
+            str(r[0])
+            for r in await conn.fetch(
+                "SELECT id FROM programs WHERE name LIKE $1", SCENARIO_PREFIX + "%"
+            )
+        ]
         await generate.purge_programs(conn, old, lambda text: log(text.strip()))
         await conn.execute("DELETE FROM api_keys WHERE name LIKE $1", KEY_PREFIX + "%")
         await conn.execute("DROP TABLE IF EXISTS bench_click_ceiling")
         # Vacuum where the purge left many dead rows, so autovacuum does not wake mid-run.
         rows = await conn.fetch(
             """SELECT relname FROM pg_stat_user_tables
-               WHERE n_dead_tup > 10000 AND n_dead_tup > 0.02 * greatest(n_live_tup, 1)""")
+               WHERE n_dead_tup > 10000 AND n_dead_tup > 0.02 * greatest(n_live_tup, 1)"""
+        )
         for row in rows:
             started = time.monotonic()
             await conn.execute(f'VACUUM (ANALYZE) "{row[0]}"')
@@ -651,7 +852,9 @@ BUSY_SESSIONS = (
 
 def row_counter(program_id: str, tables: tuple[str, ...]) -> Callable[[], dict[str, int]]:
     """Rows of the program per table, and `busy`: database sessions inside a transaction."""
-    selects = ", ".join(f"(SELECT count(*) FROM {t} WHERE program_id = '{program_id}')" for t in tables)
+    selects = ", ".join(
+        f"(SELECT count(*) FROM {t} WHERE program_id = '{program_id}')" for t in tables
+    )
     names = (*tables, "busy")
 
     def count() -> dict[str, int]:
@@ -665,16 +868,25 @@ def row_counter(program_id: str, tables: tuple[str, ...]) -> Callable[[], dict[s
 
 
 def load_run(scenario: Scenario, server: Server, mode: Mode, cpu: CpuAccount) -> dict[str, Any]:
-    log(f"  {scenario.name}, {server.workers} worker(s): warm-up {mode.warmup}s, run {mode.seconds}s")
-    warm = run_wrk(server.url, scenario.script, scenario.args + [f"warmup{server.workers}"], mode.warmup)
+    log(
+        f"  {scenario.name}, {server.workers} worker(s): "
+        f"warm-up {mode.warmup}s, run {mode.seconds}s"
+    )
+    warm = run_wrk(
+        server.url, scenario.script, [*scenario.args, f"warmup{server.workers}"], mode.warmup
+    )
     # No answer at all is a slow service (measured next); answers without a success are a bug.
     if warm["statuses"] and scenario.success not in warm["statuses"]:
-        raise RuntimeError(f"{scenario.name}: warm-up got no {scenario.success}, only "
-                           f"{warm['statuses']}; server output ends with:\n{server.log_tail(5)}")
+        raise RuntimeError(
+            f"{scenario.name}: warm-up got no {scenario.success}, only "
+            f"{warm['statuses']}; server output ends with:\n{server.log_tail(5)}"
+        )
     before = wait_until_stable(scenario.count, mode.stable_seconds)
     snapshot = cpu.snapshot()
     with RssSampler(server.worker_pids()) as rss:
-        run = run_wrk(server.url, scenario.script, scenario.args + [f"run{server.workers}"], mode.seconds)
+        run = run_wrk(
+            server.url, scenario.script, [*scenario.args, f"run{server.workers}"], mode.seconds
+        )
     noise = cpu.measure(snapshot, run["duration_s"], server.all_pids())
     after = wait_until_stable(scenario.count, mode.stable_seconds)
     stored = {table: after[table] - before[table] for table in after}
@@ -764,7 +976,10 @@ METRIC_ENDPOINTS = {
     "summary": ("/v1/programs/{program}/metrics/summary", {}),
     "timeseries": ("/v1/programs/{program}/metrics/timeseries", {"interval": "day"}),
     "channels": ("/v1/programs/{program}/metrics/channels", {"limit": "50"}),
-    "referrers": ("/v1/programs/{program}/metrics/referrers", {"limit": "100", "order_by": "conversions"}),
+    "referrers": (
+        "/v1/programs/{program}/metrics/referrers",
+        {"limit": "100", "order_by": "conversions"},
+    ),
 }
 METRIC_TARGET_MS = {"summary": 50, "timeseries": 50, "channels": 50, "referrers": 100}
 METRIC_SPEEDUP = 50
@@ -781,7 +996,8 @@ RAW_SQL = {
                               WHERE c.referral_id = referrals.id AND c.status = 'attributed'))
                               AS converted_referrals
                    FROM referrals WHERE {RAW_SCOPE}),
-             v AS (SELECT count(*) AS conversions, coalesce(sum(amount - refunded_amount), 0) AS revenue
+             v AS (SELECT count(*) AS conversions,
+                          coalesce(sum(amount - refunded_amount), 0) AS revenue
                    FROM conversions WHERE {RAW_SCOPE} AND status = 'attributed'),
              w AS (SELECT coalesce(sum(w.amount) FILTER (WHERE w.unit = 'USD'), 0) AS reward_cost
                    FROM rewards w JOIN conversions c ON c.id = w.conversion_id
@@ -825,8 +1041,10 @@ RAW_SQL = {
         ORDER BY coalesce(k.clicks, 0) DESC, coalesce(v.conversions, 0) DESC, s, m, c LIMIT 50""",
     "referrers": f"""
         WITH k AS (SELECT referrer_id, count(*) AS clicks FROM clicks WHERE {RAW_SCOPE} GROUP BY 1),
-             r AS (SELECT referrer_id, count(*) AS referrals FROM referrals WHERE {RAW_SCOPE} GROUP BY 1),
-             v AS (SELECT referrer_id, count(*) AS conversions, sum(amount - refunded_amount) AS revenue
+             r AS (SELECT referrer_id, count(*) AS referrals
+                   FROM referrals WHERE {RAW_SCOPE} GROUP BY 1),
+             v AS (SELECT referrer_id, count(*) AS conversions,
+                          sum(amount - refunded_amount) AS revenue
                    FROM conversions WHERE {RAW_SCOPE} AND status = 'attributed' GROUP BY 1)
         SELECT f.id, f.external_id, k.clicks, r.referrals, v.conversions, v.revenue
         FROM k FULL JOIN r USING (referrer_id) FULL JOIN v USING (referrer_id)
@@ -835,29 +1053,37 @@ RAW_SQL = {
 }
 
 
-async def time_raw_queries(program_id: str, start: datetime, end: datetime, repeats: int,
-                           budget_s: float, names: list[str]) -> dict[str, Any]:
+async def time_raw_queries(
+    program_id: str, start: datetime, end: datetime, repeats: int, budget_s: float, names: list[str]
+) -> dict[str, Any]:
     import asyncpg
 
     conn = await asyncpg.connect(DSN, server_settings={"statement_timeout": "180s"})
     timings: dict[str, Any] = {}
     try:
         for name in names:
-            samples, rows = [], []
+            samples: list[float] = []
+            rows: list[Any] = []
             began = time.perf_counter()
-            while len(samples) < repeats and (not samples or time.perf_counter() - began < budget_s):
+            while len(samples) < repeats and (
+                not samples or time.perf_counter() - began < budget_s
+            ):
                 started = time.perf_counter()
                 rows = await conn.fetch(RAW_SQL[name], uuid.UUID(program_id), start, end)
                 samples.append((time.perf_counter() - started) * 1000)
-            timings[name] = {"median_ms": round(statistics.median(samples), 1),
-                             "samples_ms": [round(s, 1) for s in samples],
-                             "rows": [dict(r) for r in rows]}
+            timings[name] = {
+                "median_ms": round(statistics.median(samples), 1),
+                "samples_ms": [round(s, 1) for s in samples],
+                "rows": [dict(r) for r in rows],
+            }
     finally:
         await conn.close()
     return timings
 
 
-def compare_with_raw(name: str, answer: dict[str, Any], raw_rows: list[dict[str, Any]]) -> dict[str, Any]:
+def compare_with_raw(
+    name: str, answer: dict[str, Any], raw_rows: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The endpoint's numbers against the raw recount: a fast wrong answer does not count."""
     from decimal import Decimal
 
@@ -884,21 +1110,25 @@ def compare_with_raw(name: str, answer: dict[str, Any], raw_rows: list[dict[str,
             mismatches.append(f"buckets: endpoint {len(buckets)} vs raw {len(raw_rows)}")
     elif name == "channels":
         rows = answer.get("data", [])
-        got = {(r["utm_source"], r["utm_medium"], r["utm_campaign"]): int(r["clicks"]) for r in rows}
-        want = {(r["s"], r["m"], r["c"]): int(r["clicks"] or 0) for r in raw_rows}
-        common = set(got) & set(want)
-        if not common or any(got[k] != want[k] for k in common):
+        by_channel = {
+            (r["utm_source"], r["utm_medium"], r["utm_campaign"]): int(r["clicks"]) for r in rows
+        }
+        raw_by_channel = {(r["s"], r["m"], r["c"]): int(r["clicks"] or 0) for r in raw_rows}
+        common = set(by_channel) & set(raw_by_channel)
+        if not common or any(by_channel[k] != raw_by_channel[k] for k in common):
             mismatches.append("clicks per channel differ from the raw recount")
     elif name == "referrers":
         rows = answer.get("data", [])
-        got = [(r["external_id"], int(r["conversions"])) for r in rows[:10]]
-        want = [(r["external_id"], int(r["conversions"] or 0)) for r in raw_rows[:10]]
-        if got != want:
-            mismatches.append(f"top 10 differ: endpoint {got[:3]}… vs raw {want[:3]}…")
+        top = [(r["external_id"], int(r["conversions"])) for r in rows[:10]]
+        raw_top = [(r["external_id"], int(r["conversions"] or 0)) for r in raw_rows[:10]]
+        if top != raw_top:
+            mismatches.append(f"top 10 differ: endpoint {top[:3]}… vs raw {raw_top[:3]}…")
     return {"match": not mismatches, "mismatches": mismatches}
 
 
-def metrics_phase(server: Server, admin_key: str, dataset: dict[str, Any], mode: Mode) -> dict[str, Any]:
+def metrics_phase(
+    server: Server, admin_key: str, dataset: dict[str, Any], mode: Mode
+) -> dict[str, Any]:
     import httpx
 
     program = dataset["program_id"]
@@ -911,7 +1141,11 @@ def metrics_phase(server: Server, admin_key: str, dataset: dict[str, Any], mode:
     except Exception as exc:  # the service's schema is how we learn what exists
         paths = set()
         result["note"] = f"could not read /openapi.json: {exc!r}"
-    available = [n for n, (p, _) in METRIC_ENDPOINTS.items() if p.replace("{program}", "{program_id}") in paths]
+    available = [
+        n
+        for n, (p, _) in METRIC_ENDPOINTS.items()
+        if p.replace("{program}", "{program_id}") in paths
+    ]
     for name in METRIC_ENDPOINTS:
         if name not in available:
             log(f"  metrics {name}: not available (no such route in the service yet); skipped")
@@ -939,9 +1173,13 @@ def metrics_phase(server: Server, admin_key: str, dataset: dict[str, Any], mode:
             # Sequential requests for the time budget; at least 3 unless past the floor.
             while len(samples) < mode.metrics_requests and (
                 time.monotonic() - began < mode.metrics_seconds
-                or (len(samples) < 3 and time.monotonic() - began
+                or (
+                    len(samples) < 3
+                    and time.monotonic()
+                    - began
                     + (samples[-1] if samples else entry["first_ms"]) / 1000
-                    < mode.metrics_floor_seconds)
+                    < mode.metrics_floor_seconds
+                )
             ):
                 started = time.perf_counter()
                 answer = client.get(url, params=params)
@@ -950,19 +1188,26 @@ def metrics_phase(server: Server, admin_key: str, dataset: dict[str, Any], mode:
                     entry["error"] = f"{answer.status_code}: {answer.text[:300]}"
                     break
             ordered = sorted(samples)
-            entry.update({
-                "requests": len(samples),
-                "p50_ms": percentile(ordered, 50),
-                "p95_ms": percentile(ordered, 95),
-                "max_ms": round(ordered[-1], 1) if ordered else None,
-                "answer": first.json(),
-            })
-            log(f"  metrics {name}: p50 {entry['p50_ms']} ms, p95 {entry['p95_ms']} ms "
-                f"over {len(samples)} sequential requests")
+            entry.update(
+                {
+                    "requests": len(samples),
+                    "p50_ms": percentile(ordered, 50),
+                    "p95_ms": percentile(ordered, 95),
+                    "max_ms": round(ordered[-1], 1) if ordered else None,
+                    "answer": first.json(),
+                }
+            )
+            log(
+                f"  metrics {name}: p50 {entry['p50_ms']} ms, p95 {entry['p95_ms']} ms "
+                f"over {len(samples)} sequential requests"
+            )
             result["endpoints"][name] = entry
-    log(f"  raw recount of the same numbers ({mode.raw_repeats}× each)")
-    raw = asyncio.run(time_raw_queries(program, start, end, mode.raw_repeats,
-                                       mode.metrics_floor_seconds, available))
+    log(f"  raw recount of the same numbers ({mode.raw_repeats}x each)")
+    raw = asyncio.run(
+        time_raw_queries(
+            program, start, end, mode.raw_repeats, mode.metrics_floor_seconds, available
+        )
+    )
     for name in available:
         entry = result["endpoints"][name]
         entry["raw_median_ms"] = raw[name]["median_ms"]
@@ -971,8 +1216,10 @@ def metrics_phase(server: Server, admin_key: str, dataset: dict[str, Any], mode:
             entry["speedup"] = round(raw[name]["median_ms"] / entry["p50_ms"], 2)
         if "answer" in entry:
             entry["numbers"] = compare_with_raw(name, entry.pop("answer"), raw[name]["rows"])
-        log(f"  metrics {name}: raw recount {entry['raw_median_ms']} ms, speed-up "
-            f"{entry.get('speedup')}×, numbers match: {entry.get('numbers', {}).get('match')}")
+        log(
+            f"  metrics {name}: raw recount {entry['raw_median_ms']} ms, speed-up "
+            f"{entry.get('speedup')}x, numbers match: {entry.get('numbers', {}).get('match')}"
+        )
     return result
 
 
@@ -983,62 +1230,108 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     targets = []
     bare = results["ceilings"]["bare"]
     by_key = {(r["scenario"], r["workers"]): r for r in results["load"]}
-    for scenario, label in (("clicks", "clicks, 2 workers"), ("redirect", "redirect GET /r/{code}, 2 workers")):
+    for scenario, label in (
+        ("clicks", "clicks, 2 workers"),
+        ("redirect", "redirect GET /r/{code}, 2 workers"),
+    ):
         row = by_key.get((scenario, 2))
         if row is None:
-            targets.append({"name": label, "target": "≥ 0.5 × bare req/s; p99 ≤ 25 ms; 0 lost",
-                            "value": "not measured (see failures)", "parts": {"measured": False},
-                            "met": False})
+            targets.append(
+                {
+                    "name": label,
+                    "target": "≥ 0.5 x bare req/s; p99 ≤ 25 ms; 0 lost",
+                    "value": "not measured (see failures)",
+                    "parts": {"measured": False},
+                    "met": False,
+                }
+            )
             continue
         ceiling = bare.get("2", {}).get("requests_per_s")
-        ratio = row["requests_per_s"] / ceiling if ceiling else None
+        share = row["requests_per_s"] / ceiling if ceiling else None
         parts = {
-            "≥ 0.5 × bare": ratio is not None and ratio >= 0.5,
+            "≥ 0.5 x bare": share is not None and share >= 0.5,
             "p99 ≤ 25 ms": row["p99_ms"] <= 25,
             "0 lost": row["check"]["lost"] == 0 and row["check"]["ok"],
         }
-        targets.append({"name": label, "target": "≥ 0.5 × bare req/s; p99 ≤ 25 ms; 0 lost",
-                        "value": f"{ratio or 0:.2f} × bare; p99 {row['p99_ms']} ms; lost {row['check']['lost']}",
-                        "parts": parts, "met": all(parts.values())})
+        targets.append(
+            {
+                "name": label,
+                "target": "≥ 0.5 x bare req/s; p99 ≤ 25 ms; 0 lost",
+                "value": f"{share or 0:.2f} x bare; p99 {row['p99_ms']} ms; "
+                f"lost {row['check']['lost']}",
+                "parts": parts,
+                "met": all(parts.values()),
+            }
+        )
     row = by_key.get(("conversions", 2))
     if row is None:
-        targets.append({"name": "conversions with attribution and rules, 2 workers",
-                        "target": "≥ 1,000/s; p99 ≤ 50 ms; exactly-once",
-                        "value": "not measured (see failures)", "parts": {"measured": False},
-                        "met": False})
+        targets.append(
+            {
+                "name": "conversions with attribution and rules, 2 workers",
+                "target": "≥ 1,000/s; p99 ≤ 50 ms; exactly-once",
+                "value": "not measured (see failures)",
+                "parts": {"measured": False},
+                "met": False,
+            }
+        )
     else:
         parts = {
             "≥ 1,000/s": row["requests_per_s"] >= 1000,
             "p99 ≤ 50 ms": row["p99_ms"] <= 50,
             "exactly-once": row["check"]["ok"] and row["check"]["lost"] == 0,
         }
-        targets.append({"name": "conversions with attribution and rules, 2 workers",
-                        "target": "≥ 1,000/s; p99 ≤ 50 ms; exactly-once",
-                        "value": f"{row['requests_per_s']:.0f}/s; p99 {row['p99_ms']} ms; "
-                                 f"check {'ok' if row['check']['ok'] else 'FAILED'}",
-                        "parts": parts, "met": all(parts.values())})
+        targets.append(
+            {
+                "name": "conversions with attribution and rules, 2 workers",
+                "target": "≥ 1,000/s; p99 ≤ 50 ms; exactly-once",
+                "value": f"{row['requests_per_s']:.0f}/s; p99 {row['p99_ms']} ms; "
+                f"check {'ok' if row['check']['ok'] else 'FAILED'}",
+                "parts": parts,
+                "met": all(parts.values()),
+            }
+        )
     for name, entry in results.get("metrics", {}).get("endpoints", {}).items():
         limit = METRIC_TARGET_MS[name]
         label = f"metrics {name}" + (" (top 100)" if name == "referrers" else "")
         if not entry.get("available"):
-            targets.append({"name": label, "target": f"p95 ≤ {limit} ms; ≥ {METRIC_SPEEDUP}× raw",
-                            "value": "not available", "parts": {}, "met": None})
+            targets.append(
+                {
+                    "name": label,
+                    "target": f"p95 ≤ {limit} ms; ≥ {METRIC_SPEEDUP}x raw",
+                    "value": "not available",
+                    "parts": {},
+                    "met": None,
+                }
+            )
             continue
         p95, speedup = entry.get("p95_ms"), entry.get("speedup")
         parts = {
             f"p95 ≤ {limit} ms": p95 is not None and p95 <= limit and "error" not in entry,
-            f"≥ {METRIC_SPEEDUP}× raw": speedup is not None and speedup >= METRIC_SPEEDUP,
+            f"≥ {METRIC_SPEEDUP}x raw": speedup is not None and speedup >= METRIC_SPEEDUP,
             "numbers match raw": entry.get("numbers", {}).get("match", False),
         }
-        targets.append({"name": label, "target": f"p95 ≤ {limit} ms; ≥ {METRIC_SPEEDUP}× raw recount",
-                        "value": f"p95 {p95} ms; {speedup}× raw" + (f"; {entry['error']}" if "error" in entry else ""),
-                        "parts": parts, "met": all(parts.values())})
+        targets.append(
+            {
+                "name": label,
+                "target": f"p95 ≤ {limit} ms; ≥ {METRIC_SPEEDUP}x raw recount",
+                "value": f"p95 {p95} ms; {speedup}x raw"
+                + (f"; {entry['error']}" if "error" in entry else ""),
+                "parts": parts,
+                "met": all(parts.values()),
+            }
+        )
     rss = [r["max_rss_mb"] for r in results["load"] if r.get("max_rss_mb")]
     if rss:
         worst = max(rss)
-        targets.append({"name": "memory per worker under load", "target": "≤ 150 MB RSS",
-                        "value": f"max {worst} MB", "parts": {"≤ 150 MB": worst <= 150},
-                        "met": worst <= 150})
+        targets.append(
+            {
+                "name": "memory per worker under load",
+                "target": "≤ 150 MB RSS",
+                "value": f"max {worst} MB",
+                "parts": {"≤ 150 MB": worst <= 150},
+                "met": worst <= 150,
+            }
+        )
     return targets
 
 
@@ -1054,138 +1347,191 @@ def met_text(met: bool | None) -> str:
     return "—" if met is None else ("**yes**" if met else "**no**")
 
 
+def ratio(value: float | None, ceiling: float | None) -> str:
+    return fmt(value / ceiling, 2) if value is not None and ceiling else "—"
+
+
+def check_text(row: dict[str, Any]) -> str:
+    """The "2xx vs stored" cell: acknowledged / stored, and everything that deserves a look."""
+    c = row["check"]
+    text = f"{c['acked']:,} / {c['stored']:,}"
+    if c["lost"]:
+        text += f" **LOST {c['lost']:,}**"
+    if c["stored_unanswered"]:
+        text += f" (+{c['stored_unanswered']} unanswered)"
+    if row["scenario"] == "conversions":
+        text += f"; {c['replays_answered_200']:,} retries → 200; rewards {c['rewards']:,}"
+        if not c["rewards_ok"]:
+            text += " **≠ 2 per conversion**"
+    if not c["ok"]:
+        text += " **CHECK FAILED**"
+    if row["unexpected_statuses"]:
+        answers = sorted(row["unexpected_statuses"].items())
+        text += " · other answers: " + ", ".join(f"{k}: {v:,}" for k, v in answers)
+    if row["socket_errors"]:
+        errors = row["socket_errors"].items()
+        text += " · socket errors: " + ", ".join(f"{k} {v:,}" for k, v in errors)
+    return text
+
+
+LOAD_TARGETS = {
+    "clicks": "clicks, 2 workers",
+    "redirect": "redirect GET /r/{code}, 2 workers",
+    "conversions": "conversions with attribution and rules, 2 workers",
+}
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     pg = results["ceilings"].get("pgbench", {})
     pg_rps = pg.get("requests_per_s")
     bare = results["ceilings"]["bare"]
     target_of = {t["name"]: t for t in results["targets"]}
+    git = results["git"]
+    uncommitted = f" (+ {len(git['uncommitted'])} uncommitted files)" if git["uncommitted"] else ""
     lines = [
         f"# Benchmark results ({results['mode']} mode)",
         "",
         f"- date: {results['date']} · run time {results['total_seconds'] / 60:.1f} min · "
-        f"`{results['command']}` · commit {results['git']['commit']}"
-        + (f" (+ {len(results['git']['uncommitted'])} uncommitted files)" if results["git"]["uncommitted"] else ""),
-        f"- machine: {m['nproc']} cores ({m['cpu_model']}), {m['ram_gb']} GB RAM, {m['postgres']}, "
-        f"kernel {m['kernel']}, Python {m['python']}; load generator and Postgres on the same box",
-        f"- server: uvicorn {m['packages'].get('uvicorn', '?')} `--loop uvloop --http httptools --no-access-log`, "
+        f"`{results['command']}` · commit {git['commit']}{uncommitted}",
+        f"- machine: {m['nproc']} cores ({m['cpu_model']}), {m['ram_gb']} GB RAM, "
+        f"{m['postgres']}, kernel {m['kernel']}, Python {m['python']}; "
+        "load generator and Postgres on the same box",
+        f"- server: uvicorn {m['packages'].get('uvicorn', '?')} "
+        "`--loop uvloop --http httptools --no-access-log`, "
         f"pool {results['server']['pool']}, log level {results['server']['log_level']}; "
-        f"wrk {CONNECTIONS} connections, {WRK_THREADS} threads, {results['run_seconds']} s per run "
-        f"after {results['warmup_seconds']} s warm-up",
+        f"wrk {CONNECTIONS} connections, {WRK_THREADS} threads, {results['run_seconds']} s per "
+        f"run after {results['warmup_seconds']} s warm-up",
         "",
-        "| path | workers | req/s | × bare | × pgbench | p50 | p99 | 2xx vs stored | max RSS | target | met? |",
+        "| path | workers | req/s | x bare | x pgbench | p50 | p99 | 2xx vs stored | max RSS "
+        "| target | met? |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     if pg_rps:
         lines.append(
-            f"| pgbench INSERT (click-shaped, {pg['clients']} clients) | — | {fmt(pg_rps)} | — | 1.00 | "
-            f"{fmt(pg['p50_ms'], 2)} ms | {fmt(pg['p99_ms'], 2)} ms | "
-            f"{pg['transactions']:,} tx / {pg['stored']:,} rows | — | ceiling | — |"
+            f"| pgbench INSERT (click-shaped, {pg['clients']} clients) | — | {fmt(pg_rps)} | — "
+            f"| 1.00 | {fmt(pg['p50_ms'], 2)} ms | {fmt(pg['p99_ms'], 2)} ms "
+            f"| {pg['transactions']:,} tx / {pg['stored']:,} rows | — | ceiling | — |"
         )
     elif pg:
-        lines.append(f"| pgbench INSERT | — | — | — | — | — | — | {pg.get('error')} | — | ceiling | — |")
-    for workers in ("1", "2"):
-        b = bare.get(workers)
-        if b:
-            lines.append(
-                f"| bare FastAPI GET /ping | {workers} | {fmt(b['requests_per_s'])} | 1.00 | "
-                f"{fmt(b['requests_per_s'] / pg_rps, 2) if pg_rps else '—'} | {fmt(b['p50_ms'], 2)} ms | "
-                f"{fmt(b['p99_ms'], 2)} ms | — | {fmt(b['max_rss_mb'], 0)} MB | ceiling | — |"
-            )
-    names = {"clicks": "clicks, 2 workers", "redirect": "redirect GET /r/{code}, 2 workers",
-             "conversions": "conversions with attribution and rules, 2 workers"}
-    for row in sorted(results["load"], key=lambda r: (["clicks", "redirect", "conversions"].index(r["scenario"]), r["workers"])):
-        ceiling = bare.get(str(row["workers"]), {}).get("requests_per_s")
-        c = row["check"]
-        check = f"{c['acked']:,} / {c['stored']:,}"
-        if c["lost"]:
-            check += f" **LOST {c['lost']:,}**"
-        if c["stored_unanswered"]:
-            check += f" (+{c['stored_unanswered']} unanswered: cut off at the end or timed out)"
-        if row["scenario"] == "conversions":
-            check += f"; {c['replays_answered_200']:,} retries → 200; rewards {c['rewards']:,}" + (
-                "" if c["rewards_ok"] else " **≠ 2 per conversion**")
-        if not c["ok"]:
-            check += " **CHECK FAILED**"
-        if row["unexpected_statuses"]:
-            check += " · other answers: " + ", ".join(f"{k}×{v:,}" for k, v in sorted(row["unexpected_statuses"].items()))
-        if row["socket_errors"]:
-            check += " · socket errors: " + ", ".join(f"{k} {v:,}" for k, v in row["socket_errors"].items())
-        target = target_of.get(names[row["scenario"]]) if row["workers"] == 2 else None
+        lines.append(f"| pgbench INSERT | — | — | — | — | — | — | {pg.get('error')} | — | — | — |")
+    for workers, b in sorted(bare.items()):
         lines.append(
-            f"| {row['path']} | {row['workers']} | {fmt(row['requests_per_s'])} | "
-            f"{fmt(row['requests_per_s'] / ceiling, 2) if ceiling else '—'} | "
-            f"{fmt(row['requests_per_s'] / pg_rps, 2) if pg_rps else '—'} | {fmt(row['p50_ms'], 2)} ms | "
-            f"{fmt(row['p99_ms'], 2)} ms | {check} | {fmt(row['max_rss_mb'], 0)} MB | "
-            f"{target['target'] if target else '(judged at 2 workers)'} | {met_text(target['met'] if target else None)} |"
+            f"| bare FastAPI GET /ping | {workers} | {fmt(b['requests_per_s'])} | 1.00 "
+            f"| {ratio(b['requests_per_s'], pg_rps)} | {fmt(b['p50_ms'], 2)} ms "
+            f"| {fmt(b['p99_ms'], 2)} ms | — | {fmt(b['max_rss_mb'], 0)} MB | ceiling | — |"
         )
-    metrics = results.get("metrics", {})
-    if metrics.get("endpoints"):
-        d = results["dataset"]
-        p = d["params"]
-        lines += [
-            "",
-            f"Metrics over the generated data set '{d['name']}' ({p['clicks']:,} clicks, {p['referrers']:,} referrers "
-            f"and codes, {p['referrals']:,} referrals, {p['conversions']:,} conversions over {p['days']} days), "
-            f"range: the last {metrics['days']} days; sequential requests, 2 workers.",
-            "",
-            "| endpoint | requests | p50 | p95 | raw recount (median) | speed-up | numbers = raw? | target | met? |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for name, entry in metrics["endpoints"].items():
-            label = f"metrics {name}" + (" (top 100)" if name == "referrers" else "")
-            target = target_of.get(label, {})
-            if not entry.get("available"):
-                lines.append(f"| {name} | not available | — | — | — | — | — | {target.get('target', '')} | — |")
-                continue
-            numbers = entry.get("numbers", {})
-            lines.append(
-                f"| {name} | {entry.get('requests', 0)} | {fmt(entry.get('p50_ms'), 1)} ms | "
-                f"{fmt(entry.get('p95_ms'), 1)} ms | {fmt(entry.get('raw_median_ms'), 1)} ms | "
-                f"{fmt(entry.get('speedup'), 2)}× | "
-                f"{'yes' if numbers.get('match') else 'NO: ' + '; '.join(numbers.get('mismatches', [])) if numbers else '—'}"
-                f"{' · ' + entry['error'] if 'error' in entry else ''} | "
-                f"{target.get('target', '')} | {met_text(target.get('met'))} |"
-            )
+    order = list(LOAD_TARGETS)
+    for row in sorted(results["load"], key=lambda r: (order.index(r["scenario"]), r["workers"])):
+        ceiling = bare.get(str(row["workers"]), {}).get("requests_per_s")
+        target = target_of.get(LOAD_TARGETS[row["scenario"]]) if row["workers"] == 2 else None
+        lines.append(
+            f"| {row['path']} | {row['workers']} | {fmt(row['requests_per_s'])} "
+            f"| {ratio(row['requests_per_s'], ceiling)} | {ratio(row['requests_per_s'], pg_rps)} "
+            f"| {fmt(row['p50_ms'], 2)} ms | {fmt(row['p99_ms'], 2)} ms | {check_text(row)} "
+            f"| {fmt(row['max_rss_mb'], 0)} MB "
+            f"| {target['target'] if target else '(judged at 2 workers)'} "
+            f"| {met_text(target['met'] if target else None)} |"
+        )
     for failure in results.get("failures", []):
-        lines.append(f"| {failure['scenario']} | {failure['workers']} | FAILED: "
-                     f"{failure['error'].splitlines()[0][:200]} | | | | | | | | **no** |")
-    mem = target_of.get("memory per worker under load")
+        lines.append(
+            f"| {failure['scenario']} | {failure['workers']} | FAILED: "
+            f"{failure['error'].splitlines()[0][:200]} | | | | | | | | **no** |"
+        )
+    lines += render_metrics(results, target_of)
     lines += ["", "| target | value | met? |", "|---|---|---|"]
     for t in results["targets"]:
-        failed = [name for name, ok in t["parts"].items() if not ok]
-        lines.append(f"| {t['name']}: {t['target']} | {t['value']}" + (f" (missed: {', '.join(failed)})" if failed else "")
-                     + f" | {met_text(t['met'])} |")
-    noisy = [(r.get("scenario", "?"), r["workers"], r["noise"]["others_share"]) for r in results["load"]]
+        missed = [name for name, ok in t["parts"].items() if not ok]
+        value = t["value"] + (f" (missed: {', '.join(missed)})" if missed else "")
+        lines.append(f"| {t['name']}: {t['target']} | {value} | {met_text(t['met'])} |")
+    noisy = [(r["scenario"], r["workers"], r["noise"]["others_share"]) for r in results["load"]]
     noisy += [("bare", int(w), b["noise"]["others_share"]) for w, b in bare.items()]
     if pg.get("noise"):
         noisy.append(("pgbench", 0, pg["noise"]["others_share"]))
-    worst = max(noisy, key=lambda n: n[2]) if noisy else None
     lines += [
         "",
         f"Load average at the start: {results['loadavg_at_start']} on {m['nproc']} cores.",
-        f"Noise: other processes on this machine used up to {worst[2]:.0%} of its CPU during a run "
-        f"({worst[0]}, {worst[1]} w); per-run figures in latest.json (`noise`)." if worst else "",
-        f"Memory: max RSS per worker under load {mem['value'] if mem else '—'} (target ≤ 150 MB).",
+    ]
+    if noisy:
+        name, workers, share = max(noisy, key=lambda n: n[2])
+        lines.append(
+            f"Noise: processes outside the benchmark used up to {share:.0%} of the machine's CPU "
+            f"during a run ({name}, {workers} w); per run in latest.json (`noise`)."
+        )
+    mem = target_of.get("memory per worker under load")
+    lines += [
+        f"Memory: {mem['value'] if mem else '—'} RSS per worker under load (target ≤ 150 MB).",
         "",
-        "req/s counts only answers that mean stored (201; 302 for the redirect; 201 new conversions, "
-        "retries answered 200 not counted). \"2xx vs stored\": acknowledged / rows added; rows stored "
-        "without an answer (requests wrk cut off at its end, or gave up on after 10 s) are allowed "
+        "req/s counts only answers that mean stored (201; 302 for the redirect; new conversions "
+        "201, retries answered 200 not counted). 2xx vs stored: acknowledged / rows added. Rows "
+        "stored without an answer (cut off when wrk stopped, or given up after 10 s) are allowed "
         "up to the connection count plus wrk's timeouts; an acknowledged row missing is a loss.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def render_metrics(results: dict[str, Any], target_of: dict[str, Any]) -> list[str]:
+    metrics = results.get("metrics", {})
+    if not metrics.get("endpoints"):
+        return []
+    d = results["dataset"]
+    p = d["params"]
+    lines = [
+        "",
+        f"Metrics over the generated data set '{d['name']}' ({p['clicks']:,} clicks, "
+        f"{p['referrers']:,} referrers and codes, {p['referrals']:,} referrals, "
+        f"{p['conversions']:,} conversions over {p['days']} days), range: the last "
+        f"{metrics['days']} days; sequential requests, 2 workers.",
+        "",
+        "| endpoint | requests | p50 | p95 | raw recount (median) | speed-up | numbers = raw? "
+        "| target | met? |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in metrics["endpoints"].items():
+        label = f"metrics {name}" + (" (top 100)" if name == "referrers" else "")
+        target = target_of.get(label, {})
+        if not entry.get("available"):
+            lines.append(
+                f"| {name} | not available | — | — | — | — | — | {target.get('target', '')} | — |"
+            )
+            continue
+        numbers = entry.get("numbers")
+        if numbers is None:
+            same = "—"
+        elif numbers["match"]:
+            same = "yes"
+        else:
+            same = "NO: " + "; ".join(numbers["mismatches"])
+        if "error" in entry:
+            same += f" · error {entry['error'][:160]}"
+        lines.append(
+            f"| {name} | {entry.get('requests', 0)} | {fmt(entry.get('p50_ms'), 1)} ms "
+            f"| {fmt(entry.get('p95_ms'), 1)} ms | {fmt(entry.get('raw_median_ms'), 1)} ms "
+            f"| {fmt(entry.get('speedup'), 2)}x | {same} | {target.get('target', '')} "
+            f"| {met_text(target.get('met'))} |"
+        )
+    return lines
 
 
 # --------------------------------------------------------------------------- main
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Run the benchmark (see bench/run.py's docstring).")
-    parser.add_argument("--quick", action="store_true", help="small data set and short runs (< 3 min)")
+    parser = argparse.ArgumentParser(
+        description="Run the benchmark (see bench/run.py's docstring)."
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small data set and short runs (< 3 min)"
+    )
     parser.add_argument("--workers", default="1,2", help="worker counts to run (default 1,2)")
-    parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
-                        help="first wait up to this long for the 1-minute load average to drop "
-                             "below the number of cores (other work on the box skews every figure)")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to this long for the 1-minute load average to drop "
+        "below the number of cores (other work on the box skews every figure)",
+    )
     args = parser.parse_args()
     mode = QUICK if args.quick else FULL
     worker_counts = [int(w) for w in args.workers.split(",")]
@@ -1204,10 +1550,13 @@ def main() -> int:
     while os.getloadavg()[0] >= cores and time.monotonic() < quiet_by:
         log(f"load average {os.getloadavg()[0]:.1f} on {cores} cores: waiting for a quieter box")
         time.sleep(15)
+    started = time.monotonic()  # the wait for a quiet box is not part of the run time
     load_at_start = round(os.getloadavg()[0], 2)
     if load_at_start >= cores:
-        log(f"warning: load average {load_at_start} on {cores} cores before the run; other work "
-            "on this machine will skew the figures (the ratios to the ceilings less so)")
+        log(
+            f"warning: load average {load_at_start} on {cores} cores before the run; other work "
+            "on this machine will skew the figures (the ratios to the ceilings less so)"
+        )
     ensure_tools()
     ensure_database()
     t = phase_done("tools and database", started)
@@ -1225,15 +1574,36 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="bench-codes-"))
     tag = f"b{int(time.time())}"
     scenarios = [
-        Scenario("clicks", "POST /v1/clicks", "clicks.lua", programs["clicks"],
-                 zipf_file(scratch, "clicks", codes[programs["clicks"]]), [], "201",
-                 row_counter(programs["clicks"], ("clicks",))),
-        Scenario("redirect", "GET /r/{code}", "redirect.lua", programs["redirect"],
-                 zipf_file(scratch, "redirect", codes[programs["redirect"]]), [], "302",
-                 row_counter(programs["redirect"], ("clicks",))),
-        Scenario("conversions", "POST /v1/conversions", "conversions.lua", programs["conversions"],
-                 zipf_file(scratch, "conversions", codes[programs["conversions"]]), [], "201",
-                 row_counter(programs["conversions"], ("conversions", "rewards", "referrals"))),
+        Scenario(
+            "clicks",
+            "POST /v1/clicks",
+            "clicks.lua",
+            programs["clicks"],
+            zipf_file(scratch, "clicks", codes[programs["clicks"]]),
+            [],
+            "201",
+            row_counter(programs["clicks"], ("clicks",)),
+        ),
+        Scenario(
+            "redirect",
+            "GET /r/{code}",
+            "redirect.lua",
+            programs["redirect"],
+            zipf_file(scratch, "redirect", codes[programs["redirect"]]),
+            [],
+            "302",
+            row_counter(programs["redirect"], ("clicks",)),
+        ),
+        Scenario(
+            "conversions",
+            "POST /v1/conversions",
+            "conversions.lua",
+            programs["conversions"],
+            zipf_file(scratch, "conversions", codes[programs["conversions"]]),
+            [],
+            "201",
+            row_counter(programs["conversions"], ("conversions", "rewards", "referrals")),
+        ),
     ]
     scenarios[0].args = [str(scenarios[0].codes_file), publishable]
     scenarios[1].args = [str(scenarios[1].codes_file)]
@@ -1248,8 +1618,12 @@ def main() -> int:
         "command": "python bench/run.py" + (" --quick" if args.quick else ""),
         "git": git_state(),
         "machine": machine_info(),
-        "server": {"uvicorn_flags": UVICORN_FLAGS, "env": SERVICE_ENV,
-                   "pool": "10 + 10 overflow per worker (defaults)", "log_level": "INFO (default)"},
+        "server": {
+            "uvicorn_flags": UVICORN_FLAGS,
+            "env": SERVICE_ENV,
+            "pool": "10 + 10 overflow per worker (defaults)",
+            "log_level": "INFO (default)",
+        },
         "loadavg_at_start": load_at_start,
         "run_seconds": mode.seconds,
         "warmup_seconds": mode.warmup,
@@ -1262,7 +1636,9 @@ def main() -> int:
     }
 
     log(f"database ceiling: pgbench, {mode.pgbench_seconds}s")
-    results["ceilings"]["pgbench"] = run_pgbench(mode.pgbench_seconds, programs["clicks"], mode.codes, cpu)
+    results["ceilings"]["pgbench"] = run_pgbench(
+        mode.pgbench_seconds, programs["clicks"], mode.codes, cpu
+    )
     log(f"  pgbench: {results['ceilings']['pgbench']}")
     t = phase_done("pgbench", t)
 
@@ -1270,7 +1646,9 @@ def main() -> int:
         bare = bare_run(workers, mode, cpu)
         results["ceilings"]["bare"][str(workers)] = bare
         log(f"  bare: {bare['requests_per_s']} req/s, p99 {bare['p99_ms']} ms")
-        server = Server(f"service-{workers}w", ["app.main:create_app", "--factory"], workers, SERVICE_ENV)
+        server = Server(
+            f"service-{workers}w", ["app.main:create_app", "--factory"], workers, SERVICE_ENV
+        )
         try:
             server.wait_ready("/healthz")
             for scenario in scenarios:
@@ -1278,13 +1656,17 @@ def main() -> int:
                     row = load_run(scenario, server, mode, cpu)
                 except Exception as exc:  # one broken scenario must not hide the others
                     log(f"  {scenario.name}: FAILED: {exc}")
-                    results["failures"].append({"scenario": scenario.name, "workers": workers,
-                                                "error": str(exc)[:2000]})
+                    results["failures"].append(
+                        {"scenario": scenario.name, "workers": workers, "error": str(exc)[:2000]}
+                    )
                     continue
                 results["load"].append(row)
-                log(f"  {scenario.name}: {row['requests_per_s']} req/s stored, p50 {row['p50_ms']} ms, "
-                    f"p99 {row['p99_ms']} ms, check {'ok' if row['check']['ok'] else 'FAILED'} "
-                    f"{row['check']}, other answers {row['unexpected_statuses']}, RSS {row['max_rss_mb']} MB")
+                log(
+                    f"  {scenario.name}: {row['requests_per_s']} req/s stored, "
+                    f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
+                    f"check {'ok' if row['check']['ok'] else 'FAILED'} {row['check']}, "
+                    f"other answers {row['unexpected_statuses']}, RSS {row['max_rss_mb']} MB"
+                )
             if workers == max(worker_counts):
                 t_metrics = time.monotonic()
                 log("metrics endpoints over the data set")
@@ -1303,7 +1685,10 @@ def main() -> int:
     (RESULTS / "latest.md").write_text(markdown)
     print()
     print(markdown)
-    log(f"done in {results['total_seconds'] / 60:.1f} min; results in {RESULTS.relative_to(ROOT)}/latest.md")
+    log(
+        f"done in {results['total_seconds'] / 60:.1f} min; "
+        f"results in {RESULTS.relative_to(ROOT)}/latest.md"
+    )
     return 0
 
 

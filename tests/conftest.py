@@ -54,6 +54,9 @@ def settings_for_tests(**overrides: object) -> Settings:
         # builds its own app with the limits on.
         "rate_limits_enabled": False,
         "cors_cache_seconds": 0,
+        # Caches make changes visible after a few seconds; tests/test_caches.py turns them on.
+        "auth_cache_seconds": 0,
+        "code_cache_seconds": 0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

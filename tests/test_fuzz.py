@@ -10,6 +10,7 @@ and database connections cannot move between event loops.
 """
 
 import asyncio
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -160,3 +161,35 @@ def test_api_answers_as_documented(case: schemathesis.Case, kind: str, real_ids:
         checks=CHECKS,
         allow_redirects=False,
     )
+
+
+def test_every_operation_declares_its_problem_answers() -> None:
+    """Quick, without fuzzing: what the middleware and the validation answer is in the schema.
+
+    A new endpoint gets these from `responses=problem_responses(...)` on its router and route
+    (app.auth.AUTHENTICATED_ERRORS, app.errors.POST_ERRORS / PATCH_ERRORS).
+    """
+    document = app.openapi()
+    missing: list[str] = []
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            name = f"{method.upper()} {path}"
+            responses = operation.get("responses", {})
+            has_input = bool(operation.get("parameters") or operation.get("requestBody"))
+            wanted = ["422"] if has_input else []
+            if method in ("post", "put", "patch"):
+                wanted += ["400", "413"]
+            for status in wanted:
+                content = responses.get(status, {}).get("content", {})
+                if "application/problem+json" not in content:
+                    missing.append(f"{name}: {status} problem+json")
+            if "422" in wanted and "validation_error" not in responses.get("422", {}).get(
+                "description", ""
+            ):
+                missing.append(f"{name}: 422 does not list validation_error")
+            for status, response in responses.items():
+                if "HTTPValidationError" in json.dumps(response):
+                    missing.append(f"{name}: {status} is FastAPI's default, not problem+json")
+    assert not missing, "undeclared problem answers:\n  " + "\n  ".join(missing)

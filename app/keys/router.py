@@ -1,6 +1,6 @@
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from app.auth import AUTHENTICATED_ERRORS, AdminKey
 from app.db import SessionDep
@@ -47,7 +47,12 @@ async def list_keys(session: SessionDep, principal: AdminKey) -> list[ApiKeyOut]
     response_model=ApiKeyOut,
     responses=problem_responses(NotFound, *POST_ERRORS),
 )
-async def revoke_key(key_id: UUID, session: SessionDep, principal: AdminKey) -> ApiKeyOut:
+async def revoke_key(
+    key_id: UUID, request: Request, session: SessionDep, principal: AdminKey
+) -> ApiKeyOut:
     if principal.program_ids is not None:
         raise Forbidden("Only an admin key for every program may revoke keys.")
-    return ApiKeyOut.model_validate(await service.revoke_key(session, str(key_id)))
+    revoked = await service.revoke_key(session, str(key_id))
+    if (cache := request.app.state.principal_cache) is not None:
+        cache.clear()  # this replica at once; the others when their few seconds are up
+    return ApiKeyOut.model_validate(revoked)

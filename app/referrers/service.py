@@ -1,6 +1,7 @@
 from datetime import datetime
 from uuid import UUID, uuid4
 
+from cachetools import TTLCache
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -67,7 +68,10 @@ async def upsert_referrer(
     )
     created = result.scalar() is not None
     referrer = await session.scalar(
-        select(Referrer).filter_by(**values).with_for_update().execution_options(populate_existing=True)
+        select(Referrer)
+        .filter_by(**values)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
     assert referrer is not None
     if created:
@@ -179,20 +183,42 @@ async def list_codes(
     return [code_out(settings, code, program) for code in codes]
 
 
+# Codes and their programs for a few seconds, for clicks and links only (never for writes).
+CodeCache = TTLCache[str, tuple[Code, Program]]
+
+
+def code_cache(settings: Settings) -> CodeCache | None:
+    if settings.code_cache_seconds <= 0:
+        return None
+    return TTLCache(maxsize=100_000, ttl=settings.code_cache_seconds)
+
+
 async def find_code(
-    session: AsyncSession, principal: Principal | None, text: str, *, for_update: bool = False
+    session: AsyncSession,
+    principal: Principal | None,
+    text: str,
+    *,
+    for_update: bool = False,
+    cache: CodeCache | None = None,
 ) -> tuple[Code, Program]:
     """The code (case-insensitive) and its program; another program's code is CodeNotFound."""
     if "\x00" in text:  # Postgres refuses NUL in text, and no code can contain one
         raise CodeNotFound(f"No code {text!r}.")
-    query = select(Code, Program).join(Program, Program.id == Code.program_id)
-    query = query.where(Code.normalized == normalize(text))
-    if for_update:
-        query = query.with_for_update(of=Code)
-    row = (await session.execute(query)).first()
-    if row is None:
-        raise CodeNotFound(f"No code {text!r}.")
-    code, program = row
+    normalized = normalize(text)
+    cached = cache.get(normalized) if cache is not None and not for_update else None
+    if cached is not None:
+        code, program = cached
+    else:
+        query = select(Code, Program).join(Program, Program.id == Code.program_id)
+        query = query.where(Code.normalized == normalized)
+        if for_update:
+            query = query.with_for_update(of=Code)
+        row = (await session.execute(query)).first()
+        if row is None:
+            raise CodeNotFound(f"No code {text!r}.")
+        code, program = row
+        if cache is not None:
+            cache[normalized] = (code, program)
     if principal is not None and not principal.can_access(program.id):
         # Word for word the answer for a code that does not exist: no probing other programs.
         raise CodeNotFound(f"No code {text!r}.")

@@ -18,6 +18,7 @@ from app.programs.service import ProgramNotActive
 from app.ratelimit import PublicRateLimit, RateLimited, client_ip, limit_code_lookup
 from app.referrers.service import CodeNotFound
 from app.tracking import service
+from app.tracking.click_writer import ClickWriter
 from app.tracking.schemas import ClickCreate, ClickOut, RedemptionCreate, RedemptionOut
 
 router = APIRouter(tags=["tracking"])
@@ -26,7 +27,9 @@ UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign")
 
 
 def visit_of(request: Request, settings: Settings) -> service.Visit:
-    return service.Visit(ip=client_ip(request, settings), user_agent=request.headers.get("user-agent"))
+    return service.Visit(
+        ip=client_ip(request, settings), user_agent=request.headers.get("user-agent")
+    )
 
 
 @router.post(
@@ -49,7 +52,15 @@ async def record_click(
     _rate: PublicRateLimit,
 ) -> ClickOut:
     settings = request.app.state.settings
-    return await service.record_click(session, settings, principal, body, visit_of(request, settings))
+    return await service.record_click(
+        session,
+        settings,
+        principal,
+        body,
+        visit_of(request, settings),
+        click_writer(request),
+        request.app.state.code_cache,
+    )
 
 
 @router.post(
@@ -80,10 +91,8 @@ async def redeem(
     "/r/{code}",
     status_code=302,
     response_class=RedirectResponse,
-    responses={
-        404: {"description": "Unknown code (a small HTML page)", "content": {"text/html": {}}}
-    }
-    | problem_responses(RateLimited, DatabaseUnavailable, Overloaded),
+    responses=problem_responses(RateLimited, DatabaseUnavailable, Overloaded)
+    | {404: {"description": "Unknown code (a small HTML page)", "content": {"text/html": {}}}},
 )
 async def follow_link(
     code: str, request: Request, session: SessionDep, _rate: PublicRateLimit
@@ -97,7 +106,13 @@ async def follow_link(
     )
     try:
         click, found, program = await service.follow_link(
-            session, settings, code, details, visit_of(request, settings)
+            session,
+            settings,
+            code,
+            details,
+            visit_of(request, settings),
+            click_writer(request),
+            request.app.state.code_cache,
         )
     except CodeNotFound:
         # Unknown codes count against the lookup limit: guessing codes gets throttled.
@@ -115,6 +130,14 @@ def _text(value: str | None) -> str | None:
     """A query value without NUL characters (which Postgres cannot store), or None if empty."""
     cleaned = (value or "").replace("\x00", "")
     return cleaned or None
+
+
+def click_writer(request: Request) -> ClickWriter | None:
+    """The group-commit writer; not for requests with an Idempotency-Key (see _store_click)."""
+    if "idempotency-key" in request.headers:
+        return None
+    writer: ClickWriter = request.app.state.click_writer
+    return writer
 
 
 def with_query(url: str, params: dict[str, str]) -> str:

@@ -3,10 +3,10 @@
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from uuid import UUID, uuid4
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -17,8 +17,9 @@ from app.programs.models import Program
 from app.programs.service import ensure_active
 from app.referrers.codes import code_state
 from app.referrers.models import Code, Referrer
-from app.referrers.service import find_code, increment_redemptions
+from app.referrers.service import CodeCache, find_code, increment_redemptions
 from app.tracking.bots import is_bot
+from app.tracking.click_writer import ClickWriter, mark_duplicates
 from app.tracking.models import Click, Referral
 from app.tracking.schemas import ClickCreate, ClickOut, RedemptionCreate, RedemptionOut
 from app.webhooks.outbox import emit_referral_created
@@ -80,9 +81,11 @@ async def record_click(
     principal: Principal,
     data: ClickCreate,
     visit: Visit,
+    writer: ClickWriter | None = None,
+    cache: CodeCache | None = None,
 ) -> ClickOut:
     """Store one visit reported by a widget; refused when the program is not active."""
-    code, program = await find_code(session, principal, data.code)
+    code, program = await find_code(session, principal, data.code, cache=cache)
     ensure_active(program)
     details = ClickDetails(
         landing_url=str(data.landing_url) if data.landing_url else None,
@@ -92,20 +95,30 @@ async def record_click(
         utm_campaign=data.utm_campaign,
         visitor_id=data.visitor_id,
     )
-    return await _store_click(session, settings, code, program, details, visit, source="api")
+    return await _store_click(
+        session, settings, code, program, details, visit, source="api", writer=writer
+    )
 
 
 async def follow_link(
-    session: AsyncSession, settings: Settings, code_text: str, details: ClickDetails, visit: Visit
+    session: AsyncSession,
+    settings: Settings,
+    code_text: str,
+    details: ClickDetails,
+    visit: Visit,
+    writer: ClickWriter | None = None,
+    cache: CodeCache | None = None,
 ) -> tuple[ClickOut | None, Code, Program]:
     """A shopper followed `/r/{code}`: the click, or None when the program takes no clicks.
 
     Raises CodeNotFound for a code that does not exist.
     """
-    code, program = await find_code(session, None, code_text)
+    code, program = await find_code(session, None, code_text, cache=cache)
     if program.status != "active":
         return None, code, program
-    click = await _store_click(session, settings, code, program, details, visit, source="link")
+    click = await _store_click(
+        session, settings, code, program, details, visit, source="link", writer=writer
+    )
     return click, code, program
 
 
@@ -118,74 +131,56 @@ async def _store_click(
     visit: Visit,
     *,
     source: str,
+    writer: ClickWriter | None,
 ) -> ClickOut:
-    """Insert the click, flagged bot or duplicate rather than dropped.
+    """Store the click, flagged bot or duplicate rather than dropped.
 
-    A disabled or expired code still records the visit, as not attributable.
+    A disabled or expired code still records the visit, as not attributable. With a writer the
+    click goes into the next group commit; without one (a request with an Idempotency-Key, whose
+    stored answer must commit together with the click) it is inserted in the request's session.
     """
     now = utcnow()
     ip_hash = hash_ip(settings, visit.ip)
     user_agent = visit.user_agent[:1024] if visit.user_agent else None
-    duplicate = await _is_duplicate(session, settings, code, details.visitor_id, ip_hash, now)
-    click = ClickOut(
-        click_id=uuid4(),
+    values = {
+        "id": uuid4(),
+        "created_at": now,
+        "occurred_at": now,
+        "program_id": program.id,
+        "code_id": code.id,
+        "referrer_id": code.referrer_id,
+        "source": source,
+        "landing_url": details.landing_url,
+        "referring_url": details.referring_url[:2048] if details.referring_url else None,
+        "utm_source": details.utm_source,
+        "utm_medium": details.utm_medium,
+        "utm_campaign": details.utm_campaign,
+        "visitor_id": details.visitor_id,
+        "ip_hash": ip_hash,
+        "user_agent": user_agent,
+        "is_bot": is_bot(user_agent),
+        "attributable": code_state(code, program, now) not in ("disabled", "expired"),
+        "customer_id": None,
+    }
+    if writer is not None:
+        # The request's own transaction holds only reads (and the key's last-used time): end it
+        # now, so that no request holds a connection (or SQLite's write lock) while it waits
+        # for the writer, which needs one to flush.
+        await session.commit()
+        duplicate = await writer.write(values)
+    else:
+        window = timedelta(hours=settings.duplicate_click_window_hours)
+        [duplicate] = await mark_duplicates(session, [values], window)
+        await session.execute(insert(Click).values(**values, is_duplicate=duplicate))
+    return ClickOut(
+        click_id=values["id"],
         program_id=program.id,
         code=code.code,
-        attributable=code_state(code, program, now) not in ("disabled", "expired"),
-        is_bot=is_bot(user_agent),
+        attributable=values["attributable"],
+        is_bot=values["is_bot"],
         is_duplicate=duplicate,
         occurred_at=now,
     )
-    await session.execute(
-        insert(Click).values(
-            id=click.click_id,
-            created_at=now,
-            occurred_at=now,
-            program_id=program.id,
-            code_id=code.id,
-            referrer_id=code.referrer_id,
-            source=source,
-            landing_url=details.landing_url,
-            referring_url=details.referring_url[:2048] if details.referring_url else None,
-            utm_source=details.utm_source,
-            utm_medium=details.utm_medium,
-            utm_campaign=details.utm_campaign,
-            visitor_id=details.visitor_id,
-            ip_hash=ip_hash,
-            user_agent=user_agent,
-            is_bot=click.is_bot,
-            is_duplicate=duplicate,
-            attributable=click.attributable,
-        )
-    )
-    return click
-
-
-async def _is_duplicate(
-    session: AsyncSession,
-    settings: Settings,
-    code: Code,
-    visitor_id: str | None,
-    ip_hash: str | None,
-    now: datetime,
-) -> bool:
-    same_visitor = [
-        condition
-        for condition in (
-            Click.visitor_id == visitor_id if visitor_id else None,
-            Click.ip_hash == ip_hash if ip_hash else None,
-        )
-        if condition is not None
-    ]
-    if not same_visitor:
-        return False
-    since = now - timedelta(hours=settings.duplicate_click_window_hours)
-    found = await session.scalar(
-        select(Click.id)
-        .where(Click.code_id == code.id, Click.occurred_at >= since, or_(*same_visitor))
-        .limit(1)
-    )
-    return found is not None
 
 
 async def redeem(

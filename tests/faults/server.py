@@ -84,9 +84,18 @@ class ServiceProcess:
         self._log.write(f"--- start {self.starts + 1} ---\n".encode())
         self._log.flush()
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--no-access-log", "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
             cwd=ROOT,
             env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
@@ -98,8 +107,8 @@ class ServiceProcess:
         self.starts += 1
         await self.wait_healthy()
 
-    async def wait_healthy(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_healthy(self, within: float = START_TIMEOUT_SECONDS) -> None:
+        deadline = time.monotonic() + within
         async with httpx.AsyncClient(base_url=self.base_url, timeout=1.0) as client:
             while time.monotonic() < deadline:
                 if not self.running:
@@ -108,7 +117,7 @@ class ServiceProcess:
                     if (await client.get("/healthz")).status_code == 200:
                         return
                 await asyncio.sleep(0.05)
-        raise TimeoutError(f"the service did not answer /healthz in {timeout} s:\n{self.log_tail()}")
+        raise TimeoutError(f"no answer on /healthz in {within} s:\n{self.log_tail()}")
 
     async def kill(self) -> None:
         """SIGKILL, as a crash or the OOM killer would: no shutdown, no cleanup."""
@@ -123,13 +132,13 @@ class ServiceProcess:
         except TimeoutError:
             await self.kill()
 
-    async def _signal_and_wait(self, signum: int, timeout: float) -> None:
+    async def _signal_and_wait(self, signum: int, within: float) -> None:
         if not self.running:
             return
         assert self._process is not None
         with suppress(ProcessLookupError):
             os.killpg(self._process.pid, signum)
-        await asyncio.wait_for(self._process.wait(), timeout)
+        await asyncio.wait_for(self._process.wait(), within)
 
     def kill_now(self) -> None:
         """Last-resort cleanup that needs no event loop; never signals a reaped pid."""
@@ -182,8 +191,15 @@ async def running_service(
 async def create_admin_key(database_url: str) -> str:
     """`referral-service keys create --kind admin`; the key is the last line it prints."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "keys", "create", "--kind", "admin",
-        "--name", "fault tests",
+        sys.executable,
+        "-m",
+        "app.cli",
+        "keys",
+        "create",
+        "--kind",
+        "admin",
+        "--name",
+        "fault tests",
         cwd=ROOT,
         env=service_env(database_url),
         stdout=asyncio.subprocess.PIPE,

@@ -71,7 +71,9 @@ class CuttableProxy:
         if self._server is not None:
             await self.cut()
 
-    async def _link(self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
+    async def _link(
+        self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter
+    ) -> None:
         server = self._server
         try:
             upstream_reader, upstream = await asyncio.open_connection(*self.upstream)
@@ -86,9 +88,7 @@ class CuttableProxy:
         self.connections += 1
         self._links.update((client, upstream))
         try:
-            await asyncio.gather(
-                _pipe(client_reader, upstream), _pipe(upstream_reader, client)
-            )
+            await asyncio.gather(_pipe(client_reader, upstream), _pipe(upstream_reader, client))
         finally:
             for writer in (client, upstream):
                 writer.transport.abort()
@@ -181,9 +181,7 @@ async def test_database_outage_answers_503_and_recovers_by_itself(
                 request = click(seeded, f"{run}-probe", probe)
                 probe += 1
                 started = time.monotonic()
-                response = await http.post(
-                    request.path, json=request.body, headers=request.headers
-                )
+                response = await http.post(request.path, json=request.body, headers=request.headers)
                 probes.append(
                     Attempt(
                         "probe",

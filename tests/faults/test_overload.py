@@ -1,34 +1,44 @@
 """More concurrent requests than the service can take: the excess is shed at once, memory stays put.
 
 A real uvicorn process with room for 8 requests in flight and 2 (+2 overflow) database
-connections gets bursts of 300 concurrent requests. The requests past the limit are answered
-503 (or 429) quickly instead of queueing without bound, nothing answers 500, the process's
-resident memory stays bounded, and after the burst the service answers normally.
+connections gets bursts of 300 concurrent requests: one as fast as it can go, one while its
+database is stuck behind a lock. The requests past the limit are answered 503 (or 429) quickly
+instead of queueing without bound, nothing answers 500, the process's resident memory stays
+bounded, and afterwards the service answers normally.
 """
 
 import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from uuid import uuid4
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from tests.conftest import DATABASE_URL
 from tests.faults.server import ServiceProcess, create_admin_key, running_service, service_env
-from tests.faults.traffic import LogicalRequest, click, conversion, seed_program
+from tests.faults.traffic import LogicalRequest, Seeded, click, conversion, seed_program
 
 pytestmark = pytest.mark.postgres
 
 MAX_IN_FLIGHT = 8
 BURST = 300
-BURSTS = 3
-# Generous for a loaded CI machine; a queue of 300 requests behind 4 connections takes far longer.
-SHED_P99_SECONDS = 2.0
+# Client-side latency on a shared CI machine is mostly CPU contention, so a shed answer is held
+# to what a burst of /healthz (no database, no shedding) costs on the same machine just before.
+SHED_P99_FACTOR = 2.0
+SHED_P99_SLACK_SECONDS = 1.0
+# Inside the service a shed answer takes no time at all: it is not queued behind anything.
+SHED_SERVER_SECONDS = "0.05"
 MAX_RSS_KIB = 300 * 1024
 MAX_RSS_GROWTH_KIB = 100 * 1024
+ANSWERS = {(201, None), (503, "overloaded"), (503, "database_unavailable"), (429, "rate_limited")}
 
 
 @pytest.fixture
@@ -43,23 +53,78 @@ async def service(tmp_path: Path) -> AsyncIterator[ServiceProcess]:
         yield process
 
 
-async def send(
-    http: httpx.AsyncClient, request: LogicalRequest, gate: asyncio.Event
-) -> tuple[int, str | None, float]:
-    """(status, problem code, seconds) of one request, sent when the gate opens."""
-    await gate.wait()
-    started = time.monotonic()
-    response = await http.post(request.path, json=request.body, headers=request.headers)
-    seconds = time.monotonic() - started
-    code = None
-    if response.headers.get("content-type", "").startswith("application/problem+json"):
-        code = response.json()["code"]
-    return response.status_code, code, seconds
+Result = tuple[int, str | None, float]  # status, problem code, seconds
+
+
+@dataclass
+class Burst:
+    """Requests sent all at the same moment (None: GET /healthz); `answered` counts up."""
+
+    http: httpx.AsyncClient
+    requests: list[LogicalRequest | None]
+    answered: int = 0
+
+    async def run(self) -> list[Result]:
+        gate = asyncio.Event()
+        tasks = [asyncio.create_task(self._send(request, gate)) for request in self.requests]
+        try:
+            await asyncio.sleep(0.05)  # every task is waiting at the gate
+            gate.set()
+            return await asyncio.wait_for(asyncio.gather(*tasks), 90)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _send(self, request: LogicalRequest | None, gate: asyncio.Event) -> Result:
+        await gate.wait()
+        started = time.monotonic()
+        if request is None:
+            response = await self.http.get("/healthz")
+        else:
+            response = await self.http.post(
+                request.path, json=request.body, headers=request.headers
+            )
+        seconds = time.monotonic() - started
+        self.answered += 1
+        code = None
+        if response.headers.get("content-type", "").startswith("application/problem+json"):
+            code = response.json()["code"]
+        return response.status_code, code, seconds
+
+
+@asynccontextmanager
+async def code_row_locked(seeded: Seeded) -> AsyncIterator[None]:
+    """Another transaction holds the code's row: every click or purchase on it waits (the rows
+    they insert reference it), as behind a slow database. Released on the way out."""
+    engine = create_async_engine(DATABASE_URL, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(
+                text("SELECT id FROM codes WHERE normalized = :code FOR UPDATE"),
+                {"code": seeded.code.upper()},
+            )
+            yield
+            await connection.rollback()
+    finally:
+        await engine.dispose()
 
 
 def p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def shed_in_time_share(metrics: str) -> float:
+    """Of the answers given before routing (the shed ones), the share under SHED_SERVER_SECONDS."""
+    series = (
+        'referral_http_request_duration_seconds_bucket{{le="{le}",method="POST",route="unmatched"}}'
+    )
+    values = {}
+    for line in metrics.splitlines():
+        for le in (SHED_SERVER_SECONDS, "+Inf"):
+            if line.startswith(series.format(le=le) + " "):
+                values[le] = float(line.split()[-1])
+    return values[SHED_SERVER_SECONDS] / values["+Inf"]
 
 
 async def test_a_burst_past_capacity_is_shed_quickly_with_bounded_memory(
@@ -68,50 +133,52 @@ async def test_a_burst_past_capacity_is_shed_quickly_with_bounded_memory(
     run = f"overload-{uuid4().hex[:8]}"
     seeded = await seed_program(service.base_url, await create_admin_key(DATABASE_URL), run)
     limits = httpx.Limits(max_connections=BURST, max_keepalive_connections=BURST)
-    rss_before = service.rss_kib()
-    rss_after: list[int] = []
-    results: list[tuple[int, str | None, float]] = []
-    async with httpx.AsyncClient(base_url=service.base_url, timeout=30, limits=limits) as http:
-        for burst in range(BURSTS):
-            gate = asyncio.Event()
-            makers = (click, conversion)
-            tasks = [
-                asyncio.create_task(
-                    send(http, makers[n % 2](seeded, f"{run}-{burst}", n // 2), gate)
-                )
-                for n in range(BURST)
-            ]
-            await asyncio.sleep(0.05)  # every task is waiting at the gate
-            gate.set()
-            results += await asyncio.wait_for(asyncio.gather(*tasks), 60)
-            rss_after.append(service.rss_kib())
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=60, limits=limits) as http:
+        baseline = await Burst(http, [None] * BURST).run()
+        assert {status for status, _, _ in baseline} == {200}
+        healthz_p99 = p99([seconds for _, _, seconds in baseline])
 
+        rss_before = service.rss_kib()
+        makers = (click, conversion)
+
+        # As fast as it can go: whatever is past the limit at any moment is shed.
+        natural = Burst(http, [makers[i % 2](seeded, f"{run}-a", i // 2) for i in range(BURST)])
+        results = await natural.run()
+        rss_after = [service.rss_kib()]
         statuses = Counter((status, code) for status, code, _ in results)
-        print("\nDEBUG", statuses, rss_before, rss_after, p99([s for st, _, s in results if st != 201]), max(s for _, _, s in results))
-        assert set(statuses) <= {
-            (201, None),
-            (503, "overloaded"),
-            (503, "database_unavailable"),
-            (429, "rate_limited"),
-        }, statuses
-        shed = [seconds for status, _, seconds in results if status in (503, 429)]
-        served = [seconds for status, _, seconds in results if status == 201]
-        assert len(shed) >= BURST, statuses  # the excess was turned away, not queued
-        assert served, statuses  # and the service kept working at its own pace
-        assert p99(shed) < SHED_P99_SECONDS, (p99(shed), statuses)
+        assert set(statuses) <= ANSWERS, statuses  # never a 500
+        assert statuses[(201, None)] > 0, statuses
+
+        # The database is stuck: the first few requests hold every slot, the rest is shed at once.
+        stuck = Burst(http, [makers[i % 2](seeded, f"{run}-b", i // 2) for i in range(BURST)])
+        async with code_row_locked(seeded):
+            sending = asyncio.create_task(stuck.run())
+            deadline = time.monotonic() + 60
+            while stuck.answered < BURST - MAX_IN_FLIGHT and not sending.done():
+                assert time.monotonic() < deadline, f"only {stuck.answered} answered"
+                await asyncio.sleep(0.02)
+            rss_after.append(service.rss_kib())
+        answers = await sending
+        rss_after.append(service.rss_kib())
+        statuses = Counter((status, code) for status, code, _ in answers)
+        assert set(statuses) <= ANSWERS, statuses
+        assert statuses[(503, "overloaded")] >= BURST // 2, statuses
+        results += answers
+
+        shed = [seconds for _, code, seconds in results if code in ("overloaded", "rate_limited")]
+        limit = SHED_P99_FACTOR * healthz_p99 + SHED_P99_SLACK_SECONDS
+        assert p99(shed) < limit, (p99(shed), healthz_p99)
+        assert shed_in_time_share((await http.get("/metrics")).text) >= 0.99
 
         assert max(rss_after) < MAX_RSS_KIB, (rss_before, rss_after)
         assert max(rss_after) - rss_before < MAX_RSS_GROWTH_KIB, (rss_before, rss_after)
 
-        # Afterwards the service answers normally: nothing is stuck in flight.
+        # Afterwards the service answers normally: nothing is left stuck in flight.
         assert (await http.get("/readyz")).status_code == 200
-        after = [click(seeded, f"{run}-after", n) for n in range(2 * MAX_IN_FLIGHT)]
-        for request in after:
+        for request in [click(seeded, f"{run}-after", i) for i in range(2 * MAX_IN_FLIGHT)]:
             response = await http.post(request.path, json=request.body, headers=request.headers)
             assert response.status_code == 201, response.text
-        opened = asyncio.Event()
-        opened.set()
-        together = await asyncio.gather(
-            *(send(http, click(seeded, f"{run}-together", n), opened) for n in range(MAX_IN_FLIGHT))
-        )
-        assert all(status == 201 for status, _, _ in together), together
+        together = await Burst(
+            http, [click(seeded, f"{run}-together", i) for i in range(MAX_IN_FLIGHT)]
+        ).run()
+        assert [status for status, _, _ in together] == [201] * MAX_IN_FLIGHT, together

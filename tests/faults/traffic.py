@@ -54,7 +54,11 @@ async def seed_program(base_url: str, admin_key: str, run: str) -> Seeded:
 
         program = await post(
             "/v1/programs",
-            {"name": f"faults {run}", "landing_url": "https://shop.example.com/", "currency": "USD"},
+            {
+                "name": f"faults {run}",
+                "landing_url": "https://shop.example.com/",
+                "currency": "USD",
+            },
         )
         await post(
             f"/v1/programs/{program['id']}/reward-rules",
@@ -70,7 +74,9 @@ async def seed_program(base_url: str, admin_key: str, run: str) -> Seeded:
             f"/v1/programs/{program['id']}/referrers", {"external_id": f"{run}-referrer"}
         )
         keys = {
-            kind: (await post("/v1/api-keys", {"kind": kind, "program_ids": [program["id"]]}))["key"]
+            kind: (await post("/v1/api-keys", {"kind": kind, "program_ids": [program["id"]]}))[
+                "key"
+            ]
             for kind in ("secret", "publishable")
         }
     return Seeded(
@@ -84,7 +90,7 @@ async def seed_program(base_url: str, admin_key: str, run: str) -> Seeded:
 
 @dataclass(frozen=True)
 class LogicalRequest:
-    """One event a client wants stored; `tag` names it in the database (visitor, customer, event)."""
+    """An event a client wants stored; `tag` names it in the database (visitor, customer, order)."""
 
     kind: str
     tag: str
@@ -340,13 +346,19 @@ def _once_each(name: str, tags: list[str]) -> Counter[str]:
 def assert_stored_exactly_once(outcomes: list[Outcome], stored: Stored) -> dict[str, int]:
     """Every acknowledged event is stored once, under the id it was acknowledged with; nothing
     is stored twice; nothing is stored that was never sent. Returns the acknowledged counts."""
-    sent = {kind: {o.request.tag: o for o in outcomes if o.request.kind == kind} for kind in SUCCESS}
+    sent = {
+        kind: {o.request.tag: o for o in outcomes if o.request.kind == kind} for kind in SUCCESS
+    }
     acked = {
-        kind: {tag: o for tag, o in by_tag.items() if o.acknowledged} for kind, by_tag in sent.items()
+        kind: {tag: o for tag, o in by_tag.items() if o.acknowledged}
+        for kind, by_tag in sent.items()
     }
     for kind, by_tag in sent.items():
-        refused = {tag: (o.status, o.answer) for tag, o in by_tag.items() if o.status is not None
-                   and o.status not in SUCCESS[kind]}
+        refused = {
+            tag: (o.status, o.answer)
+            for tag, o in by_tag.items()
+            if o.status is not None and o.status not in SUCCESS[kind]
+        }
         assert not refused, f"{kind}s answered with an unexpected status: {refused}"
 
     clicks = _once_each("clicks", [row.visitor_id for row in stored.clicks])
