@@ -8,7 +8,6 @@ from cachetools import TTLCache
 from fastapi import Depends, Request
 
 from app.config import Settings
-
 from app.db import SessionDep
 from app.errors import COMMON_ERRORS, AppError, Forbidden, Unauthorized
 from app.keys.service import Principal, authenticate, hash_key

@@ -101,7 +101,12 @@ class Overloaded(ServiceUnavailable):
 
 # What every operation may answer besides its own errors; app.auth.AUTHENTICATED_ERRORS adds
 # those of the API key check.
-COMMON_ERRORS: tuple[type[AppError], ...] = (ValidationFailed, DatabaseUnavailable, Overloaded)
+COMMON_ERRORS: tuple[type[AppError], ...] = (
+    ValidationFailed,
+    Unprocessable,  # e.g. text with NUL, which Postgres cannot store
+    DatabaseUnavailable,
+    Overloaded,
+)
 # A body (or its absence) is read and checked on every POST and PATCH; a POST may carry an
 # Idempotency-Key.
 PATCH_ERRORS: tuple[type[AppError], ...] = (ValidationFailed, MalformedBody, PayloadTooLarge)

@@ -68,7 +68,9 @@ def _metadata(value: dict[str, Any]) -> dict[str, Any]:
     # Measured as stored: compact JSON in UTF-8.
     size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
     if size > METADATA_MAX_BYTES:
-        raise ValueError(f"metadata is too large ({size} bytes as JSON; at most {METADATA_MAX_BYTES})")
+        raise ValueError(
+            f"metadata is too large ({size} bytes as JSON; at most {METADATA_MAX_BYTES})"
+        )
     return value
 
 

@@ -172,6 +172,57 @@ def psql(sql: str, database: str = DATABASE, timeout: float = 600) -> str:
     return out.stdout.strip()
 
 
+class Monitor:
+    """One database session held for the whole run, for the counts and checks between runs.
+
+    Opened before any load, so a server that runs out of connection slots under load (other
+    sessions share it) cannot make the checks fail. asyncpg on its own thread's event loop.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.connection: Any = None
+
+    def _call(self, make: Callable[[], Any], timeout: float = 600) -> Any:
+        return asyncio.run_coroutine_threadsafe(make(), self.loop).result(timeout)
+
+    def connect(self, attempts: int = 60) -> None:
+        import asyncpg
+
+        for attempt in range(attempts):
+            try:
+                self.connection = self._call(lambda: asyncpg.connect(DSN), timeout=30)
+                return
+            except (OSError, asyncpg.PostgresError) as exc:  # e.g. too many clients already
+                if attempt == attempts - 1:
+                    raise
+                log(f"  (monitor connection refused: {exc}; retrying)")
+                time.sleep(1)
+
+    def value(self, sql: str) -> Any:
+        return self._call(lambda: self.connection.fetchval(sql))
+
+    def row(self, sql: str) -> Any:
+        return self._call(lambda: self.connection.fetchrow(sql))
+
+    def fetch(self, sql: str, *args: Any) -> list[Any]:
+        return list(self._call(lambda: self.connection.fetch(sql, *args)))
+
+    def execute(self, sql: str) -> None:
+        self._call(lambda: self.connection.execute(sql))
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self._call(self.connection.close, timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+db = Monitor()
+
+
 def ensure_database() -> None:
     ready = subprocess.run(["pg_isready", "-h", PG_HOST, "-p", str(PG_PORT)], capture_output=True)
     if ready.returncode != 0:
@@ -210,7 +261,7 @@ def machine_info() -> dict[str, Any]:
             versions[package] = importlib.metadata.version(package)
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
     pg_settings = {
-        name: psql(f"SHOW {name}")
+        name: db.value(f"SHOW {name}")
         for name in ("shared_buffers", "synchronous_commit", "max_connections", "work_mem")
     }
     return {
@@ -219,7 +270,7 @@ def machine_info() -> dict[str, Any]:
         "ram_gb": round(mem_kb / 1024 / 1024, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "postgres": psql("SELECT version()").split(" on ")[0],
+        "postgres": db.value("SELECT version()").split(" on ")[0],
         "postgres_settings": pg_settings,
         "wrk": (wrk.stdout or wrk.stderr).splitlines()[0].strip()
         if (wrk.stdout or wrk.stderr)
@@ -536,19 +587,21 @@ def wait_until_stable(
 
 
 def available_connections() -> int:
-    row = psql(
-        "SELECT current_setting('max_connections')::int"
-        " - current_setting('superuser_reserved_connections')::int - count(*) FROM pg_stat_activity"
+    return int(
+        db.value(
+            "SELECT current_setting('max_connections')::int"
+            " - current_setting('superuser_reserved_connections')::int - count(*)"
+            " FROM pg_stat_activity"
+        )
     )
-    return int(row)
 
 
 def run_pgbench(seconds: int, program_id: str, codes: int, cpu: CpuAccount) -> dict[str, Any]:
-    psql(
+    db.execute(
         "CREATE TABLE IF NOT EXISTS bench_click_ceiling"
         " (LIKE clicks INCLUDING DEFAULTS INCLUDING INDEXES)"
     )
-    psql("TRUNCATE bench_click_ceiling")
+    db.execute("TRUNCATE bench_click_ceiling")
     clients = min(CONNECTIONS, available_connections() - 8)
     if clients < 8:
         return {"error": f"only {clients + 8} free Postgres connections; pgbench skipped"}
@@ -600,7 +653,7 @@ def run_pgbench(seconds: int, program_id: str, codes: int, cpu: CpuAccount) -> d
     tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out.stdout)[1])  # type: ignore[index]
     processed = int(re.search(r"number of transactions actually processed: (\d+)", out.stdout)[1])  # type: ignore[index]
     failed = re.search(r"number of failed transactions: (\d+)", out.stdout)
-    stored = int(psql("SELECT count(*) FROM bench_click_ceiling"))
+    stored = int(db.value("SELECT count(*) FROM bench_click_ceiling"))
     latencies.sort()
     return {
         "clients": clients,
@@ -858,8 +911,8 @@ def row_counter(program_id: str, tables: tuple[str, ...]) -> Callable[[], dict[s
     names = (*tables, "busy")
 
     def count() -> dict[str, int]:
-        values = map(int, psql(f"SELECT {selects}, {BUSY_SESSIONS}").split("|"))
-        return dict(zip(names, values, strict=True))
+        values = db.row(f"SELECT {selects}, {BUSY_SESSIONS}")
+        return dict(zip(names, map(int, values), strict=True))
 
     return count
 
@@ -1053,13 +1106,12 @@ RAW_SQL = {
 }
 
 
-async def time_raw_queries(
+def time_raw_queries(
     program_id: str, start: datetime, end: datetime, repeats: int, budget_s: float, names: list[str]
 ) -> dict[str, Any]:
-    import asyncpg
-
-    conn = await asyncpg.connect(DSN, server_settings={"statement_timeout": "180s"})
+    """Each recount `repeats` times, fewer when one takes long; on the monitor's session."""
     timings: dict[str, Any] = {}
+    db.execute("SET statement_timeout = '180s'")
     try:
         for name in names:
             samples: list[float] = []
@@ -1069,7 +1121,7 @@ async def time_raw_queries(
                 not samples or time.perf_counter() - began < budget_s
             ):
                 started = time.perf_counter()
-                rows = await conn.fetch(RAW_SQL[name], uuid.UUID(program_id), start, end)
+                rows = db.fetch(RAW_SQL[name], uuid.UUID(program_id), start, end)
                 samples.append((time.perf_counter() - started) * 1000)
             timings[name] = {
                 "median_ms": round(statistics.median(samples), 1),
@@ -1077,7 +1129,7 @@ async def time_raw_queries(
                 "rows": [dict(r) for r in rows],
             }
     finally:
-        await conn.close()
+        db.execute("RESET statement_timeout")
     return timings
 
 
@@ -1203,10 +1255,8 @@ def metrics_phase(
             )
             result["endpoints"][name] = entry
     log(f"  raw recount of the same numbers ({mode.raw_repeats}x each)")
-    raw = asyncio.run(
-        time_raw_queries(
-            program, start, end, mode.raw_repeats, mode.metrics_floor_seconds, available
-        )
+    raw = time_raw_queries(
+        program, start, end, mode.raw_repeats, mode.metrics_floor_seconds, available
     )
     for name in available:
         entry = result["endpoints"][name]
@@ -1559,6 +1609,7 @@ def main() -> int:
         )
     ensure_tools()
     ensure_database()
+    db.connect()
     t = phase_done("tools and database", started)
 
     log(f"data set '{mode.dataset}'")
@@ -1678,6 +1729,7 @@ def main() -> int:
         t = phase_done(f"load runs, {workers} worker(s)", t)
 
     shutil.rmtree(scratch, ignore_errors=True)
+    db.close()
     results["targets"] = evaluate(results)
     results["total_seconds"] = round(time.monotonic() - started, 1)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -619,6 +619,35 @@ async def test_proportional_reduction_rounds_half_even(shop: Shop) -> None:
     assert (reward["status"], reward["reversal_reason"]) == ("reversed", "refund")
 
 
+@pytest.mark.parametrize(
+    ("amount", "refund", "expected"),
+    [
+        # 10 % of 0.30 = 0.03; 0.05 of 0.30 left: 0.03 × 1/6 = 0.005 exactly → 0.00 (half-even)
+        ("0.30", "0.25", None),
+        # 10 % of 0.90 = 0.09; 0.50 of 0.90 left: 0.09 × 5/9 = 0.05
+        ("0.90", "0.40", "0.05"),
+        # 10 % of 2.10 = 0.21; 0.50 of 2.10 left: 0.21 × 5/21 = 0.05
+        ("2.10", "1.60", "0.05"),
+        # 10 % of 0.70 = 0.07; 0.25 of 0.70 left: 0.07 × 5/14 = 0.025 → 0.02
+        ("0.70", "0.45", "0.02"),
+        # 10 % of 1.50 = 0.15; 0.50 of 1.50 left: 0.15 × 1/3 = 0.05
+        ("1.50", "1.00", "0.05"),
+    ],
+)
+async def test_proportional_reduction_is_exact_before_rounding(
+    client: AsyncClient, app: Any, amount: str, refund: str, expected: str | None
+) -> None:
+    shop = await make_shop(client, app)
+    await shop.rule(recipient="referrer", kind="percent", percent="10")
+    bought = await shop.buy("bob", amount)
+    assert (await shop.refund(bought, amount=refund)).status_code == 201
+    reward = only(await shop.rewards_of(bought))
+    if expected is None:
+        assert (reward["status"], reward["reversal_reason"]) == ("reversed", "refund")
+    else:
+        assert (reward["status"], reward["amount"]) == ("approved", expected)
+
+
 async def test_full_refund_reverses_every_unpaid_reward(shop: Shop) -> None:
     await shop.rule(recipient="referrer", kind="percent", percent="10")
     await shop.rule(recipient="referee", kind="fixed", amount="5.00")

@@ -8,23 +8,32 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 
-from app.auth import SecretKey
+from app.auth import AUTHENTICATED_ERRORS, SecretKey
 from app.db import SessionDep
-from app.errors import Forbidden, NotFound, Unauthorized, Unprocessable, problem_responses
+from app.errors import (
+    COMMON_ERRORS,
+    POST_ERRORS,
+    NotFound,
+    PayloadTooLarge,
+    Unprocessable,
+    problem_responses,
+)
 from app.integrations import service, shopify, stripe
 from app.integrations.schemas import IntegrationEventOut, Provider, SecretOut, SecretsCreate
-from app.pagination import Page, PageDep
+from app.pagination import PAGE_ERRORS, Page, PageDep
 from app.programs.service import ProgramNotFound
 
 webhooks = APIRouter(
     prefix="/v1/integrations",
     tags=["integrations"],
-    responses=problem_responses(service.InvalidSignature, service.InvalidPayload),
+    responses=problem_responses(
+        service.InvalidSignature, service.InvalidPayload, PayloadTooLarge, *COMMON_ERRORS
+    ),
 )
 management = APIRouter(
     prefix="/v1/programs/{program_id}/integrations/{provider}",
     tags=["integrations"],
-    responses=problem_responses(Unauthorized, Forbidden, ProgramNotFound),
+    responses=problem_responses(*AUTHENTICATED_ERRORS, ProgramNotFound),
 )
 
 
@@ -93,7 +102,7 @@ async def shopify_webhook(
     "/secrets",
     status_code=201,
     response_model=list[SecretOut],
-    responses=problem_responses(service.TooManySecrets, Unprocessable),
+    responses=problem_responses(service.TooManySecrets, Unprocessable, *POST_ERRORS),
 )
 async def add_secrets(
     program_id: UUID,
@@ -130,7 +139,9 @@ async def delete_secret(
     return Response(status_code=204)
 
 
-@management.get("/events", response_model=Page[IntegrationEventOut])
+@management.get(
+    "/events", response_model=Page[IntegrationEventOut], responses=problem_responses(*PAGE_ERRORS)
+)
 async def list_events(
     program_id: UUID, provider: Provider, session: SessionDep, principal: SecretKey, page: PageDep
 ) -> Page[IntegrationEventOut]:

@@ -19,13 +19,17 @@ router = APIRouter(
 @router.post(
     "", status_code=201, response_model=ProgramOut, responses=problem_responses(*POST_ERRORS)
 )
-async def create_program(body: ProgramCreate, session: SessionDep, principal: AdminKey) -> ProgramOut:
+async def create_program(
+    body: ProgramCreate, session: SessionDep, principal: AdminKey
+) -> ProgramOut:
     program = await service.create_program(session, principal, body)
     return ProgramOut.model_validate(program)
 
 
 @router.get("", response_model=Page[ProgramOut], responses=problem_responses(*PAGE_ERRORS))
-async def list_programs(session: SessionDep, principal: SecretKey, page: PageDep) -> Page[ProgramOut]:
+async def list_programs(
+    session: SessionDep, principal: SecretKey, page: PageDep
+) -> Page[ProgramOut]:
     programs, next_cursor = await service.list_programs(session, principal, page)
     return Page(data=[ProgramOut.model_validate(p) for p in programs], next_cursor=next_cursor)
 

@@ -135,12 +135,16 @@ TRANSITION_ERRORS = problem_responses(
 )
 
 
-@router.post("/v1/rewards/{reward_id}/approve", response_model=RewardOut, responses=TRANSITION_ERRORS)
+@router.post(
+    "/v1/rewards/{reward_id}/approve", response_model=RewardOut, responses=TRANSITION_ERRORS
+)
 async def approve(reward_id: UUID, session: SessionDep, principal: SecretKey) -> RewardOut:
     return await service.approve(session, principal, reward_id)
 
 
-@router.post("/v1/rewards/{reward_id}/mark-paid", response_model=RewardOut, responses=TRANSITION_ERRORS)
+@router.post(
+    "/v1/rewards/{reward_id}/mark-paid", response_model=RewardOut, responses=TRANSITION_ERRORS
+)
 async def mark_paid(
     reward_id: UUID, session: SessionDep, principal: SecretKey, body: MarkPaid | None = None
 ) -> RewardOut:
@@ -148,7 +152,9 @@ async def mark_paid(
     return await service.mark_paid(session, principal, reward_id, reference)
 
 
-@router.post("/v1/rewards/{reward_id}/reverse", response_model=RewardOut, responses=TRANSITION_ERRORS)
+@router.post(
+    "/v1/rewards/{reward_id}/reverse", response_model=RewardOut, responses=TRANSITION_ERRORS
+)
 async def reverse(
     reward_id: UUID, body: Reverse, session: SessionDep, principal: SecretKey
 ) -> RewardOut:

@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 from uuid import UUID
 
@@ -164,11 +164,11 @@ async def adjust_for_refund(session: AsyncSession, conversion: Conversion, now: 
             .with_for_update()
         )
     )
-    remaining_share = (conversion.amount - conversion.refunded_amount) / conversion.amount
+    remaining = conversion.amount - conversion.refunded_amount
     for reward in rewards:
         if reward.status == "reversed":
             continue
-        target = _target_after_refund(reward, remaining_share)
+        target = _target_after_refund(reward, remaining, conversion.amount)
         if reward.status in ("pending", "approved"):
             if target <= 0:
                 _reverse(reward, now, "refund")
@@ -207,12 +207,17 @@ async def adjust_for_refund(session: AsyncSession, conversion: Conversion, now: 
     await emit_rewards(session, "reward.reversed", [r for r in rewards if r.reversed_at == now])
 
 
-def _target_after_refund(reward: Reward, remaining_share: Decimal) -> Decimal:
-    if remaining_share <= 0:
+def _target_after_refund(reward: Reward, remaining: Decimal, amount: Decimal) -> Decimal:
+    if remaining <= 0:
         return Decimal(0)
     if reward.kind != "percent":
         return reward.original_amount
-    return quantize(reward.original_amount * remaining_share, reward.unit)
+    # Multiply before dividing, with room to spare: an exact half cent must round half-even,
+    # not be pushed over by a rounded share (0.03 × 0.05/0.30 is 0.005, so 0.00).
+    with localcontext() as context:
+        context.prec = 60
+        share = reward.original_amount * remaining / amount
+    return quantize(share, reward.unit)
 
 
 def _reverse(reward: Reward, now: datetime, reason: str) -> None:

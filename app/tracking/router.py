@@ -8,12 +8,7 @@ from app.auth import AUTHENTICATED_ERRORS
 from app.config import Settings
 from app.cors import OriginNotAllowed, WidgetKey
 from app.db import SessionDep
-from app.errors import (
-    POST_ERRORS,
-    DatabaseUnavailable,
-    Overloaded,
-    problem_responses,
-)
+from app.errors import COMMON_ERRORS, POST_ERRORS, problem_responses
 from app.programs.service import ProgramNotActive
 from app.ratelimit import PublicRateLimit, RateLimited, client_ip, limit_code_lookup
 from app.referrers.service import CodeNotFound
@@ -91,7 +86,7 @@ async def redeem(
     "/r/{code}",
     status_code=302,
     response_class=RedirectResponse,
-    responses=problem_responses(RateLimited, DatabaseUnavailable, Overloaded)
+    responses=problem_responses(RateLimited, *COMMON_ERRORS)
     | {404: {"description": "Unknown code (a small HTML page)", "content": {"text/html": {}}}},
 )
 async def follow_link(

@@ -3,10 +3,10 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 
-from app.auth import SecretKey
+from app.auth import AUTHENTICATED_ERRORS, SecretKey
 from app.db import SessionDep
-from app.errors import Forbidden, Unauthorized, Unprocessable, problem_responses
-from app.pagination import Page, PageDep
+from app.errors import PATCH_ERRORS, POST_ERRORS, Unprocessable, problem_responses
+from app.pagination import PAGE_ERRORS, Page, PageDep
 from app.programs.service import ProgramNotFound
 from app.webhooks import service
 from app.webhooks.schemas import (
@@ -17,14 +17,14 @@ from app.webhooks.schemas import (
     EndpointUpdate,
 )
 
-router = APIRouter(tags=["webhooks"], responses=problem_responses(Unauthorized, Forbidden))
+router = APIRouter(tags=["webhooks"], responses=problem_responses(*AUTHENTICATED_ERRORS))
 
 
 @router.post(
     "/v1/webhook-endpoints",
     status_code=201,
     response_model=EndpointCreated,
-    responses=problem_responses(ProgramNotFound, service.InvalidWebhookUrl),
+    responses=problem_responses(ProgramNotFound, service.InvalidWebhookUrl, *POST_ERRORS),
 )
 async def create_endpoint(
     body: EndpointCreate, request: Request, session: SessionDep, principal: SecretKey
@@ -33,7 +33,11 @@ async def create_endpoint(
     return await service.create_endpoint(session, principal, request.app.state.settings, body)
 
 
-@router.get("/v1/webhook-endpoints", response_model=Page[EndpointOut])
+@router.get(
+    "/v1/webhook-endpoints",
+    response_model=Page[EndpointOut],
+    responses=problem_responses(*PAGE_ERRORS),
+)
 async def list_endpoints(
     session: SessionDep, principal: SecretKey, page: PageDep
 ) -> Page[EndpointOut]:
@@ -53,7 +57,9 @@ async def get_endpoint(endpoint_id: UUID, session: SessionDep, principal: Secret
 @router.patch(
     "/v1/webhook-endpoints/{endpoint_id}",
     response_model=EndpointOut,
-    responses=problem_responses(service.EndpointNotFound, service.InvalidWebhookUrl, Unprocessable),
+    responses=problem_responses(
+        service.EndpointNotFound, service.InvalidWebhookUrl, Unprocessable, *PATCH_ERRORS
+    ),
 )
 async def update_endpoint(
     endpoint_id: UUID,
@@ -82,7 +88,7 @@ async def delete_endpoint(endpoint_id: UUID, session: SessionDep, principal: Sec
 @router.get(
     "/v1/webhook-endpoints/{endpoint_id}/deliveries",
     response_model=Page[DeliveryOut],
-    responses=problem_responses(service.EndpointNotFound),
+    responses=problem_responses(service.EndpointNotFound, *PAGE_ERRORS),
 )
 async def list_deliveries(
     endpoint_id: UUID,
@@ -100,7 +106,7 @@ async def list_deliveries(
     "/v1/webhook-deliveries/{delivery_id}/redeliver",
     status_code=202,
     response_model=DeliveryOut,
-    responses=problem_responses(service.DeliveryNotFound),
+    responses=problem_responses(service.DeliveryNotFound, *POST_ERRORS),
 )
 async def redeliver(delivery_id: UUID, session: SessionDep, principal: SecretKey) -> DeliveryOut:
     """Send the event again now (same webhook-id): a pending delivery skips its backoff, a
