@@ -49,8 +49,7 @@ async def get_principal(request: Request, session: SessionDep) -> Principal:
 async def _authenticate_uncached(request: Request, session: SessionDep, raw_key: str) -> Principal:
     limiter = rate_limiter(request)
     ip = client_ip(request, request.app.state.settings) or "-"
-    if await limiter.over(limiter.failed_auth_per_ip, "auth", ip):
-        raise RateLimited("Too many failed authentications from this client; retry later.")
+    await limiter.check(limiter.failed_auth_per_ip, "auth", ip)
     principal = await authenticate(session, raw_key)
     if principal is None:
         await limiter.hit(limiter.failed_auth_per_ip, "auth", ip)

@@ -1,4 +1,4 @@
-"""`referral-service`: serve, migrate, keys create|revoke|list|bootstrap."""
+"""`referral-service`: serve, migrate, keys create|revoke|list|bootstrap, demo."""
 
 import argparse
 import asyncio
@@ -68,6 +68,33 @@ def bootstrap_admin(settings: Settings) -> str | None:
     return run_in_session(settings, work)
 
 
+def run_demo(settings: Settings, *, if_empty: bool) -> None:
+    """Seed the demo program unless it exists; print its id and a dashboard key (last line)."""
+    from app import demo
+
+    async def work(session: AsyncSession) -> demo.DemoProgram | None:
+        if if_empty and await demo.has_programs(session):
+            return None
+        return await demo.ensure_demo(session, settings)
+
+    result = run_in_session(settings, work)
+    if result is None:
+        print("The database has programs already: no demo seeded.")
+        print("  `referral-service demo` seeds it anyway (once) and prints a dashboard key.")
+        return
+    if result.created:
+        print(
+            f"Seeded {demo.DEMO_PROGRAM_NAME!r}: {result.clicks} clicks and "
+            f"{result.conversions} orders over the last {demo.DEMO_DAYS} days."
+        )
+    else:
+        print(f"{demo.DEMO_PROGRAM_NAME!r} exists already; nothing was added.")
+    print(f"program id: {result.program_id}")
+    print(f"dashboard:  {settings.public_base_url.rstrip('/')}/dashboard")
+    print("A secret key limited to the demo program (shown once; paste it into the dashboard):")
+    print(result.dashboard_key)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="referral-service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -89,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key", help="the key's id or its displayed prefix (rk_sec_xxxxx)")
     key_commands.add_parser("list", help="list keys (never the secrets)")
     key_commands.add_parser("bootstrap", help="create a first admin key if there is none")
+
+    demo_parser = commands.add_parser(
+        "demo", help="seed a demo program (once) and print a dashboard key for it"
+    )
+    demo_parser.add_argument(
+        "--if-empty", action="store_true", help="do nothing when the database has any program"
+    )
     return parser
 
 
@@ -118,6 +152,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "migrate":
         migrate(settings)
         print("database is at the latest migration")
+    elif args.command == "demo":
+        run_demo(settings, if_empty=args.if_empty)
     elif args.keys_command == "create":
         secret = create_key(settings, args.kind, args.program, args.name)
         print(f"Created a {args.kind} key. Store it now: it is not shown again.")

@@ -2,6 +2,7 @@
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -36,6 +37,32 @@ from app.webhooks.dispatcher import Dispatcher
 from app.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger("app")
+
+
+IDEMPOTENCY_KEY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 255},
+    "description": "Retries with the same key and body get the first answer again "
+    "(with Idempotent-Replayed: true); kept 24 h, scoped to the API key.",
+}
+
+
+def document_idempotency_key(app: FastAPI) -> None:
+    """Every authenticated POST honours Idempotency-Key (app.unit_of_work); say so in the schema."""
+    build_schema = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build_schema()
+            for path, operations in schema["paths"].items():
+                post = operations.get("post")
+                if post is not None and not path.startswith("/v1/integrations/"):
+                    post.setdefault("parameters", []).append(IDEMPOTENCY_KEY_PARAMETER)
+        return app.openapi_schema or build_schema()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -106,6 +133,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks_router,
     ):
         app.include_router(router)
+
+    document_idempotency_key(app)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:

@@ -49,11 +49,9 @@ class RateLimiter:
         if not self.enabled:
             return
         try:
-            allowed = await self.limiter.hit(item, *identifiers)
-            if allowed:
+            if await self.limiter.hit(item, *identifiers):
                 return
-            stats = await self.limiter.get_window_stats(item, *identifiers)
-            retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+            retry_after = await self._retry_after(item, *identifiers)
         except Exception as exc:
             logger.warning("rate limit storage unavailable: %s", type(exc).__name__)
             return
@@ -62,14 +60,24 @@ class RateLimiter:
             headers={"Retry-After": str(retry_after)},
         )
 
-    async def over(self, item: RateLimitItem, *identifiers: str) -> bool:
-        """Whether the limit is already used up, without counting a request."""
+    async def check(self, item: RateLimitItem, *identifiers: str) -> None:
+        """Raise RateLimited when the limit is already used up, without counting a request."""
         if not self.enabled:
-            return False
+            return
         try:
-            return not await self.limiter.test(item, *identifiers)
+            if await self.limiter.test(item, *identifiers):
+                return
+            retry_after = await self._retry_after(item, *identifiers)
         except Exception:
-            return False
+            return
+        raise RateLimited(
+            f"Limit of {item} reached; retry in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    async def _retry_after(self, item: RateLimitItem, *identifiers: str) -> int:
+        stats = await self.limiter.get_window_stats(item, *identifiers)
+        return max(1, math.ceil(stats.reset_time - time.time()))
 
 
 def rate_limiter(request: Request) -> RateLimiter:

@@ -38,13 +38,13 @@ from tests.factories import BROWSER_UA, auth, make_key, make_program, make_refer
 
 SEED = 20260301
 HORIZON_DAYS = 75
-CLICKS = 1500
+CLICKS = 1200
 HTTP_CLICKS = 300
 REDEMPTIONS = 200
-HISTORY_BUYERS = 120
-CODE_PURCHASES = 100
-CLICK_PURCHASES = 60
-ORGANIC_PURCHASES = 80
+HISTORY_BUYERS = 100
+CODE_PURCHASES = 80
+CLICK_PURCHASES = 50
+ORGANIC_PURCHASES = 70
 ADDRESSES = 250
 BOT_AGENTS = [
     "Googlebot/2.1 (+http://www.google.com/bot.html)",
@@ -202,7 +202,7 @@ async def build_world(client: AsyncClient, app: Any, rng: random.Random) -> Worl
     began = time.monotonic()
 
     def lap(what: str) -> None:
-        print(f"  {what}: {time.monotonic() - began:.1f}s")
+        print(f"  {what}: {time.monotonic() - began:.1f}s (cpu {time.process_time():.1f}s)")
 
     admin = world.admin
     publishable = await make_key(app, "publishable")
@@ -663,10 +663,10 @@ async def test_every_endpoint_equals_a_recount(client: AsyncClient, app: Any) ->
     t = await load(app)
     seeded = time.monotonic()
     assert len(t.clicks) == CLICKS
-    assert sum(c.is_bot for c in t.clicks) > 50
+    assert sum(c.is_bot for c in t.clicks) > 40
     assert sum(c.is_duplicate for c in t.clicks) > 50
-    assert sum(v.status == "attributed" for v in t.conversions) > 300
-    assert sum(v.refunded_amount > 0 for v in t.conversions) > 60
+    assert sum(v.status == "attributed" for v in t.conversions) > 200
+    assert sum(v.refunded_amount > 0 for v in t.conversions) > 40
     assert any(w.entry_type == "clawback" for w in t.rewards)
     assert {w.status for w in t.rewards} >= {"pending", "approved", "paid", "reversed"}
 

@@ -71,6 +71,8 @@ async def test_failed_authentication_is_throttled(limited: tuple[AsyncClient, An
         for n in range(5)
     ]
     assert statuses == [401, 401, 401, 429, 429]
+    refused = await http.get("/v1/programs", headers=auth("rk_sec_wrong"))
+    assert int(refused.headers["retry-after"]) >= 1
     # A good key from the same address is refused too until the window passes.
     admin = await make_key(app)
     assert (await http.get("/v1/programs", headers=auth(admin))).status_code == 429
