@@ -128,14 +128,22 @@ async def has_programs(session: AsyncSession) -> bool:
 
 
 async def ensure_demo(
-    session: AsyncSession, settings: Settings, *, now: datetime | None = None, seed: int = 2024
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    seed: int = 2024,
+    scale: float = 1.0,
 ) -> DemoProgram:
-    """The demo program, seeded unless it exists, and a new secret key limited to it."""
+    """The demo program, seeded unless it exists, and a new secret key limited to it.
+
+    `scale` multiplies the traffic (tests seed a smaller demo); `seed` makes it repeatable.
+    """
     program_id = await find_demo_program(session)
     created = program_id is None
     clicks = conversions_made = 0
     if program_id is None:
-        seeder = _Seeder(session, settings, now or utcnow(), random.Random(seed))
+        seeder = _Seeder(session, settings, now or utcnow(), random.Random(seed), scale)
         program_id = await seeder.run()
         clicks, conversions_made = seeder.clicks, seeder.conversions
     dashboard = await keys.create_key(session, "secret", [program_id], "demo dashboard")
@@ -143,12 +151,20 @@ async def ensure_demo(
 
 
 class _Seeder:
-    def __init__(self, session: AsyncSession, settings: Settings, now: datetime, rng: Any):
+    def __init__(
+        self,
+        session: AsyncSession,
+        settings: Settings,
+        now: datetime,
+        rng: random.Random,
+        scale: float,
+    ) -> None:
         self.session = session
+        self.scale = scale
         self.settings = settings
         self.now = now.replace(microsecond=0)
         self.start = self.now - timedelta(days=DEMO_DAYS)
-        self.rng: random.Random = rng
+        self.rng = rng
         self.codes: list[str] = []
         self.events: list[_Event] = []
         self.clicks = 0
@@ -245,6 +261,7 @@ class _Seeder:
             day_start = self.start + timedelta(days=day)
             # Growth over the quarter, busier weekends, and a newsletter feature around day 60.
             expected = (16 + 22 * day / DEMO_DAYS) * (1.3 if day_start.weekday() >= 5 else 1.0)
+            expected *= self.scale
             if 58 <= day <= 61:
                 expected *= 1.8
             visits = max(0, round(rng.gauss(expected, expected**0.5)))
@@ -252,7 +269,7 @@ class _Seeder:
                 at = day_start + timedelta(seconds=rng.randrange(86_400))
                 referrer = rng.choices(range(len(REFERRERS)), weights)[0]
                 self._plan_visit(at, referrer, feature=58 <= day <= 61)
-            for _ in range(self._poisson(ORGANIC_ORDERS_PER_DAY)):
+            for _ in range(self._poisson(ORGANIC_ORDERS_PER_DAY * self.scale)):
                 at = day_start + timedelta(seconds=rng.randrange(86_400))
                 self._add(at, "purchase", customer=self._customer("guest"), how="organic")
         # Two referrers buy with their own code: recorded, never rewarded.

@@ -178,6 +178,8 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 # Postgres' character_not_in_repertoire: a string with a NUL character.
 NUL_IN_TEXT_SQLSTATE = "22021"
+# serialization_failure, deadlock_detected
+RETRYABLE_CONFLICT_SQLSTATES = ("40001", "40P01")
 
 
 # Connection exceptions, too many connections / out of resources, operator intervention
@@ -253,6 +255,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database_error(_request: Request, exc: DBAPIError) -> JSONResponse:
+        if _sqlstate(exc.orig) in RETRYABLE_CONFLICT_SQLSTATES:
+            # A deadlock or serialization failure: the transaction was rolled back whole.
+            logger.warning("transaction conflict: %s", _sqlstate(exc.orig))
+            return problem_response(
+                409,
+                "concurrent_update",
+                "Conflict",
+                "A concurrent request changed the same data; retry.",
+                headers={"Retry-After": "1"},
+            )
         if getattr(exc.orig, "sqlstate", None) == NUL_IN_TEXT_SQLSTATE:
             # Postgres cannot store U+0000 in text; SQLite can, so the schemas let it through.
             return problem_response(

@@ -19,6 +19,7 @@ from app.errors import install_error_handlers
 from app.conversions.router import router as conversions_router
 from app.cors import CorsMiddleware, OriginCache
 from app.customers.router import router as customers_router
+from app.dashboard.router import router as dashboard_router
 from app.integrations.router import management as integrations_router
 from app.integrations.router import webhooks as integration_webhooks_router
 from app.keys.router import router as keys_router
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         integrations_router,
         integration_webhooks_router,
         webhooks_router,
+        dashboard_router,
     ):
         app.include_router(router)
 

@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     StringConstraints,
     UrlConstraints,
+    model_validator,
 )
 
 from app.money import is_currency
@@ -22,6 +23,24 @@ class InputModel(BaseModel):
     """Request bodies refuse unknown fields: nothing a caller may not set is silently taken."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # Postgres cannot store U+0000 in text; refuse it on every backend alike.
+        if _has_nul(data):
+            raise ValueError("text may not contain NUL (U+0000) characters")
+        return data
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 class OutputModel(BaseModel):

@@ -397,13 +397,18 @@ class CpuAccount:
         servers: frozenset[int] | set[int] = frozenset(),
     ) -> dict[str, float]:
         after = self.snapshot()
-        ours = others = 0
+        ours = others = server = database = 0
         for pid, (ticks, started) in after.items():
             previous = before.get(pid)
             used = ticks - previous[0] if previous and previous[1] == started else ticks
             if used <= 0:
                 continue
-            if pid in servers or self.ours(pid, cmdline(pid)):
+            command = cmdline(pid)
+            if pid in servers:
+                server += used
+            elif command.startswith("postgres: ") and f" {DATABASE} " in command:
+                database += used
+            if pid in servers or self.ours(pid, command):
                 ours += used
             else:
                 others += used
@@ -412,7 +417,25 @@ class CpuAccount:
             "ours_share": round(ours / capacity, 3),
             "others_share": round(others / capacity, 3),
             "loadavg_1m": round(os.getloadavg()[0], 2),
+            # CPU time, not wall time: what a request costs whatever else runs on the box.
+            "server_cpu_s": round(server / self.HZ, 2),
+            "postgres_cpu_s": round(database / self.HZ, 2),
         }
+
+
+def summarize_problems(lines: list[str]) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            exception = (entry.get("exc_info") or "").strip().splitlines()
+            kind = f"{entry.get('level')} {entry.get('message', '')[:80]}"
+            if exception:
+                kind += f" | {exception[-1][:160]}"
+        except (ValueError, AttributeError):
+            kind = line[:160]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items(), key=lambda item: -item[1]))
 
 
 class Server:
@@ -498,22 +521,21 @@ class Server:
         problems = [
             line
             for line in text
-            if re.search(r'"level": "(ERROR|CRITICAL)"|Traceback|^ERROR', line)
+            if re.search(r'"level": "(WARNING|ERROR|CRITICAL)"|Traceback|^ERROR', line)
         ]
+        kinds = summarize_problems(problems)
         if keep_log is not None:
             keep_log.write_text(
-                f"# {self.name}: {len(text)} lines of output, {len(problems)} error lines\n"
-                "# first error lines:\n"
-                + "\n".join(problems[:30])
+                f"# {self.name}: {len(text)} lines of output, {len(problems)} warning/error lines\n"
+                "# by kind (count, level, message, last line of the exception):\n"
+                + "".join(f"#   {n:5d}  {kind}\n" for kind, n in kinds.items())
+                + "# first of them in full:\n"
+                + "\n".join(problems[:10])
                 + "\n# last lines:\n"
-                + "\n".join(text[-60:])
+                + "\n".join(text[-40:])
                 + "\n"
             )
-        return {
-            "output_lines": len(text),
-            "error_lines": len(problems),
-            "first_error": problems[0][:500] if problems else None,
-        }
+        return {"output_lines": len(text), "problems": kinds}
 
 
 # --------------------------------------------------------------------------- wrk, pgbench
@@ -929,6 +951,7 @@ def load_run(scenario: Scenario, server: Server, mode: Mode, cpu: CpuAccount) ->
     # so no wait for the warm-up's cut-off requests is needed between the two.
     before = scenario.count()
     before.pop("busy")
+    whole, whole_started = cpu.snapshot(), time.monotonic()
     warm = run_wrk(
         server.url, scenario.script, [*scenario.args, f"warmup{server.workers}"], mode.warmup
     )
@@ -945,6 +968,7 @@ def load_run(scenario: Scenario, server: Server, mode: Mode, cpu: CpuAccount) ->
         )
     noise = cpu.measure(snapshot, run["duration_s"], server.all_pids())
     after = wait_until_stable(scenario.count, mode.stable_seconds)
+    work = cpu.measure(whole, time.monotonic() - whole_started, server.all_pids())
     stored = {table: after[table] - before[table] for table in after}
     statuses = {k: int(v) for k, v in run["statuses"].items()}
     warm_statuses = {k: int(v) for k, v in warm["statuses"].items()}
@@ -1000,8 +1024,27 @@ def load_run(scenario: Scenario, server: Server, mode: Mode, cpu: CpuAccount) ->
         "check": check,
         "max_rss_mb": rss.max_mb(),
         "rss_mb_per_worker": {str(pid): round(kb / 1024, 1) for pid, kb in rss.max_kb.items()},
+        # Over warm-up, run and settling, per request the server handled (stored or answered
+        # otherwise): wrk's count misses the requests that were still running when it stopped.
+        "cpu_ms_per_request": per_request(
+            work,
+            stored[main_table]
+            + sum(unexpected.values())
+            + sum(v for k, v in warm_statuses.items() if k not in (scenario.success, "200"))
+            + check.get("replays_answered_200", 0),
+        ),
         "noise": noise,
         "wrk_text": run["wrk_text"],
+    }
+
+
+def per_request(noise: dict[str, float], requests: int) -> dict[str, float | None]:
+    """Server and Postgres CPU milliseconds per answered request during the measured run."""
+    if not requests:
+        return {"server": None, "postgres": None}
+    return {
+        "server": round(noise["server_cpu_s"] * 1000 / requests, 3),
+        "postgres": round(noise["postgres_cpu_s"] * 1000 / requests, 3),
     }
 
 
@@ -1028,6 +1071,7 @@ def bare_run(workers: int, mode: Mode, cpu: CpuAccount) -> dict[str, Any]:
         "statuses": statuses,
         "socket_errors": {k: v for k, v in run["errors"].items() if v},
         "max_rss_mb": rss.max_mb(),
+        "cpu_ms_per_request": per_request(noise, run["requests"]),
         "noise": noise,
     }
 
@@ -1497,6 +1541,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"| {failure['scenario']} | {failure['workers']} | FAILED: "
             f"{failure['error'].splitlines()[0][:200]} | | | | | | | | **no** |"
         )
+    lines += render_cpu(results)
     lines += render_metrics(results, target_of)
     lines += ["", "| target | value | met? |", "|---|---|---|"]
     for t in results["targets"]:
@@ -1531,6 +1576,32 @@ def render_markdown(results: dict[str, Any]) -> str:
         "that is missing is a loss.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def render_cpu(results: dict[str, Any]) -> list[str]:
+    """CPU per request: the figure that holds however busy the machine was."""
+    rows = []
+    for workers, b in sorted(results["ceilings"]["bare"].items()):
+        rows.append(("bare FastAPI GET /ping", workers, b["cpu_ms_per_request"], b["noise"]))
+    order = list(LOAD_TARGETS)
+    for row in sorted(results["load"], key=lambda r: (order.index(r["scenario"]), r["workers"])):
+        rows.append((row["path"], row["workers"], row["cpu_ms_per_request"], row["noise"]))
+    lines = [
+        "",
+        "CPU time per request the server handled (bare: the measured run; scenarios: warm-up, "
+        "run and settling, per row stored or answer given), in the service's processes and in "
+        "the Postgres backends of the bench database; and the share of the machine's CPU that "
+        "other processes took during the measured run:",
+        "",
+        "| path | workers | server CPU ms / request | Postgres CPU ms / request | others' CPU |",
+        "|---|---|---|---|---|",
+    ]
+    for path, workers, cpu, noise in rows:
+        lines.append(
+            f"| {path} | {workers} | {fmt(cpu['server'], 2)} | {fmt(cpu['postgres'], 2)} "
+            f"| {noise['others_share']:.0%} |"
+        )
+    return lines
 
 
 def render_metrics(results: dict[str, Any], target_of: dict[str, Any]) -> list[str]:

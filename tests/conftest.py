@@ -77,12 +77,11 @@ async def app(settings: Settings) -> AsyncIterator[object]:
 async def _empty_tables(application: object) -> None:
     engine = application.state.engine  # type: ignore[attr-defined]
     tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    # DELETE, not TRUNCATE: on tables this small it is many times faster, and it takes no
+    # ACCESS EXCLUSIVE lock that would wait on a straggling connection.
     async with engine.begin() as connection:
-        if ON_POSTGRES:
-            await connection.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
-        else:
-            for table in tables:
-                await connection.execute(text(f"DELETE FROM {table}"))
+        for table in tables:
+            await connection.execute(text(f"DELETE FROM {table}"))
 
 
 @pytest.fixture

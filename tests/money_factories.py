@@ -127,6 +127,10 @@ def amounts(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
 
 def total(rows: list[dict[str, Any]], unit: str, *statuses: str) -> Decimal:
     return sum(
-        (Decimal(r["amount"]) for r in rows if r["unit"] == unit and (not statuses or r["status"] in statuses)),
+        (
+            Decimal(r["amount"])
+            for r in rows
+            if r["unit"] == unit and (not statuses or r["status"] in statuses)
+        ),
         Decimal(0),
     )

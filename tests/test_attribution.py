@@ -35,7 +35,9 @@ GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.
 class World:
     """A program with two referrers, alice and bob, and a fixed referrer reward of 5.00."""
 
-    def __init__(self, admin: str, program: dict[str, Any], alice: dict[str, Any], bob: dict[str, Any]):
+    def __init__(
+        self, admin: str, program: dict[str, Any], alice: dict[str, Any], bob: dict[str, Any]
+    ):
         self.admin = admin
         self.program = program
         self.alice = alice
@@ -54,7 +56,12 @@ async def make_world(client: AsyncClient, app: Any, **program: Any) -> World:
     admin, prog, alice = await setup_program(client, app, **program)
     bob = await make_referrer(client, admin, prog["id"], "bob", email="bob@example.com")
     await add_rule(
-        client, admin, prog["id"], recipient="referrer", kind="fixed", amount="5.00",
+        client,
+        admin,
+        prog["id"],
+        recipient="referrer",
+        kind="fixed",
+        amount="5.00",
         trigger="every_purchase",
     )
     return World(admin, prog, alice, bob)
@@ -66,12 +73,16 @@ async def world(client: AsyncClient, app: Any) -> World:
 
 
 async def click(client: AsyncClient, key: str, code: str, user_agent: str | None = None) -> str:
-    response = await record_click(client, key, code, **({"user_agent": user_agent} if user_agent else {}))
+    response = await record_click(
+        client, key, code, **({"user_agent": user_agent} if user_agent else {})
+    )
     assert response.status_code == 201, response.text
     return str(response.json()["click_id"])
 
 
-async def redemption(client: AsyncClient, key: str, code: str, customer_id: str, **extra: Any) -> str:
+async def redemption(
+    client: AsyncClient, key: str, code: str, customer_id: str, **extra: Any
+) -> str:
     response = await redeem(client, key, code, customer_id, **extra)
     assert response.status_code == 201, response.text
     return str(response.json()["referral_id"])
@@ -101,8 +112,14 @@ async def test_explicit_code_beats_click_and_history(client: AsyncClient, world:
     bob_click = await click(client, world.admin, world.bob_code)
     await redemption(client, world.admin, world.bob_code, "carol")
     bought = await purchase(
-        client, world.admin, world.program, "o1", "carol", "40.00",
-        code=world.alice_code.lower(), click_id=bob_click,
+        client,
+        world.admin,
+        world.program,
+        "o1",
+        "carol",
+        "40.00",
+        code=world.alice_code.lower(),
+        click_id=bob_click,
     )
     assert bought["status"] == "attributed"
     assert bought["attribution_reason"] == "explicit_code"
@@ -264,7 +281,12 @@ async def test_window_is_measured_from_occurred_at(
     await set_occurred_at(app, Referral, referral_id, days_ago(40))
     # a late event: the purchase happened 20 days ago, 20 days after the redemption
     bought = await purchase(
-        client, world.admin, world.program, "o1", "carol", "40.00",
+        client,
+        world.admin,
+        world.program,
+        "o1",
+        "carol",
+        "40.00",
         occurred_at=days_ago(20).isoformat(),
     )
     assert bought["attribution_reason"] == "last_touch"
@@ -274,7 +296,12 @@ async def test_window_is_measured_from_occurred_at(
 async def test_touch_after_the_purchase_loses(client: AsyncClient, world: World) -> None:
     await redemption(client, world.admin, world.bob_code, "carol")
     bought = await purchase(
-        client, world.admin, world.program, "o1", "carol", "40.00",
+        client,
+        world.admin,
+        world.program,
+        "o1",
+        "carol",
+        "40.00",
         occurred_at=days_ago(1).isoformat(),
     )
     assert bought["status"] == "unattributed"
@@ -286,8 +313,14 @@ async def test_touch_after_the_purchase_loses(client: AsyncClient, world: World)
 async def test_explicit_click_after_the_purchase_loses(client: AsyncClient, world: World) -> None:
     alice_click = await click(client, world.admin, world.alice_code)
     bought = await purchase(
-        client, world.admin, world.program, "o1", "carol", "40.00",
-        click_id=alice_click, occurred_at=days_ago(1).isoformat(),
+        client,
+        world.admin,
+        world.program,
+        "o1",
+        "carol",
+        "40.00",
+        click_id=alice_click,
+        occurred_at=days_ago(1).isoformat(),
     )
     assert bought["status"] == "unattributed"
     attribution = await explain(client, world.admin, bought["id"])
@@ -344,7 +377,12 @@ async def test_code_of_another_program_never_wins(
     other = await make_program(client, world.admin, name="Other")
     stranger = await make_referrer(client, world.admin, other["id"], "stranger")
     bought = await purchase(
-        client, world.admin, world.program, "o1", "carol", "40.00",
+        client,
+        world.admin,
+        world.program,
+        "o1",
+        "carol",
+        "40.00",
         code=stranger["default_code"]["code"],
     )
     assert bought["status"] == "unattributed"
@@ -354,7 +392,9 @@ async def test_code_of_another_program_never_wins(
     [candidate] = attribution["candidates"]
     # answered exactly like a code that does not exist: nothing of the other program shows
     assert (candidate["kind"], candidate["outcome"], candidate["reason"]) == (
-        "code", "lost", "unknown_code",
+        "code",
+        "lost",
+        "unknown_code",
     )
     assert candidate["referrer_id"] is None
 
@@ -398,8 +438,14 @@ async def test_code_is_judged_when_the_purchase_happened(client: AsyncClient, wo
     await patch_code(client, world.admin, world.alice_code, expires_at=days_ago(1).isoformat())
     # a late event from before the expiry still counts
     bought = await purchase(
-        client, world.admin, world.program, "o1", "carol", "40.00",
-        code=world.alice_code, occurred_at=days_ago(2).isoformat(),
+        client,
+        world.admin,
+        world.program,
+        "o1",
+        "carol",
+        "40.00",
+        code=world.alice_code,
+        occurred_at=days_ago(2).isoformat(),
     )
     assert bought["attribution_reason"] == "explicit_code"
     assert bought["referrer_id"] == world.alice["id"]
@@ -445,8 +491,14 @@ async def test_self_referral_by_external_id(client: AsyncClient, app: Any, world
 
 async def test_self_referral_by_email(client: AsyncClient, world: World) -> None:
     bought = await purchase(
-        client, world.admin, world.program, "o1", "alice-second-account", "40.00",
-        code=world.alice_code, email="ALICE@Example.com",
+        client,
+        world.admin,
+        world.program,
+        "o1",
+        "alice-second-account",
+        "40.00",
+        code=world.alice_code,
+        email="ALICE@Example.com",
     )
     await _assert_self_referral(client, world, bought)
 
@@ -460,7 +512,9 @@ async def test_self_referral_through_an_explicit_click(client: AsyncClient, worl
     assert bought["rewards"] == []
 
 
-async def test_another_referrers_code_is_not_self_referral(client: AsyncClient, world: World) -> None:
+async def test_another_referrers_code_is_not_self_referral(
+    client: AsyncClient, world: World
+) -> None:
     # alice buying with bob's code: alice is a customer like any other here
     bought = await purchase(
         client, world.admin, world.program, "o1", "alice", "40.00", code=world.bob_code
@@ -475,7 +529,10 @@ async def test_organic_purchase(client: AsyncClient, world: World) -> None:
     assert bought["attribution_reason"] == "organic"
     assert bought["rewards"] == []
     assert (bought["referrer_id"], bought["referral_id"], bought["code"], bought["click_id"]) == (
-        None, None, None, None,
+        None,
+        None,
+        None,
+        None,
     )
     attribution = await explain(client, world.admin, bought["id"])
     assert attribution == {
@@ -522,7 +579,13 @@ async def test_referral_made_by_a_purchase_counts_inside_the_window_only(
     client: AsyncClient, app: Any, world: World
 ) -> None:
     first = await purchase(
-        client, world.admin, world.program, "o1", "dave", "40.00", code=world.alice_code,
+        client,
+        world.admin,
+        world.program,
+        "o1",
+        "dave",
+        "40.00",
+        code=world.alice_code,
         occurred_at=days_ago(31).isoformat(),
     )
     assert first["status"] == "attributed"
@@ -568,7 +631,9 @@ async def test_attribution_of_another_programs_conversion_is_404(
     )
     other = await make_program(client, world.admin, name="Other")
     limited = await make_key(app, "secret", [UUID(other["id"])])
-    response = await client.get(f"/v1/conversions/{bought['id']}/attribution", headers=auth(limited))
+    response = await client.get(
+        f"/v1/conversions/{bought['id']}/attribution", headers=auth(limited)
+    )
     assert_problem(response, 404, "conversion_not_found")
 
 
@@ -582,8 +647,13 @@ async def test_publishable_key_cannot_read_attribution(
     )
     assert_problem(response, 403, "forbidden")
     posted = await post_conversion(
-        client, publishable, program_id=world.program["id"], event_id="o2", customer_id="x",
-        amount="1.00", currency="USD",
+        client,
+        publishable,
+        program_id=world.program["id"],
+        event_id="o2",
+        customer_id="x",
+        amount="1.00",
+        currency="USD",
     )
     assert_problem(posted, 403, "forbidden")
 

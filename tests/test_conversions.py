@@ -26,8 +26,14 @@ async def test_explicit_code_pays_double_sided_rules(client: AsyncClient, app: A
     await add_rule(client, admin, prog["id"], recipient="referrer", kind="fixed", amount="10.00")
     await add_rule(client, admin, prog["id"], recipient="referee", kind="percent", percent="12.5")
     response = await post_conversion(
-        client, admin, program_id=prog["id"], event_id="ord_1", customer_id="bob",
-        amount="99.99", currency="USD", code=code.lower(),
+        client,
+        admin,
+        program_id=prog["id"],
+        event_id="ord_1",
+        customer_id="bob",
+        amount="99.99",
+        currency="USD",
+        code=code.lower(),
     )
     assert response.status_code == 201, response.text
     body = response.json()
@@ -39,15 +45,26 @@ async def test_explicit_code_pays_double_sided_rules(client: AsyncClient, app: A
     assert amounts == [("referee", "12.50", "approved"), ("referrer", "10.00", "approved")]
 
     replay = await post_conversion(
-        client, admin, program_id=prog["id"], event_id="ord_1", customer_id="bob",
-        amount="99.99", currency="USD", code=code.lower(),
+        client,
+        admin,
+        program_id=prog["id"],
+        event_id="ord_1",
+        customer_id="bob",
+        amount="99.99",
+        currency="USD",
+        code=code.lower(),
     )
     assert replay.status_code == 200
     assert replay.json() == body
 
     conflict = await post_conversion(
-        client, admin, program_id=prog["id"], event_id="ord_1", customer_id="bob",
-        amount="5.00", currency="USD",
+        client,
+        admin,
+        program_id=prog["id"],
+        event_id="ord_1",
+        customer_id="bob",
+        amount="5.00",
+        currency="USD",
     )
     assert conflict.status_code == 409
     assert conflict.json()["code"] == "event_id_conflict"
@@ -60,7 +77,7 @@ async def test_explicit_code_pays_double_sided_rules(client: AsyncClient, app: A
     assert refund.status_code == 201, refund.text
     after = (await client.get(f"/v1/conversions/{body['id']}", headers=auth(admin))).json()
     amounts = sorted((r["recipient"], r["amount"], r["status"]) for r in after["rewards"])
-    # referee keeps 12.5 × 50/99.99 ≈ 6.2506 → 6.25; the fixed reward stays
+    # referee keeps 12.5 x 50/99.99 ≈ 6.2506 → 6.25; the fixed reward stays
     assert amounts == [("referee", "6.25", "approved"), ("referrer", "10.00", "approved")]
     attribution = await client.get(f"/v1/conversions/{body['id']}/attribution", headers=auth(admin))
     assert attribution.status_code == 200
@@ -68,8 +85,14 @@ async def test_explicit_code_pays_double_sided_rules(client: AsyncClient, app: A
 
     balance = await client.get(f"/v1/referrers/{referrer['id']}/balance", headers=auth(admin))
     assert balance.json()["balances"] == [
-        {"unit": "USD", "pending": "0.00", "approved": "10.00", "paid": "0.00",
-         "owed": "10.00", "payable": "10.00"}
+        {
+            "unit": "USD",
+            "pending": "0.00",
+            "approved": "10.00",
+            "paid": "0.00",
+            "owed": "10.00",
+            "payable": "10.00",
+        }
     ]
 
 
@@ -77,13 +100,24 @@ async def test_self_referral_and_organic(client: AsyncClient, app: Any) -> None:
     admin, prog, referrer = await setup_program(client, app)
     code = referrer["default_code"]["code"]
     self_ref = await post_conversion(
-        client, admin, program_id=prog["id"], event_id="e1", customer_id="alice",
-        amount="10", currency="USD", code=code,
+        client,
+        admin,
+        program_id=prog["id"],
+        event_id="e1",
+        customer_id="alice",
+        amount="10",
+        currency="USD",
+        code=code,
     )
     assert self_ref.json()["attribution_reason"] == "self_referral"
     organic = await post_conversion(
-        client, admin, program_id=prog["id"], event_id="e2", customer_id="zed",
-        amount="10", currency="USD",
+        client,
+        admin,
+        program_id=prog["id"],
+        event_id="e2",
+        customer_id="zed",
+        amount="10",
+        currency="USD",
     )
     assert organic.json()["status"] == "unattributed"
     assert organic.json()["attribution_reason"] == "organic"
@@ -98,8 +132,14 @@ async def test_redemption_window(client: AsyncClient, app: Any) -> None:
     assert redeem.status_code == 201
     later = (datetime.now(UTC) + timedelta(days=-0)).isoformat()
     inside = await post_conversion(
-        client, admin, program_id=prog["id"], event_id="c1", customer_id="carol",
-        amount="20.00", currency="USD", occurred_at=later,
+        client,
+        admin,
+        program_id=prog["id"],
+        event_id="c1",
+        customer_id="carol",
+        amount="20.00",
+        currency="USD",
+        occurred_at=later,
     )
     assert inside.json()["attribution_reason"] == "last_touch", inside.text
     assert Decimal(inside.json()["amount"]) == Decimal("20")
@@ -138,8 +178,11 @@ async def test_refused_conversions_store_nothing(client: AsyncClient, app: Any) 
         (conversion_body(prog, occurred_at="2026-01-01T10:00:00"), 422, "validation_error"),
         (conversion_body(prog, event_id=""), 422, "validation_error"),
         (conversion_body(prog, surprise=1), 422, "validation_error"),
-        (conversion_body(prog, program_id="00000000-0000-4000-8000-000000000000"), 404,
-         "program_not_found"),
+        (
+            conversion_body(prog, program_id="00000000-0000-4000-8000-000000000000"),
+            404,
+            "program_not_found",
+        ),
     ]
     for body, status, code in cases:
         response = await client.post("/v1/conversions", json=body, headers=auth(admin))
@@ -219,7 +262,13 @@ async def test_get_conversion(client: AsyncClient, app: Any) -> None:
     admin, prog, referrer = await setup_program(client, app)
     await add_rule(client, admin, prog["id"], recipient="referrer", kind="points", points=50)
     bought = await purchase(
-        client, admin, prog, "o1", "bob", "12.00", code=referrer["default_code"]["code"],
+        client,
+        admin,
+        prog,
+        "o1",
+        "bob",
+        "12.00",
+        code=referrer["default_code"]["code"],
         metadata={"sku": "A-1"},
     )
     fetched = await get_conversion(client, admin, bought["id"])
@@ -233,7 +282,8 @@ async def test_unknown_conversion_is_404(client: AsyncClient, app: Any) -> None:
     missing = "00000000-0000-4000-8000-000000000000"
     assert_problem(
         await client.get(f"/v1/conversions/{missing}", headers=auth(admin)),
-        404, "conversion_not_found",
+        404,
+        "conversion_not_found",
     )
     assert_problem(
         await post_refund(client, admin, missing, amount="1.00"), 404, "conversion_not_found"
@@ -250,11 +300,13 @@ async def test_key_of_another_program_sees_no_conversion(client: AsyncClient, ap
     limited = await make_key(app, "secret", [UUID(other["id"])])
     assert_problem(
         await client.get(f"/v1/conversions/{bought['id']}", headers=auth(limited)),
-        404, "conversion_not_found",
+        404,
+        "conversion_not_found",
     )
     assert_problem(
         await post_refund(client, limited, bought["id"], amount="1.00"),
-        404, "conversion_not_found",
+        404,
+        "conversion_not_found",
     )
     assert await list_all(client, limited, "/v1/conversions") == []
     assert await list_all(client, limited, "/v1/conversions", program_id=prog["id"]) == []
@@ -264,15 +316,15 @@ async def test_key_of_another_program_sees_no_conversion(client: AsyncClient, ap
         response = await client.post(f"/v1/rewards/{reward_id}/{action}", headers=auth(limited))
         assert_problem(response, 404, "reward_not_found")
     # nor may it record a purchase in the other program
-    response = await post_conversion(
-        client, limited, **conversion_body(prog, event_id="o2")
-    )
+    response = await post_conversion(client, limited, **conversion_body(prog, event_id="o2"))
     assert_problem(response, 404, "program_not_found")
     # nothing was refunded on the way
     assert (await get_conversion(client, admin, bought["id"]))["refunded_amount"] == "0.00"
 
     own = await make_key(app, "secret", [UUID(prog["id"])])
-    assert (await client.get(f"/v1/conversions/{bought['id']}", headers=auth(own))).status_code == 200
+    assert (
+        await client.get(f"/v1/conversions/{bought['id']}", headers=auth(own))
+    ).status_code == 200
 
 
 async def test_list_conversions_filters(client: AsyncClient, app: Any) -> None:
@@ -281,11 +333,19 @@ async def test_list_conversions_filters(client: AsyncClient, app: Any) -> None:
     other = await make_program(client, admin, name="Other")
     now = datetime.now(UTC)
     c1 = await purchase(
-        client, admin, prog, "c1", "carol", "10.00", code=alice["default_code"]["code"],
+        client,
+        admin,
+        prog,
+        "c1",
+        "carol",
+        "10.00",
+        code=alice["default_code"]["code"],
         occurred_at=(now - timedelta(days=10)).isoformat(),
     )
     c2 = await purchase(client, admin, prog, "c2", "zed", "11.00")
-    c3 = await purchase(client, admin, prog, "c3", "dave", "12.00", code=bob["default_code"]["code"])
+    c3 = await purchase(
+        client, admin, prog, "c3", "dave", "12.00", code=bob["default_code"]["code"]
+    )
     c4 = await purchase(client, admin, prog, "c4", "carol", "13.00")  # through c1's referral
     c5 = await purchase(client, admin, other, "c5", "carol", "14.00")
 
@@ -295,15 +355,19 @@ async def test_list_conversions_filters(client: AsyncClient, app: Any) -> None:
     path = "/v1/conversions"
     assert ids(await list_all(client, admin, path)) == ["c1", "c2", "c3", "c4", "c5"]
     assert ids(await list_all(client, admin, path, program_id=prog["id"])) == [
-        "c1", "c2", "c3", "c4",
+        "c1",
+        "c2",
+        "c3",
+        "c4",
     ]
     assert ids(await list_all(client, admin, path, program_id=other["id"])) == ["c5"]
     assert ids(await list_all(client, admin, path, referrer_id=alice["id"])) == ["c1", "c4"]
     assert ids(await list_all(client, admin, path, referrer_id=bob["id"])) == ["c3"]
     assert ids(await list_all(client, admin, path, customer_id="carol")) == ["c1", "c4", "c5"]
-    assert ids(
-        await list_all(client, admin, path, customer_id="carol", program_id=prog["id"])
-    ) == ["c1", "c4"]
+    assert ids(await list_all(client, admin, path, customer_id="carol", program_id=prog["id"])) == [
+        "c1",
+        "c4",
+    ]
     assert ids(await list_all(client, admin, path, status="unattributed")) == ["c2", "c5"]
     assert ids(await list_all(client, admin, path, status="attributed")) == ["c1", "c3", "c4"]
     cut = (now - timedelta(days=5)).isoformat()

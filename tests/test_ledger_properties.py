@@ -12,9 +12,9 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
+from httpx import AsyncClient, Response
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from httpx import AsyncClient, Response
 
 from tests.factories import auth, make_key, make_program, make_referrer
 from tests.money_factories import list_all
@@ -158,9 +158,12 @@ class Ledger:
                 continue
             if rule.cap is not None:
                 given_ = sum(
-                    1 for r in self.rewards
-                    if r.rule == rule.index and r.referrer == winner
-                    and r.entry_type == "reward" and r.status != "reversed"
+                    1
+                    for r in self.rewards
+                    if r.rule == rule.index
+                    and r.referrer == winner
+                    and r.entry_type == "reward"
+                    and r.status != "reversed"
                 )
                 if given_ >= rule.cap:
                     continue
@@ -233,11 +236,19 @@ class Ledger:
             if delta < 0:
                 self.rewards.append(
                     RewardModel(
-                        event=reward.event, rule=reward.rule, version=reward.version,
-                        referrer=reward.referrer, recipient=reward.recipient,
-                        recipient_id=reward.recipient_id, kind=reward.kind, unit=reward.unit,
-                        amount=delta, original=delta, status="approved",
-                        entry_type="clawback", adjusts=(reward.event, reward.rule),
+                        event=reward.event,
+                        rule=reward.rule,
+                        version=reward.version,
+                        referrer=reward.referrer,
+                        recipient=reward.recipient,
+                        recipient_id=reward.recipient_id,
+                        kind=reward.kind,
+                        unit=reward.unit,
+                        amount=delta,
+                        original=delta,
+                        status="approved",
+                        entry_type="clawback",
+                        adjusts=(reward.event, reward.rule),
                     )
                 )
         return 201, None
@@ -263,7 +274,9 @@ class Ledger:
         for r in self.rewards:
             if r.referrer != referrer or r.recipient != "referrer":
                 continue
-            line = lines.setdefault(r.unit, {s: Decimal(0) for s in ("pending", "approved", "paid")})
+            line = lines.setdefault(
+                r.unit, {s: Decimal(0) for s in ("pending", "approved", "paid")}
+            )
             if r.status in line:
                 line[r.status] += r.amount
         return {
@@ -399,14 +412,25 @@ async def test_ledger_matches_the_rules_by_hand(
     base = model.now - timedelta(minutes=1)
 
     for index, spec in enumerate(rule_specs):
-        rule = RuleModel(index=index, version=1, **{k: spec[k] for k in (
-            "recipient", "kind", "trigger", "min_order", "tiers", "cap", "hold_days")},
-            value=spec["value"])
+        rule = RuleModel(
+            index=index,
+            version=1,
+            **{
+                k: spec[k]
+                for k in ("recipient", "kind", "trigger", "min_order", "tiers", "cap", "hold_days")
+            },
+            value=spec["value"],
+        )
         body: dict[str, Any] = {
-            "recipient": rule.recipient, "kind": rule.kind, "trigger": rule.trigger,
+            "recipient": rule.recipient,
+            "kind": rule.kind,
+            "trigger": rule.trigger,
             "hold_days": rule.hold_days,
-            {"fixed": "amount", "percent": "percent", "points": "points"}[rule.kind]:
-                int(rule.value) if rule.kind == "points" else str(rule.value),
+            {"fixed": "amount", "percent": "percent", "points": "points"}[rule.kind]: int(
+                rule.value
+            )
+            if rule.kind == "points"
+            else str(rule.value),
         }
         if rule.min_order is not None:
             body["min_order_amount"] = str(rule.min_order)
@@ -449,36 +473,47 @@ async def test_ledger_matches_the_rules_by_hand(
             assert first.status_code == 201, first.text
             assert_retry(first, second)
             conversion = ConversionModel(
-                event=body["event_id"], customer=op["customer"], amount=money(op["cents"]),
-                occurred_at=occurred_at, referrer=None, reason="", id=first.json()["id"],
+                event=body["event_id"],
+                customer=op["customer"],
+                amount=money(op["cents"]),
+                occurred_at=occurred_at,
+                referrer=None,
+                reason="",
+                id=first.json()["id"],
             )
             model.purchase(conversion, op["code"])
             event(f"purchase: {conversion.reason}")
             if conversion.referrer and any(r.event == conversion.event for r in model.rewards):
                 event(f"purchase paid, attributed by {conversion.reason}")
             got = first.json()
-            expected_referrer = referrers[conversion.referrer]["id"] if conversion.referrer else None
+            expected_referrer = (
+                referrers[conversion.referrer]["id"] if conversion.referrer else None
+            )
             assert (got["referrer_id"], got["attribution_reason"]) == (
-                expected_referrer, conversion.reason,
+                expected_referrer,
+                conversion.reason,
             ), op
             if conversion.referrer is None:
                 # self-referrals, touches outside the window, organic: never a reward
                 assert got["status"] == "unattributed" and got["rewards"] == []
             expected = [r for r in model.rewards if r.event == conversion.event]
-            assert sorted(_row(model, {conversion.id: conversion.event}, r, {}) for r in got["rewards"]) == sorted(
-                _expected_row(r) for r in expected
-            ), (op, [rule.__dict__ for rule in model.rules])
+            assert sorted(
+                _row(model, {conversion.id: conversion.event}, r, {}) for r in got["rewards"]
+            ) == sorted(_expected_row(r) for r in expected), (
+                op,
+                [rule.__dict__ for rule in model.rules],
+            )
             for mine in expected:
                 mine.id = next(
-                    r["id"] for r in got["rewards"]
-                    if _rule_index(model, r["rule_id"]) == mine.rule
+                    r["id"] for r in got["rewards"] if _rule_index(model, r["rule_id"]) == mine.rule
                 )
             requests.append(("purchase", send))
 
         elif op["op"] == "refund" and model.conversions:
             conversion = model.conversions[-1 - op["target"] % len(model.conversions)]
             amount = (
-                None if op["share"] is None
+                None
+                if op["share"] is None
                 else max(CENT, (conversion.amount * op["share"] / 100).quantize(CENT))
             )
             body = {"refund_id": f"rf_{step}"} | ({"amount": str(amount)} if amount else {})
@@ -504,9 +539,13 @@ async def test_ledger_matches_the_rules_by_hand(
             reward = payable[-1 - op["target"] % len(payable)]
             status, code = model.pay(reward)
             url = f"/v1/rewards/{reward.id}/mark-paid"
-            first = await client.post(url, json={"payout_reference": f"po_{step}"}, headers=auth(admin))
+            first = await client.post(
+                url, json={"payout_reference": f"po_{step}"}, headers=auth(admin)
+            )
             assert first.status_code == status, first.text
-            second = await client.post(url, json={"payout_reference": f"po_{step}"}, headers=auth(admin))
+            second = await client.post(
+                url, json={"payout_reference": f"po_{step}"}, headers=auth(admin)
+            )
             # paying twice is refused: the payout is not recorded twice
             assert (second.status_code, second.json()["code"]) == (409, "invalid_transition")
 
@@ -560,8 +599,18 @@ Row = tuple[Any, ...]
 
 def _expected_row(r: RewardModel) -> Row:
     return (
-        r.event, r.rule, r.version, r.recipient, r.recipient_id, r.kind, r.unit,
-        show(r.amount, r.unit), show(r.original, r.unit), r.status, r.entry_type, r.adjusts,
+        r.event,
+        r.rule,
+        r.version,
+        r.recipient,
+        r.recipient_id,
+        r.kind,
+        r.unit,
+        show(r.amount, r.unit),
+        show(r.original, r.unit),
+        r.status,
+        r.entry_type,
+        r.adjusts,
     )
 
 
@@ -573,8 +622,16 @@ def _row(
 
     adjusts = row["adjusts_reward_id"]
     return (
-        *key(row), row["rule_version"], row["recipient"], row["recipient_id"], row["kind"],
-        row["unit"], row["amount"], row["original_amount"], row["status"], row["entry_type"],
+        *key(row),
+        row["rule_version"],
+        row["recipient"],
+        row["recipient_id"],
+        row["kind"],
+        row["unit"],
+        row["amount"],
+        row["original_amount"],
+        row["status"],
+        row["entry_type"],
         key(by_id[adjusts]) if adjusts else None,
     )
 

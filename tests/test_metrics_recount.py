@@ -287,7 +287,6 @@ async def build_world(client: AsyncClient, app: Any, rng: random.Random) -> Worl
                 assert made is not None
                 click_ids.append(str(made.click_id))
             await session.commit()
-    clicks = [{"click_id": click_id} for click_id in click_ids]
     # The API stamps clicks with now: put them where the scenario wants them, a few exactly
     # at local midnights (UTC, New York, Kolkata) to test the bucket edges.
     moments = [when for _, _, when in planned]
@@ -298,14 +297,14 @@ async def build_world(client: AsyncClient, app: Any, rng: random.Random) -> Worl
         await session.execute(
             update(Click),
             [
-                {"id": UUID(made["click_id"]), "occurred_at": moment}
-                for made, moment in zip(clicks, moments, strict=True)
+                {"id": UUID(click_id), "occurred_at": moment}
+                for click_id, moment in zip(click_ids, moments, strict=True)
             ],
         )
         await session.commit()
     clicks_of: dict[str, list[tuple[str, datetime]]] = defaultdict(list)
-    for made, (_, referrer, _), moment in zip(clicks, planned, moments, strict=True):
-        clicks_of[referrer["id"]].append((made["click_id"], moment))
+    for click_id, (_, referrer, _), moment in zip(click_ids, planned, moments, strict=True):
+        clicks_of[referrer["id"]].append((click_id, moment))
 
     lap("clicks")
     # Redemptions, some through a click; the referral then moves to its scenario time.
@@ -380,7 +379,7 @@ async def build_world(client: AsyncClient, app: Any, rng: random.Random) -> Worl
     # The ledger: pay some rewards, reverse others; then refunds (clawbacks on paid ones).
     async with app.state.sessionmaker() as session:
         rewards = list(await session.scalars(select(Reward).order_by(Reward.created_at, Reward.id)))
-    ledger_calls = []
+    ledger_calls: list[list[tuple[str, Any]]] = []
     for reward in rewards:
         draw = rng.random()
         if reward.status == "approved" and draw < 0.3:
@@ -395,10 +394,10 @@ async def build_world(client: AsyncClient, app: Any, rng: random.Random) -> Worl
         if first is not None and not (0 < first < amount):
             first = None
         path = f"/v1/conversions/{conversion['id']}/refunds"
-        calls = [(path, {} if first is None else {"amount": str(first)})]
+        steps = [(path, {} if first is None else {"amount": str(first)})]
         if first is not None and rng.random() < 0.3:
-            calls.append((path, {}))
-        refunds.append(partial(post_in_order, client, admin, calls))
+            steps.append((path, {}))  # then the rest
+        refunds.append(partial(post_in_order, client, admin, steps))
     await run_all(refunds)
     lap("ledger and refunds")
     return world

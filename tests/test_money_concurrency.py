@@ -63,11 +63,17 @@ async def test_concurrent_duplicate_purchases_make_one_conversion(
     await add_rule(client, admin, program["id"], recipient="referrer", kind="fixed", amount="10.00")
     await add_rule(client, admin, program["id"], recipient="referee", kind="percent", percent="10")
     body = {
-        "program_id": program["id"], "event_id": "ord_dup", "customer_id": "bob",
-        "amount": "59.90", "currency": "USD", "code": alice["default_code"]["code"],
+        "program_id": program["id"],
+        "event_id": "ord_dup",
+        "customer_id": "bob",
+        "amount": "59.90",
+        "currency": "USD",
+        "code": alice["default_code"]["code"],
     }
     responses = await asyncio.gather(*(post_conversion(client, admin, **body) for _ in range(25)))
-    assert statuses(responses) == {201: 1, 200: 24}, [r.text for r in responses if r.status_code >= 300]
+    assert statuses(responses) == {201: 1, 200: 24}, [
+        r.text for r in responses if r.status_code >= 300
+    ]
     first = next(r for r in responses if r.status_code == 201).json()
     assert all(r.json() == first for r in responses)
     assert sorted(r["amount"] for r in first["rewards"]) == ["10.00", "5.99"]
@@ -81,8 +87,14 @@ async def test_concurrent_purchases_with_one_event_id_and_other_bodies(
 ) -> None:
     await add_rule(client, admin, program["id"], recipient="referrer", kind="fixed", amount="10.00")
     bodies = [
-        {"program_id": program["id"], "event_id": "ord_x", "customer_id": f"bob_{i}",
-         "amount": "20.00", "currency": "USD", "code": alice["default_code"]["code"]}
+        {
+            "program_id": program["id"],
+            "event_id": "ord_x",
+            "customer_id": f"bob_{i}",
+            "amount": "20.00",
+            "currency": "USD",
+            "code": alice["default_code"]["code"],
+        }
         for i in range(10)
     ]
     responses = await asyncio.gather(*(post_conversion(client, admin, **b) for b in bodies))
@@ -104,7 +116,12 @@ async def test_racing_purchases_of_one_referee_pay_first_purchase_once(
     code = alice["default_code"]["code"]
     await add_rule(client, admin, program["id"], recipient="referrer", kind="fixed", amount="10.00")
     await add_rule(
-        client, admin, program["id"], recipient="referee", kind="fixed", amount="2.00",
+        client,
+        admin,
+        program["id"],
+        recipient="referee",
+        kind="fixed",
+        amount="2.00",
         trigger="every_purchase",
     )
     if redeemed_first:
@@ -112,8 +129,14 @@ async def test_racing_purchases_of_one_referee_pay_first_purchase_once(
     responses = await asyncio.gather(
         *(
             post_conversion(
-                client, admin, program_id=program["id"], event_id=f"ord_{i}", customer_id="bob",
-                amount="30.00", currency="USD", code=code,
+                client,
+                admin,
+                program_id=program["id"],
+                event_id=f"ord_{i}",
+                customer_id="bob",
+                amount="30.00",
+                currency="USD",
+                code=code,
             )
             for i in range(8)
         )
@@ -144,8 +167,14 @@ async def test_racing_purchases_through_two_referrers_pay_first_purchase_once(
     responses = await asyncio.gather(
         *(
             post_conversion(
-                client, admin, program_id=program["id"], event_id=f"ord_{i}", customer_id="bob",
-                amount="30.00", currency="USD", code=codes[i % 2],
+                client,
+                admin,
+                program_id=program["id"],
+                event_id=f"ord_{i}",
+                customer_id="bob",
+                amount="30.00",
+                currency="USD",
+                code=codes[i % 2],
             )
             for i in range(8)
         )
@@ -160,14 +189,24 @@ async def test_cap_per_referrer_holds_under_concurrency(
     client: AsyncClient, app: Any, admin: str, program: dict[str, Any], alice: dict[str, Any]
 ) -> None:
     await add_rule(
-        client, admin, program["id"], recipient="referrer", kind="fixed", amount="10.00",
+        client,
+        admin,
+        program["id"],
+        recipient="referrer",
+        kind="fixed",
+        amount="10.00",
         max_rewards_per_referrer=5,
     )
     responses = await asyncio.gather(
         *(
             post_conversion(
-                client, admin, program_id=program["id"], event_id=f"ord_{i}",
-                customer_id=f"referee_{i}", amount="30.00", currency="USD",
+                client,
+                admin,
+                program_id=program["id"],
+                event_id=f"ord_{i}",
+                customer_id=f"referee_{i}",
+                amount="30.00",
+                currency="USD",
                 code=alice["default_code"]["code"],
             )
             for i in range(20)
@@ -183,14 +222,24 @@ async def test_tiers_count_referrals_one_at_a_time(
     client: AsyncClient, app: Any, admin: str, program: dict[str, Any], alice: dict[str, Any]
 ) -> None:
     await add_rule(
-        client, admin, program["id"], recipient="referrer", kind="fixed", amount="10.00",
+        client,
+        admin,
+        program["id"],
+        recipient="referrer",
+        kind="fixed",
+        amount="10.00",
         tiers=[{"from_referral": 3, "amount": "25.00"}],
     )
     responses = await asyncio.gather(
         *(
             post_conversion(
-                client, admin, program_id=program["id"], event_id=f"ord_{i}",
-                customer_id=f"referee_{i}", amount="30.00", currency="USD",
+                client,
+                admin,
+                program_id=program["id"],
+                event_id=f"ord_{i}",
+                customer_id=f"referee_{i}",
+                amount="30.00",
+                currency="USD",
                 code=alice["default_code"]["code"],
             )
             for i in range(10)
@@ -203,7 +252,11 @@ async def test_tiers_count_referrals_one_at_a_time(
 
 
 async def _pending_reward(
-    client: AsyncClient, admin: str, program: dict[str, Any], code: str, event_id: str,
+    client: AsyncClient,
+    admin: str,
+    program: dict[str, Any],
+    code: str,
+    event_id: str,
     amount: str = "80.00",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     bought = await purchase(client, admin, program, event_id, f"cust_{event_id}", amount, code=code)
@@ -219,8 +272,14 @@ async def test_full_refund_racing_an_approval_leaves_the_reward_reversed(
     client: AsyncClient, app: Any, admin: str, program: dict[str, Any], alice: dict[str, Any]
 ) -> None:
     await add_rule(
-        client, admin, program["id"], recipient="referrer", kind="fixed", amount="10.00",
-        hold_days=30, trigger="every_purchase",
+        client,
+        admin,
+        program["id"],
+        recipient="referrer",
+        kind="fixed",
+        amount="10.00",
+        hold_days=30,
+        trigger="every_purchase",
     )
     for round_ in range(ROUNDS):
         bought, reward = await _pending_reward(
@@ -244,8 +303,14 @@ async def test_partial_refund_racing_an_approval_loses_no_update(
     client: AsyncClient, app: Any, admin: str, program: dict[str, Any], alice: dict[str, Any]
 ) -> None:
     await add_rule(
-        client, admin, program["id"], recipient="referrer", kind="percent", percent="10",
-        hold_days=30, trigger="every_purchase",
+        client,
+        admin,
+        program["id"],
+        recipient="referrer",
+        kind="percent",
+        percent="10",
+        hold_days=30,
+        trigger="every_purchase",
     )
     for round_ in range(ROUNDS):
         bought, reward = await _pending_reward(
@@ -258,7 +323,7 @@ async def test_partial_refund_racing_an_approval_loses_no_update(
         )
         assert (refunded.status_code, approved.status_code) == (201, 200)
         [after] = (await get_conversion(client, admin, bought["id"]))["rewards"]
-        # both changes stay: approved, and 8.00 × 60/80 = 6.00
+        # both changes stay: approved, and 8.00 x 60/80 = 6.00
         assert (after["status"], after["amount"]) == ("approved", "6.00"), round_
 
 
@@ -266,12 +331,22 @@ async def test_refund_racing_a_payout_keeps_the_ledger_whole(
     client: AsyncClient, app: Any, admin: str, program: dict[str, Any], alice: dict[str, Any]
 ) -> None:
     await add_rule(
-        client, admin, program["id"], recipient="referrer", kind="fixed", amount="10.00",
+        client,
+        admin,
+        program["id"],
+        recipient="referrer",
+        kind="fixed",
+        amount="10.00",
         trigger="every_purchase",
     )
     for round_ in range(ROUNDS):
         bought = await purchase(
-            client, admin, program, f"o{round_}", f"cust_{round_}", "40.00",
+            client,
+            admin,
+            program,
+            f"o{round_}",
+            f"cust_{round_}",
+            "40.00",
             code=alice["default_code"]["code"],
         )
         [reward] = bought["rewards"]
@@ -284,7 +359,8 @@ async def test_refund_racing_a_payout_keeps_the_ledger_whole(
         if paid.status_code == 200:
             # paid first: the refund claws the payout back
             assert sorted((r["entry_type"], r["status"], r["amount"]) for r in entries) == [
-                ("clawback", "approved", "-10.00"), ("reward", "paid", "10.00"),
+                ("clawback", "approved", "-10.00"),
+                ("reward", "paid", "10.00"),
             ]
         else:
             assert paid.json()["code"] == "invalid_transition"
@@ -312,7 +388,7 @@ async def test_concurrent_partial_refunds_never_exceed_the_amount(
     assert totals == ["30.00", "60.00", "90.00"]
     after = await get_conversion(client, admin, bought["id"])
     assert after["refunded_amount"] == "90.00"
-    # 10.00 × 10/100 = 1.00
+    # 10.00 x 10/100 = 1.00
     assert [r["amount"] for r in after["rewards"]] == ["1.00"]
     assert await count(app, Refund) == 3
 
@@ -343,7 +419,12 @@ async def test_concurrent_approvals_and_sweeps_approve_once(
     client: AsyncClient, app: Any, admin: str, program: dict[str, Any], alice: dict[str, Any]
 ) -> None:
     await add_rule(
-        client, admin, program["id"], recipient="referrer", kind="fixed", amount="10.00",
+        client,
+        admin,
+        program["id"],
+        recipient="referrer",
+        kind="fixed",
+        amount="10.00",
         hold_days=30,
     )
     _, reward = await _pending_reward(client, admin, program, alice["default_code"]["code"], "o1")

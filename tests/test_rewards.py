@@ -8,8 +8,8 @@ import pytest
 from httpx import AsyncClient
 from sqlalchemy import select, update
 
-from app.rewards.models import Reward, RewardRuleVersion
 from app.background import approve_due_rewards
+from app.rewards.models import Reward, RewardRuleVersion
 from tests.factories import assert_problem, auth, db_all, make_program, make_referrer
 from tests.money_factories import (
     add_rule,
@@ -27,7 +27,9 @@ from tests.money_factories import (
 class Shop:
     """A program with referrer alice; `buy` posts a purchase with alice's code."""
 
-    def __init__(self, client: AsyncClient, admin: str, program: dict[str, Any], alice: dict[str, Any]):
+    def __init__(
+        self, client: AsyncClient, admin: str, program: dict[str, Any], alice: dict[str, Any]
+    ):
         self.client = client
         self.admin = admin
         self.program = program
@@ -48,7 +50,12 @@ class Shop:
         if code == "alice":
             code = self.alice["default_code"]["code"]
         return await purchase(
-            self.client, self.admin, self.program, f"ev_{self.events}", customer_id, amount,
+            self.client,
+            self.admin,
+            self.program,
+            f"ev_{self.events}",
+            customer_id,
+            amount,
             **({"code": code} if code else {}) | extra,
         )
 
@@ -90,7 +97,10 @@ def by_recipient(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 async def test_fixed_reward(shop: Shop) -> None:
     rule = await shop.rule(recipient="referrer", kind="fixed", amount="7.5")
     assert (rule["amount"], rule["currency"], rule["version"], rule["trigger"]) == (
-        "7.50", "USD", 1, "first_purchase",
+        "7.50",
+        "USD",
+        1,
+        "first_purchase",
     )
     bought = await shop.buy("bob", "20.00")
     reward = only(bought["rewards"])
@@ -168,8 +178,14 @@ async def test_points_reward(shop: Shop) -> None:
     assert found["referee"]["recipient_id"] == "bob"
     # the balance is the referrer's own: the referee's points are not in it
     assert await balance(shop.client, shop.admin, shop.alice["id"]) == {
-        "points": {"unit": "points", "pending": "0", "approved": "250", "paid": "0",
-                   "owed": "250", "payable": "250"},
+        "points": {
+            "unit": "points",
+            "pending": "0",
+            "approved": "250",
+            "paid": "0",
+            "owed": "250",
+            "payable": "250",
+        },
     }
 
 
@@ -197,7 +213,8 @@ async def test_first_purchase_versus_every_purchase(shop: Shop) -> None:
     await shop.rule(recipient="referrer", kind="percent", percent="10", trigger="every_purchase")
     first = await shop.buy("bob", "50.00")
     assert sorted((r["kind"], r["amount"]) for r in first["rewards"]) == [
-        ("fixed", "5.00"), ("percent", "5.00"),
+        ("fixed", "5.00"),
+        ("percent", "5.00"),
     ]
     second = await shop.buy("bob", "30.00")
     assert [(r["kind"], r["amount"]) for r in second["rewards"]] == [("percent", "3.00")]
@@ -207,7 +224,8 @@ async def test_first_purchase_versus_every_purchase(shop: Shop) -> None:
     assert [(r["kind"], r["amount"]) for r in third["rewards"]] == [("percent", "3.00")]
     other = await shop.buy("carol", "20.00")
     assert sorted((r["kind"], r["amount"]) for r in other["rewards"]) == [
-        ("fixed", "5.00"), ("percent", "2.00"),
+        ("fixed", "5.00"),
+        ("percent", "2.00"),
     ]
 
 
@@ -223,7 +241,10 @@ async def test_organic_purchase_before_the_referral_does_not_use_up_first_purcha
 
 async def test_min_order_amount(shop: Shop) -> None:
     await shop.rule(
-        recipient="referrer", kind="fixed", amount="5.00", min_order_amount="50.00",
+        recipient="referrer",
+        kind="fixed",
+        amount="5.00",
+        min_order_amount="50.00",
         trigger="every_purchase",
     )
     assert (await shop.buy("bob", "49.99"))["rewards"] == []
@@ -233,7 +254,10 @@ async def test_min_order_amount(shop: Shop) -> None:
 
 async def test_tiers_pay_more_from_the_nth_successful_referral(shop: Shop) -> None:
     await shop.rule(
-        recipient="referrer", kind="fixed", amount="10.00", trigger="every_purchase",
+        recipient="referrer",
+        kind="fixed",
+        amount="10.00",
+        trigger="every_purchase",
         tiers=[{"from_referral": 5, "amount": "40.00"}, {"from_referral": 3, "amount": "25.00"}],
     )
     paid = [only((await shop.buy(f"r{i}", "20.00"))["rewards"])["amount"] for i in range(1, 6)]
@@ -244,7 +268,10 @@ async def test_tiers_pay_more_from_the_nth_successful_referral(shop: Shop) -> No
 
 async def test_tiers_count_successful_referrals_only(shop: Shop) -> None:
     await shop.rule(
-        recipient="referrer", kind="percent", percent="5", trigger="every_purchase",
+        recipient="referrer",
+        kind="percent",
+        percent="5",
+        trigger="every_purchase",
         tiers=[{"from_referral": 2, "percent": "10"}],
     )
     # an unattributed purchase, a self-referral and a repeat purchase are not new referrals
@@ -258,7 +285,9 @@ async def test_tiers_count_successful_referrals_only(shop: Shop) -> None:
 async def test_tiers_are_per_referrer(shop: Shop) -> None:
     bob = await make_referrer(shop.client, shop.admin, shop.pid, "bob")
     await shop.rule(
-        recipient="referrer", kind="points", points=10,
+        recipient="referrer",
+        kind="points",
+        points=10,
         tiers=[{"from_referral": 2, "points": 30}],
     )
     assert only((await shop.buy("r1", "1.00"))["rewards"])["amount"] == "10"
@@ -276,11 +305,15 @@ async def test_max_rewards_per_referrer(shop: Shop) -> None:
     assert len((await shop.buy("b1", "20.00", code=bob["default_code"]["code"]))["rewards"]) == 1
     # a reversed reward frees its place under the cap
     first = (await shop.ledger(referrer_id=shop.alice["id"]))[0]
-    reversed_ = await transition(shop.client, shop.admin, first["id"], "reverse", {"reason": "fraud"})
+    reversed_ = await transition(
+        shop.client, shop.admin, first["id"], "reverse", {"reason": "fraud"}
+    )
     assert reversed_.status_code == 200, reversed_.text
     assert len((await shop.buy("r4", "20.00"))["rewards"]) == 1
     assert len((await shop.buy("r5", "20.00"))["rewards"]) == 0
-    alive = [r for r in await shop.ledger(referrer_id=shop.alice["id"]) if r["status"] != "reversed"]
+    alive = [
+        r for r in await shop.ledger(referrer_id=shop.alice["id"]) if r["status"] != "reversed"
+    ]
     assert len(alive) == 2
 
 
@@ -296,8 +329,12 @@ async def test_hold_days_keep_a_reward_pending_until_approved(shop: Shop) -> Non
     occurred = datetime.fromisoformat(bought["occurred_at"])
     assert datetime.fromisoformat(reward["hold_until"]) == occurred + timedelta(days=14)
     assert (await balance(shop.client, shop.admin, shop.alice["id"]))["USD"] == {
-        "unit": "USD", "pending": "5.00", "approved": "0.00", "paid": "0.00",
-        "owed": "5.00", "payable": "0.00",
+        "unit": "USD",
+        "pending": "5.00",
+        "approved": "0.00",
+        "paid": "0.00",
+        "owed": "5.00",
+        "payable": "0.00",
     }
     # not payable before approval
     early = await transition(shop.client, shop.admin, reward["id"], "mark-paid")
@@ -312,8 +349,9 @@ async def test_hold_days_keep_a_reward_pending_until_approved(shop: Shop) -> Non
 
 
 async def test_late_event_past_the_hold_is_approved_at_once(shop: Shop) -> None:
-    await shop.rule(recipient="referrer", kind="fixed", amount="5.00", hold_days=14,
-                    trigger="every_purchase")
+    await shop.rule(
+        recipient="referrer", kind="fixed", amount="5.00", hold_days=14, trigger="every_purchase"
+    )
     now = datetime.now(UTC)
     old = await shop.buy("bob", "20.00", occurred_at=(now - timedelta(days=15)).isoformat())
     assert only(old["rewards"])["status"] == "approved"
@@ -335,8 +373,9 @@ async def _end_hold(app: Any, reward_id: str) -> datetime:
 
 
 async def test_due_rewards_are_approved_on_read(app: Any, shop: Shop) -> None:
-    await shop.rule(recipient="referrer", kind="fixed", amount="5.00", hold_days=30,
-                    trigger="every_purchase")
+    await shop.rule(
+        recipient="referrer", kind="fixed", amount="5.00", hold_days=30, trigger="every_purchase"
+    )
     first = await shop.buy("bob", "20.00")
     second = await shop.buy("carol", "20.00")
     third = await shop.buy("dave", "20.00")
@@ -353,8 +392,9 @@ async def test_due_rewards_are_approved_on_read(app: Any, shop: Shop) -> None:
 
 
 async def test_background_sweep_approves_due_rewards(app: Any, shop: Shop) -> None:
-    await shop.rule(recipient="referrer", kind="fixed", amount="5.00", hold_days=30,
-                    trigger="every_purchase")
+    await shop.rule(
+        recipient="referrer", kind="fixed", amount="5.00", hold_days=30, trigger="every_purchase"
+    )
     due = await shop.buy("bob", "20.00")
     await shop.buy("carol", "20.00")
     await _end_hold(app, due["rewards"][0]["id"])
@@ -371,8 +411,9 @@ async def test_background_sweep_approves_due_rewards(app: Any, shop: Shop) -> No
 async def test_rule_update_makes_a_version_that_pays_later_conversions(
     app: Any, shop: Shop
 ) -> None:
-    rule = await shop.rule(recipient="referrer", kind="fixed", amount="5.00",
-                           trigger="every_purchase")
+    rule = await shop.rule(
+        recipient="referrer", kind="fixed", amount="5.00", trigger="every_purchase"
+    )
     before = await shop.buy("r1", "20.00")
     changed = await patch_rule(shop.client, shop.admin, rule["id"], amount="8.00")
     assert (changed["version"], changed["amount"], changed["active"]) == (2, "8.00", True)
@@ -398,15 +439,18 @@ async def test_rule_update_makes_a_version_that_pays_later_conversions(
         .order_by(RewardRuleVersion.version),
     )
     assert [(v.version, v.snapshot["kind"], v.snapshot["amount"]) for v in versions] == [
-        (1, "fixed", "5.00"), (2, "fixed", "8.00"), (3, "percent", None),
+        (1, "fixed", "5.00"),
+        (2, "fixed", "8.00"),
+        (3, "percent", None),
     ]
     fetched = await shop.client.get(f"/v1/reward-rules/{rule['id']}", headers=auth(shop.admin))
     assert fetched.json() == to_percent
 
 
 async def test_deactivated_rule_stops_paying(shop: Shop) -> None:
-    rule = await shop.rule(recipient="referrer", kind="fixed", amount="5.00",
-                           trigger="every_purchase")
+    rule = await shop.rule(
+        recipient="referrer", kind="fixed", amount="5.00", trigger="every_purchase"
+    )
     paid = await shop.buy("r1", "20.00")
     off = await patch_rule(shop.client, shop.admin, rule["id"], active=False)
     assert (off["active"], off["version"]) == (False, 2)
@@ -425,32 +469,77 @@ async def test_deactivated_rule_stops_paying(shop: Shop) -> None:
 async def test_invalid_rules_are_refused(shop: Shop) -> None:
     url = f"/v1/programs/{shop.pid}/reward-rules"
     cases = [
-        ({"recipient": "referrer", "kind": "percent", "percent": "10", "amount": "5.00"},
-         "validation_error"),
-        ({"recipient": "referee", "kind": "fixed", "amount": "5.00",
-          "tiers": [{"from_referral": 2, "amount": "9.00"}]}, "validation_error"),
-        ({"recipient": "referrer", "kind": "fixed", "amount": "5.00", "currency": "EUR"},
-         "invalid_rule"),
+        (
+            {"recipient": "referrer", "kind": "percent", "percent": "10", "amount": "5.00"},
+            "validation_error",
+        ),
+        (
+            {
+                "recipient": "referee",
+                "kind": "fixed",
+                "amount": "5.00",
+                "tiers": [{"from_referral": 2, "amount": "9.00"}],
+            },
+            "validation_error",
+        ),
+        (
+            {"recipient": "referrer", "kind": "fixed", "amount": "5.00", "currency": "EUR"},
+            "invalid_rule",
+        ),
         ({"recipient": "referrer", "kind": "fixed", "amount": "5.001"}, "invalid_rule"),
-        ({"recipient": "referrer", "kind": "fixed", "amount": "5.00",
-          "min_order_amount": "0.005"}, "invalid_rule"),
+        (
+            {
+                "recipient": "referrer",
+                "kind": "fixed",
+                "amount": "5.00",
+                "min_order_amount": "0.005",
+            },
+            "invalid_rule",
+        ),
         ({"recipient": "referrer", "kind": "fixed"}, "validation_error"),
         ({"recipient": "referrer", "kind": "points", "points": 0}, "validation_error"),
-        ({"recipient": "referrer", "kind": "points", "points": 10, "percent": "1"},
-         "validation_error"),
+        (
+            {"recipient": "referrer", "kind": "points", "points": 10, "percent": "1"},
+            "validation_error",
+        ),
         ({"recipient": "referrer", "kind": "percent", "percent": "0"}, "validation_error"),
         ({"recipient": "referrer", "kind": "percent", "percent": "100.5"}, "validation_error"),
         ({"recipient": "referrer", "kind": "fixed", "amount": "-5.00"}, "validation_error"),
         ({"recipient": "friend", "kind": "fixed", "amount": "5.00"}, "validation_error"),
-        ({"recipient": "referrer", "kind": "fixed", "amount": "5.00",
-          "tiers": [{"from_referral": 1, "amount": "9.00"}]}, "validation_error"),
-        ({"recipient": "referrer", "kind": "fixed", "amount": "5.00",
-          "tiers": [{"from_referral": 3, "percent": "9"}]}, "validation_error"),
-        ({"recipient": "referrer", "kind": "fixed", "amount": "5.00",
-          "tiers": [{"from_referral": 3, "amount": "9.00"},
-                    {"from_referral": 3, "amount": "12.00"}]}, "validation_error"),
-        ({"recipient": "referrer", "kind": "fixed", "amount": "5.00", "hold_days": -1},
-         "validation_error"),
+        (
+            {
+                "recipient": "referrer",
+                "kind": "fixed",
+                "amount": "5.00",
+                "tiers": [{"from_referral": 1, "amount": "9.00"}],
+            },
+            "validation_error",
+        ),
+        (
+            {
+                "recipient": "referrer",
+                "kind": "fixed",
+                "amount": "5.00",
+                "tiers": [{"from_referral": 3, "percent": "9"}],
+            },
+            "validation_error",
+        ),
+        (
+            {
+                "recipient": "referrer",
+                "kind": "fixed",
+                "amount": "5.00",
+                "tiers": [
+                    {"from_referral": 3, "amount": "9.00"},
+                    {"from_referral": 3, "amount": "12.00"},
+                ],
+            },
+            "validation_error",
+        ),
+        (
+            {"recipient": "referrer", "kind": "fixed", "amount": "5.00", "hold_days": -1},
+            "validation_error",
+        ),
     ]
     for body, code in cases:
         response = await shop.client.post(url, json=body, headers=auth(shop.admin))
@@ -493,7 +582,8 @@ async def test_invalid_rule_updates_change_nothing(shop: Shop) -> None:
     assert fetched.json() == rule
     missing = await shop.client.patch(
         "/v1/reward-rules/00000000-0000-4000-8000-000000000000",
-        json={"active": False}, headers=auth(shop.admin),
+        json={"active": False},
+        headers=auth(shop.admin),
     )
     assert_problem(missing, 404, "reward_rule_not_found")
     bought = await shop.buy("bob", "50.00")
@@ -509,24 +599,32 @@ async def test_pending_approved_paid(shop: Shop) -> None:
     rid = reward["id"]
     approved = await transition(shop.client, shop.admin, rid, "approve")
     assert approved.json()["status"] == "approved"
-    assert_problem(await transition(shop.client, shop.admin, rid, "approve"), 409,
-                   "invalid_transition")
+    assert_problem(
+        await transition(shop.client, shop.admin, rid, "approve"), 409, "invalid_transition"
+    )
     paid = await transition(shop.client, shop.admin, rid, "mark-paid", {"payout_reference": "po_9"})
     assert paid.status_code == 200, paid.text
     body = paid.json()
     assert (body["status"], body["payout_reference"], body["amount"]) == ("paid", "po_9", "5.00")
     assert body["paid_at"] is not None
     for action, payload in (
-        ("approve", None), ("mark-paid", None), ("reverse", {"reason": "changed our mind"}),
+        ("approve", None),
+        ("mark-paid", None),
+        ("reverse", {"reason": "changed our mind"}),
     ):
         assert_problem(
-            await transition(shop.client, shop.admin, rid, action, payload), 409,
+            await transition(shop.client, shop.admin, rid, action, payload),
+            409,
             "invalid_transition",
         )
     assert only(await shop.ledger())["status"] == "paid"
     assert (await balance(shop.client, shop.admin, shop.alice["id"]))["USD"] == {
-        "unit": "USD", "pending": "0.00", "approved": "0.00", "paid": "5.00",
-        "owed": "0.00", "payable": "0.00",
+        "unit": "USD",
+        "pending": "0.00",
+        "approved": "0.00",
+        "paid": "5.00",
+        "owed": "0.00",
+        "payable": "0.00",
     }
 
 
@@ -539,8 +637,9 @@ async def test_mark_paid_without_a_body(shop: Shop) -> None:
 
 
 async def test_reverse_with_a_reason(shop: Shop) -> None:
-    await shop.rule(recipient="referrer", kind="fixed", amount="5.00", hold_days=7,
-                    trigger="every_purchase")
+    await shop.rule(
+        recipient="referrer", kind="fixed", amount="5.00", hold_days=7, trigger="every_purchase"
+    )
     pending = only((await shop.buy("bob", "20.00"))["rewards"])
     approved = only((await shop.buy("carol", "20.00"))["rewards"])
     assert (await transition(shop.client, shop.admin, approved["id"], "approve")).status_code == 200
@@ -555,16 +654,24 @@ async def test_reverse_with_a_reason(shop: Shop) -> None:
         assert (body["status"], body["reversal_reason"]) == ("reversed", "fraud")
         assert body["reversed_at"] is not None
         for action, payload in (
-            ("approve", None), ("mark-paid", {"payout_reference": "po"}),
+            ("approve", None),
+            ("mark-paid", {"payout_reference": "po"}),
             ("reverse", {"reason": "again"}),
         ):
             assert_problem(
-                await transition(shop.client, shop.admin, reward["id"], action, payload), 409,
+                await transition(shop.client, shop.admin, reward["id"], action, payload),
+                409,
                 "invalid_transition",
             )
     assert await balance(shop.client, shop.admin, shop.alice["id"]) == {
-        "USD": {"unit": "USD", "pending": "0.00", "approved": "0.00", "paid": "0.00",
-                "owed": "0.00", "payable": "0.00"},
+        "USD": {
+            "unit": "USD",
+            "pending": "0.00",
+            "approved": "0.00",
+            "paid": "0.00",
+            "owed": "0.00",
+            "payable": "0.00",
+        },
     }
 
 
@@ -575,7 +682,8 @@ async def test_unknown_reward_is_404(shop: Shop) -> None:
             await transition(shop.client, shop.admin, missing, action), 404, "reward_not_found"
         )
     assert_problem(
-        await transition(shop.client, shop.admin, missing, "reverse", {"reason": "x"}), 404,
+        await transition(shop.client, shop.admin, missing, "reverse", {"reason": "x"}),
+        404,
         "reward_not_found",
     )
 
@@ -592,14 +700,18 @@ async def test_partial_refund_reduces_percent_rewards_in_proportion(shop: Shop) 
     assert refund.status_code == 201, refund.text
     body = refund.json()
     assert (body["amount"], body["currency"], body["refunded_total"], body["reason"]) == (
-        "20.00", "USD", "20.00", "one item returned",
+        "20.00",
+        "USD",
+        "20.00",
+        "one item returned",
     )
     assert body["conversion_id"] == bought["id"]
     after = await get_conversion(shop.client, shop.admin, bought["id"])
     assert after["refunded_amount"] == "20.00"
-    # 8.00 × 60/80 = 6.00; fixed and points stay until a full refund
-    assert sorted((r["kind"], r["amount"], r["original_amount"], r["status"])
-                  for r in after["rewards"]) == [
+    # 8.00 x 60/80 = 6.00; fixed and points stay until a full refund
+    assert sorted(
+        (r["kind"], r["amount"], r["original_amount"], r["status"]) for r in after["rewards"]
+    ) == [
         ("fixed", "5.00", "5.00", "approved"),
         ("percent", "6.00", "8.00", "approved"),
         ("points", "100", "100", "approved"),
@@ -611,10 +723,10 @@ async def test_proportional_reduction_rounds_half_even(shop: Shop) -> None:
     bought = await shop.buy("bob", "99.99")
     assert only(bought["rewards"])["amount"] == "12.50"
     assert (await shop.refund(bought, amount="33.33")).status_code == 201
-    # 12.50 × 66.66/99.99 = 8.3333… → 8.33
+    # 12.50 x 66.66/99.99 = 8.3333… → 8.33
     assert only(await shop.rewards_of(bought))["amount"] == "8.33"
     assert (await shop.refund(bought, amount="66.65")).status_code == 201
-    # 12.50 × 0.01/99.99 = 0.00125… → 0.00: reversed
+    # 12.50 x 0.01/99.99 = 0.00125… → 0.00: reversed
     reward = only(await shop.rewards_of(bought))
     assert (reward["status"], reward["reversal_reason"]) == ("reversed", "refund")
 
@@ -622,15 +734,15 @@ async def test_proportional_reduction_rounds_half_even(shop: Shop) -> None:
 @pytest.mark.parametrize(
     ("amount", "refund", "expected"),
     [
-        # 10 % of 0.30 = 0.03; 0.05 of 0.30 left: 0.03 × 1/6 = 0.005 exactly → 0.00 (half-even)
+        # 10 % of 0.30 = 0.03; 0.05 of 0.30 left: 0.03 x 1/6 = 0.005 exactly → 0.00 (half-even)
         ("0.30", "0.25", None),
-        # 10 % of 0.90 = 0.09; 0.50 of 0.90 left: 0.09 × 5/9 = 0.05
+        # 10 % of 0.90 = 0.09; 0.50 of 0.90 left: 0.09 x 5/9 = 0.05
         ("0.90", "0.40", "0.05"),
-        # 10 % of 2.10 = 0.21; 0.50 of 2.10 left: 0.21 × 5/21 = 0.05
+        # 10 % of 2.10 = 0.21; 0.50 of 2.10 left: 0.21 x 5/21 = 0.05
         ("2.10", "1.60", "0.05"),
-        # 10 % of 0.70 = 0.07; 0.25 of 0.70 left: 0.07 × 5/14 = 0.025 → 0.02
+        # 10 % of 0.70 = 0.07; 0.25 of 0.70 left: 0.07 x 5/14 = 0.025 → 0.02
         ("0.70", "0.45", "0.02"),
-        # 10 % of 1.50 = 0.15; 0.50 of 1.50 left: 0.15 × 1/3 = 0.05
+        # 10 % of 1.50 = 0.15; 0.50 of 1.50 left: 0.15 x 1/3 = 0.05
         ("1.50", "1.00", "0.05"),
     ],
 )
@@ -666,10 +778,22 @@ async def test_full_refund_reverses_every_unpaid_reward(shop: Shop) -> None:
     ]
     assert all(r["entry_type"] == "reward" for r in after["rewards"])
     assert (await balance(shop.client, shop.admin, shop.alice["id"])) == {
-        "USD": {"unit": "USD", "pending": "0.00", "approved": "0.00", "paid": "0.00",
-                "owed": "0.00", "payable": "0.00"},
-        "points": {"unit": "points", "pending": "0", "approved": "0", "paid": "0",
-                   "owed": "0", "payable": "0"},
+        "USD": {
+            "unit": "USD",
+            "pending": "0.00",
+            "approved": "0.00",
+            "paid": "0.00",
+            "owed": "0.00",
+            "payable": "0.00",
+        },
+        "points": {
+            "unit": "points",
+            "pending": "0",
+            "approved": "0",
+            "paid": "0",
+            "owed": "0",
+            "payable": "0",
+        },
     }
 
 
@@ -677,7 +801,9 @@ async def test_refund_after_payout_is_a_clawback(shop: Shop) -> None:
     rule = await shop.rule(recipient="referrer", kind="fixed", amount="5.00")
     bought = await shop.buy("bob", "40.00")
     reward = only(bought["rewards"])
-    paid = await transition(shop.client, shop.admin, reward["id"], "mark-paid", {"payout_reference": "po_1"})
+    paid = await transition(
+        shop.client, shop.admin, reward["id"], "mark-paid", {"payout_reference": "po_1"}
+    )
     assert paid.status_code == 200
     assert (await shop.refund(bought, amount="10.00")).status_code == 201
     # a fixed reward is not reduced by a partial refund: no entry yet
@@ -690,13 +816,20 @@ async def test_refund_after_payout_is_a_clawback(shop: Shop) -> None:
     assert (original["status"], original["amount"]) == ("paid", "5.00")
     assert clawback["adjusts_reward_id"] == reward["id"]
     assert (clawback["amount"], clawback["status"], clawback["kind"], clawback["unit"]) == (
-        "-5.00", "approved", "fixed", "USD",
+        "-5.00",
+        "approved",
+        "fixed",
+        "USD",
     )
     assert (clawback["rule_id"], clawback["rule_version"]) == (rule["id"], 1)
     assert (clawback["recipient"], clawback["recipient_id"]) == ("referrer", "alice")
     assert (await balance(shop.client, shop.admin, shop.alice["id"]))["USD"] == {
-        "unit": "USD", "pending": "0.00", "approved": "-5.00", "paid": "5.00",
-        "owed": "-5.00", "payable": "-5.00",
+        "unit": "USD",
+        "pending": "0.00",
+        "approved": "-5.00",
+        "paid": "5.00",
+        "owed": "-5.00",
+        "payable": "-5.00",
     }
 
 
@@ -737,7 +870,11 @@ async def test_refund_leaves_a_manually_reversed_reward_alone(shop: Shop) -> Non
     await transition(shop.client, shop.admin, reward["id"], "reverse", {"reason": "fraud"})
     assert (await shop.refund(bought, amount="10.00")).status_code == 201
     after = only(await shop.ledger())
-    assert (after["status"], after["reversal_reason"], after["amount"]) == ("reversed", "fraud", "4.00")
+    assert (after["status"], after["reversal_reason"], after["amount"]) == (
+        "reversed",
+        "fraud",
+        "4.00",
+    )
 
 
 async def test_cumulative_refunds_cannot_exceed_the_amount(shop: Shop) -> None:
@@ -749,7 +886,9 @@ async def test_cumulative_refunds_cannot_exceed_the_amount(shop: Shop) -> None:
     assert last.json()["refunded_total"] == "80.00"
     assert_problem(await shop.refund(bought, amount="0.01"), 409, "already_refunded")
     assert_problem(await shop.refund(bought), 409, "already_refunded")
-    assert (await get_conversion(shop.client, shop.admin, bought["id"]))["refunded_amount"] == "80.00"
+    assert (await get_conversion(shop.client, shop.admin, bought["id"]))[
+        "refunded_amount"
+    ] == "80.00"
 
 
 async def test_refund_id_is_idempotent(shop: Shop) -> None:
@@ -775,7 +914,9 @@ async def test_refund_id_is_idempotent(shop: Shop) -> None:
     assert (await shop.refund(bought, refund_id="rf_2")).json() == full.json()
     replay = await shop.refund(bought, amount="20.00", refund_id="rf_1", reason="damaged")
     assert (replay.status_code, replay.json()) == (200, first.json())
-    assert (await get_conversion(shop.client, shop.admin, bought["id"]))["refunded_amount"] == "80.00"
+    assert (await get_conversion(shop.client, shop.admin, bought["id"]))[
+        "refunded_amount"
+    ] == "80.00"
 
 
 async def test_refund_id_is_per_conversion(shop: Shop) -> None:
@@ -794,7 +935,7 @@ async def test_refund_in_yen(client: AsyncClient, app: Any) -> None:
     assert_problem(await shop.refund(bought, amount="0.5"), 422, "invalid_amount")
     refund = await shop.refund(bought, amount="515")
     assert refund.json()["amount"] == "515"
-    # the 102 paid shrinks to 102 × 500/1015 = 50.25 → 50
+    # the 102 paid shrinks to 102 x 500/1015 = 50.25 → 50
     assert only(await shop.rewards_of(bought))["amount"] == "50"
 
 
@@ -805,49 +946,68 @@ async def test_list_rewards_filters(app: Any, shop: Shop) -> None:
     bob = await make_referrer(shop.client, shop.admin, shop.pid, "bob")
     other = await make_program(shop.client, shop.admin, name="Other")
     stranger = await make_referrer(shop.client, shop.admin, other["id"], "stranger")
-    await add_rule(shop.client, shop.admin, other["id"], recipient="referrer", kind="fixed",
-                   amount="1.00")
+    await add_rule(
+        shop.client, shop.admin, other["id"], recipient="referrer", kind="fixed", amount="1.00"
+    )
     await shop.rule(recipient="referrer", kind="fixed", amount="5.00", hold_days=30)
     await shop.rule(recipient="referee", kind="fixed", amount="2.00")
     a = await shop.buy("r1", "20.00")
     between = datetime.now(UTC)
     b = await shop.buy("r2", "20.00", code=bob["default_code"]["code"])
-    c = await purchase(shop.client, shop.admin, other, "o1", "r3", "20.00",
-                       code=stranger["default_code"]["code"])
+    c = await purchase(
+        shop.client, shop.admin, other, "o1", "r3", "20.00", code=stranger["default_code"]["code"]
+    )
 
     def keys(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
         return sorted((r["recipient_id"], r["status"]) for r in rows)
 
     everything = await rewards(shop.client, shop.admin)
     assert keys(everything) == [
-        ("alice", "pending"), ("bob", "pending"), ("r1", "approved"), ("r2", "approved"),
+        ("alice", "pending"),
+        ("bob", "pending"),
+        ("r1", "approved"),
+        ("r2", "approved"),
         ("stranger", "approved"),
     ]
     assert keys(await shop.ledger()) == [
-        ("alice", "pending"), ("bob", "pending"), ("r1", "approved"), ("r2", "approved"),
+        ("alice", "pending"),
+        ("bob", "pending"),
+        ("r1", "approved"),
+        ("r2", "approved"),
     ]
     assert keys(await rewards(shop.client, shop.admin, program_id=other["id"])) == [
         ("stranger", "approved"),
     ]
     # the referee's reward is filed under the referrer who brought them
     assert keys(await rewards(shop.client, shop.admin, referrer_id=bob["id"])) == [
-        ("bob", "pending"), ("r2", "approved"),
+        ("bob", "pending"),
+        ("r2", "approved"),
     ]
     assert keys(await rewards(shop.client, shop.admin, conversion_id=a["id"])) == [
-        ("alice", "pending"), ("r1", "approved"),
+        ("alice", "pending"),
+        ("r1", "approved"),
     ]
     assert keys(await rewards(shop.client, shop.admin, status="pending")) == [
-        ("alice", "pending"), ("bob", "pending"),
+        ("alice", "pending"),
+        ("bob", "pending"),
     ]
     assert keys(await rewards(shop.client, shop.admin, **{"from": between.isoformat()})) == [
-        ("bob", "pending"), ("r2", "approved"), ("stranger", "approved"),
+        ("bob", "pending"),
+        ("r2", "approved"),
+        ("stranger", "approved"),
     ]
     assert keys(await rewards(shop.client, shop.admin, to=between.isoformat())) == [
-        ("alice", "pending"), ("r1", "approved"),
+        ("alice", "pending"),
+        ("r1", "approved"),
     ]
     assert keys(
-        await rewards(shop.client, shop.admin, status="approved", program_id=shop.pid,
-                      **{"from": between.isoformat()})
+        await rewards(
+            shop.client,
+            shop.admin,
+            status="approved",
+            program_id=shop.pid,
+            **{"from": between.isoformat()},
+        )
     ) == [("r2", "approved")]
     assert c["rewards"][0]["program_id"] == other["id"] and b["referrer_id"] == bob["id"]
 
@@ -864,18 +1024,31 @@ async def test_list_rewards_filters(app: Any, shop: Shop) -> None:
 
 async def test_balance_by_unit_and_status(shop: Shop) -> None:
     await shop.rule(recipient="referrer", kind="fixed", amount="10.00", trigger="every_purchase")
-    await shop.rule(recipient="referrer", kind="points", points=100, hold_days=30,
-                    trigger="every_purchase")
+    await shop.rule(
+        recipient="referrer", kind="points", points=100, hold_days=30, trigger="every_purchase"
+    )
     await shop.rule(recipient="referee", kind="fixed", amount="3.00", trigger="every_purchase")
     one = await shop.buy("r1", "20.00")
     await shop.buy("r2", "20.00")
     cash = next(r for r in one["rewards"] if r["recipient"] == "referrer" and r["unit"] == "USD")
     assert (await transition(shop.client, shop.admin, cash["id"], "mark-paid")).status_code == 200
     assert await balance(shop.client, shop.admin, shop.alice["id"]) == {
-        "USD": {"unit": "USD", "pending": "0.00", "approved": "10.00", "paid": "10.00",
-                "owed": "10.00", "payable": "10.00"},
-        "points": {"unit": "points", "pending": "200", "approved": "0", "paid": "0",
-                   "owed": "200", "payable": "0"},
+        "USD": {
+            "unit": "USD",
+            "pending": "0.00",
+            "approved": "10.00",
+            "paid": "10.00",
+            "owed": "10.00",
+            "payable": "10.00",
+        },
+        "points": {
+            "unit": "points",
+            "pending": "200",
+            "approved": "0",
+            "paid": "0",
+            "owed": "200",
+            "payable": "0",
+        },
     }
 
 
@@ -890,13 +1063,18 @@ async def test_balance_of_a_referrer_without_rewards(shop: Shop) -> None:
 async def test_patching_other_fields_keeps_the_money(client: AsyncClient, app: Any) -> None:
     shop = await make_shop(client, app, currency="JPY")
     rule = await shop.rule(
-        recipient="referrer", kind="fixed", amount="500", min_order_amount="3000",
+        recipient="referrer",
+        kind="fixed",
+        amount="500",
+        min_order_amount="3000",
         tiers=[{"from_referral": 2, "amount": "800"}],
     )
     renamed = await patch_rule(shop.client, shop.admin, rule["id"], name="Welcome", hold_days=3)
     assert (renamed["version"], renamed["name"], renamed["hold_days"]) == (2, "Welcome", 3)
     assert (renamed["amount"], renamed["min_order_amount"]) == ("500", "3000")
-    assert renamed["tiers"] == [{"from_referral": 2, "amount": "800", "percent": None, "points": None}]
+    assert renamed["tiers"] == [
+        {"from_referral": 2, "amount": "800", "percent": None, "points": None}
+    ]
     assert (await shop.buy("r1", "2999"))["rewards"] == []
     # r1 bought (below the minimum, still a successful referral): r2 is alice's second
     reward = only((await shop.buy("r2", "3000"))["rewards"])

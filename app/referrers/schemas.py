@@ -26,9 +26,9 @@ def _finite_numbers(value: Any) -> Any:
     # NaN and Infinity parse from JSON but are not JSON; Postgres refuses to store them.
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("metadata numbers must be finite")
-    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    for child in children:
-        _finite_numbers(child)
+    if isinstance(value, dict | list):
+        for child in value.values() if isinstance(value, dict) else value:
+            _finite_numbers(child)
     return value
 
 

@@ -213,7 +213,7 @@ def _target_after_refund(reward: Reward, remaining: Decimal, amount: Decimal) ->
     if reward.kind != "percent":
         return reward.original_amount
     # Multiply before dividing, with room to spare: an exact half cent must round half-even,
-    # not be pushed over by a rounded share (0.03 × 0.05/0.30 is 0.005, so 0.00).
+    # not be pushed over by a rounded share (0.03 * 0.05 / 0.30 is 0.005, so 0.00).
     with localcontext() as context:
         context.prec = 60
         share = reward.original_amount * remaining / amount

@@ -35,6 +35,7 @@ EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
 Payload = BaseModel | Mapping[str, Any] | Callable[[], Awaitable[BaseModel | Mapping[str, Any]]]
 _LAST_EMIT = "webhooks.last_emit"
+_CACHE = "webhooks.endpoints"
 
 
 async def emit(
@@ -119,21 +120,41 @@ async def emit_referral_created(session: AsyncSession, referral_id: UUID) -> Non
     )
 
 
+def _transaction_cache(session: AsyncSession) -> dict[Any, Any]:
+    """Lookups kept for the current transaction only: a purchase emits several events."""
+    transaction = session.sync_session.get_transaction()
+    held = session.info.get(_CACHE)
+    if held is None or held[0] is not transaction:
+        held = (transaction, {})
+        session.info[_CACHE] = held
+    cache: dict[Any, Any] = held[1]
+    return cache
+
+
 async def _any_endpoint(session: AsyncSession) -> bool:
-    found = await session.scalar(
-        select(WebhookEndpoint.id).where(WebhookEndpoint.enabled.is_(True)).limit(1)
-    )
-    return found is not None
+    cache = _transaction_cache(session)
+    if "any" not in cache:
+        found = await session.scalar(
+            select(WebhookEndpoint.id).where(WebhookEndpoint.enabled.is_(True)).limit(1)
+        )
+        cache["any"] = found is not None
+    return bool(cache["any"])
 
 
 async def _subscribers(session: AsyncSession, program_id: UUID, event_type: str) -> list[UUID]:
-    rows = await session.execute(
-        select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
-            WebhookEndpoint.enabled.is_(True),
-            or_(WebhookEndpoint.program_id == program_id, WebhookEndpoint.program_id.is_(None)),
+    cache = _transaction_cache(session)
+    if program_id not in cache:
+        rows = await session.execute(
+            select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
+                WebhookEndpoint.enabled.is_(True),
+                or_(
+                    WebhookEndpoint.program_id == program_id,
+                    WebhookEndpoint.program_id.is_(None),
+                ),
+            )
         )
-    )
-    return [endpoint_id for endpoint_id, types in rows if event_type in (types or [])]
+        cache[program_id] = [(endpoint_id, list(types or [])) for endpoint_id, types in rows]
+    return [endpoint_id for endpoint_id, types in cache[program_id] if event_type in types]
 
 
 def _event_time(session: AsyncSession) -> datetime:

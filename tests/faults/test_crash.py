@@ -30,10 +30,10 @@ from tests.faults.traffic import (
 
 pytestmark = pytest.mark.postgres
 
-EVENTS = 300  # 100 each of clicks, redemptions and purchases
+EVENTS = 180  # 60 each of clicks, redemptions and purchases
 CLIENTS = 12
 # Kill when this share of the events has been acknowledged: always mid-load, whatever the speed.
-KILL_AT = (0.15, 0.35, 0.55, 0.75)
+KILL_AT = (0.2, 0.45, 0.7)
 LOAD_TIMEOUT_SECONDS = 120
 
 

@@ -34,9 +34,11 @@ BURST = 300
 # to what a burst of /healthz (no database, no shedding) costs on the same machine just before.
 SHED_P99_FACTOR = 3.0
 SHED_P99_SLACK_SECONDS = 2.0
-# Inside the service a shed answer is not queued behind anything: well under the pool timeout
-# (3 s) even when the machine is busy (a Prometheus bucket of the service's latency histogram).
-SHED_SERVER_SECONDS = "0.5"
+# Inside the service a shed answer is not queued behind anything: most take no time at all, and
+# even on a busy machine nearly all take less than the pool timeout (3 s), the only queue there
+# is (buckets of the service's Prometheus latency histogram).
+SHED_SERVER_TYPICAL = ("0.05", 0.5)
+SHED_SERVER_NEARLY_ALL = ("2.5", 0.99)
 MAX_RSS_KIB = 300 * 1024
 MAX_RSS_GROWTH_KIB = 100 * 1024
 ANSWERS = {(201, None), (503, "overloaded"), (503, "database_unavailable"), (429, "rate_limited")}
@@ -115,17 +117,16 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-def shed_in_time_share(metrics: str) -> float:
-    """Of the answers given before routing (the shed ones), the share under SHED_SERVER_SECONDS."""
+def answered_before_routing_within(metrics: str, bucket: str) -> float:
+    """How many POSTs were answered before routing (shed, or refused before the handler ran),
+    inside `bucket` seconds, by the service's Prometheus latency histogram."""
     series = (
-        'referral_http_request_duration_seconds_bucket{{le="{le}",method="POST",route="unmatched"}}'
+        'referral_http_request_duration_seconds_bucket{{le="{}",method="POST",route="unmatched"}} '
     )
-    values = {}
     for line in metrics.splitlines():
-        for le in (SHED_SERVER_SECONDS, "+Inf"):
-            if line.startswith(series.format(le=le) + " "):
-                values[le] = float(line.split()[-1])
-    return values[SHED_SERVER_SECONDS] / values["+Inf"]
+        if line.startswith(series.format(bucket)):
+            return float(line.split()[-1])
+    raise AssertionError(f"no {bucket} bucket in /metrics")
 
 
 async def test_a_burst_past_capacity_is_shed_quickly_with_bounded_memory(
@@ -169,7 +170,9 @@ async def test_a_burst_past_capacity_is_shed_quickly_with_bounded_memory(
         shed = [seconds for _, code, seconds in results if code in ("overloaded", "rate_limited")]
         limit = SHED_P99_FACTOR * healthz_p99 + SHED_P99_SLACK_SECONDS
         assert p99(shed) < limit, (p99(shed), healthz_p99)
-        assert shed_in_time_share((await http.get("/metrics")).text) >= 0.99
+        metrics = (await http.get("/metrics")).text
+        for bucket, share in (SHED_SERVER_TYPICAL, SHED_SERVER_NEARLY_ALL):
+            assert answered_before_routing_within(metrics, bucket) >= share * len(shed), bucket
 
         assert max(rss_after) < MAX_RSS_KIB, (rss_before, rss_after)
         assert max(rss_after) - rss_before < MAX_RSS_GROWTH_KIB, (rss_before, rss_after)
