@@ -17,7 +17,7 @@ FUZZ_EXAMPLES ?= 500
 .PHONY: help venv run test fuzz lint fmt migrate revision openapi bench bench-quick clean
 
 help:
-	@echo "make run                  migrate the database, print a first admin key, serve on :$(PORT)"
+	@echo "make run                  migrate, print a first admin key, seed a demo into an empty database, serve on :$(PORT)"
 	@echo "make test                 run the test suite (PYTEST_ARGS='-k redeem -x' passes options)"
 	@echo "make fuzz                 schemathesis over every operation, FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) per operation"
 	@echo "make lint                 ruff check, ruff format --check, mypy"
@@ -37,9 +37,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e ".[dev]"
 	touch $@
 
+# The demo (and its dashboard key) only on a database with no program yet: /dashboard has data.
 run: venv
 	$(BIN)/referral-service migrate
 	$(BIN)/referral-service keys bootstrap
+	$(BIN)/referral-service demo --if-empty
 	$(BIN)/referral-service serve --host $(HOST) --port $(PORT)
 
 test: venv

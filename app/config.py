@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     housekeeping_interval_seconds: float = Field(default=60.0, ge=0)
     log_level: str = "INFO"
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Stripe and Shopify send whole orders: a larger limit for their webhooks only.
+    max_webhook_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     idempotency_ttl_hours: int = Field(default=24, ge=1)
 
     rate_limits_enabled: bool = True

@@ -15,10 +15,11 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import bindparam, select, update
+from cachetools import TTLCache
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -33,7 +34,7 @@ from app.programs.schemas import ProgramCreate
 from app.programs.service import create_program
 from app.referrers.models import Code
 from app.referrers.schemas import CodeCreate, ReferrerUpsert
-from app.referrers.service import create_code, upsert_referrer
+from app.referrers.service import CodeCache, create_code, upsert_referrer
 from app.rewards import service as ledger
 from app.rewards.rules import create_rule
 from app.rewards.schemas import RuleCreate, Tier
@@ -174,6 +175,9 @@ class _Seeder:
         self._orders = 0
         self._addresses = 0
         self._click_of_visitor: dict[str, UUID] = {}
+        self._pending_clicks: list[tuple[UUID, datetime]] = []
+        # The codes never change while the demo is seeded: look each up once.
+        self.code_cache: CodeCache = TTLCache(maxsize=64, ttl=3600)
         self._attributed: list[tuple[UUID, datetime, Decimal]] = []
         self.program_id: UUID | None = None
 
@@ -182,7 +186,10 @@ class _Seeder:
         self._plan()
         writers = {"visit": self._visit, "redemption": self._redemption, "purchase": self._purchase}
         for event in sorted(self.events):
+            if event.kind != "visit":
+                await self._move_clicks()  # attribution reads the clicks' real moments
             await writers[event.kind](event)
+        await self._move_clicks()
         await self._refunds()
         await self._payouts(program_id)
         return program_id
@@ -371,10 +378,16 @@ class _Seeder:
         if data.get("repeat_after") is not None:
             moments.append(min(event.at + data["repeat_after"], self.now - timedelta(minutes=2)))
         clicks = [
-            await tracking.record_click(self.session, self.settings, SEEDER, body, visit)
+            await tracking.record_click(
+                self.session, self.settings, SEEDER, body, visit, cache=self.code_cache
+            )
             for _ in moments
         ]
-        await self._move(Click, [(c.click_id, at) for c, at in zip(clicks, moments, strict=True)])
+        # Moved in batches: only a visit's own clicks can be each other's duplicates, and
+        # those are recorded together, so the stamps of other pending clicks do not matter.
+        self._pending_clicks += [(c.click_id, at) for c, at in zip(clicks, moments, strict=True)]
+        if len(self._pending_clicks) >= 500:
+            await self._move_clicks()
         self.clicks += len(clicks)
         if data.get("visitor"):
             self._click_of_visitor[data["visitor"]] = clicks[0].click_id
@@ -414,11 +427,16 @@ class _Seeder:
         if conversion.status == "attributed":
             self._attributed.append((conversion.id, event.at, amount))
 
+    async def _move_clicks(self) -> None:
+        if self._pending_clicks:
+            await self._move(Click, self._pending_clicks)
+            self._pending_clicks = []
+
     async def _move(
         self, model: type[Click] | type[Referral], moves: list[tuple[UUID, datetime]]
     ) -> None:
         """Put rows the API stamped "now" at the moment they happened."""
-        table = model.__table__
+        table = cast(Table, model.__table__)
         await self.session.execute(
             update(table)
             .where(table.c.id == bindparam("row_id"))

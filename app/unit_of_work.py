@@ -114,7 +114,11 @@ class UnitOfWorkMiddleware:
             return
         method = scope["method"]
         if method in METHODS_WITH_BODY:
-            limit = self.settings.max_body_bytes
+            limit = (
+                self.settings.max_webhook_body_bytes
+                if scope["path"].startswith("/v1/integrations/")
+                else self.settings.max_body_bytes
+            )
             declared = _header(scope, b"content-length")
             try:
                 if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -919,6 +919,7 @@ def zipf_file(directory: Path, name: str, codes: list[str], draws: int = 100_000
     return path
 
 
+SESSIONS_OPENED = "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
 BUSY_SESSIONS = (
     "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
     " AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND state <> 'idle')"
@@ -952,6 +953,7 @@ def load_run(scenario: Scenario, server: Server, mode: Mode, cpu: CpuAccount) ->
     before = scenario.count()
     before.pop("busy")
     whole, whole_started = cpu.snapshot(), time.monotonic()
+    sessions_before = int(db.value(SESSIONS_OPENED))
     warm = run_wrk(
         server.url, scenario.script, [*scenario.args, f"warmup{server.workers}"], mode.warmup
     )
@@ -969,6 +971,8 @@ def load_run(scenario: Scenario, server: Server, mode: Mode, cpu: CpuAccount) ->
     noise = cpu.measure(snapshot, run["duration_s"], server.all_pids())
     after = wait_until_stable(scenario.count, mode.stable_seconds)
     work = cpu.measure(whole, time.monotonic() - whole_started, server.all_pids())
+    # New database connections while it ran: a pool that churns pays for a backend each time.
+    sessions_opened = int(db.value(SESSIONS_OPENED)) - sessions_before
     stored = {table: after[table] - before[table] for table in after}
     statuses = {k: int(v) for k, v in run["statuses"].items()}
     warm_statuses = {k: int(v) for k, v in warm["statuses"].items()}
@@ -1033,6 +1037,7 @@ def load_run(scenario: Scenario, server: Server, mode: Mode, cpu: CpuAccount) ->
             + sum(v for k, v in warm_statuses.items() if k not in (scenario.success, "200"))
             + check.get("replays_answered_200", 0),
         ),
+        "db_sessions_opened": sessions_opened,
         "noise": noise,
         "wrk_text": run["wrk_text"],
     }
@@ -1582,10 +1587,18 @@ def render_cpu(results: dict[str, Any]) -> list[str]:
     """CPU per request: the figure that holds however busy the machine was."""
     rows = []
     for workers, b in sorted(results["ceilings"]["bare"].items()):
-        rows.append(("bare FastAPI GET /ping", workers, b["cpu_ms_per_request"], b["noise"]))
+        rows.append(("bare FastAPI GET /ping", workers, b["cpu_ms_per_request"], b["noise"], None))
     order = list(LOAD_TARGETS)
     for row in sorted(results["load"], key=lambda r: (order.index(r["scenario"]), r["workers"])):
-        rows.append((row["path"], row["workers"], row["cpu_ms_per_request"], row["noise"]))
+        rows.append(
+            (
+                row["path"],
+                row["workers"],
+                row["cpu_ms_per_request"],
+                row["noise"],
+                row.get("db_sessions_opened"),
+            )
+        )
     lines = [
         "",
         "CPU time per request the server handled (bare: the measured run; scenarios: warm-up, "
@@ -1593,13 +1606,14 @@ def render_cpu(results: dict[str, Any]) -> list[str]:
         "the Postgres backends of the bench database; and the share of the machine's CPU that "
         "other processes took during the measured run:",
         "",
-        "| path | workers | server CPU ms / request | Postgres CPU ms / request | others' CPU |",
-        "|---|---|---|---|---|",
+        "| path | workers | server CPU ms / request | Postgres CPU ms / request "
+        "| DB connections opened | others' CPU |",
+        "|---|---|---|---|---|---|",
     ]
-    for path, workers, cpu, noise in rows:
+    for path, workers, cpu, noise, opened in rows:
         lines.append(
             f"| {path} | {workers} | {fmt(cpu['server'], 2)} | {fmt(cpu['postgres'], 2)} "
-            f"| {noise['others_share']:.0%} |"
+            f"| {fmt(opened)} | {noise['others_share']:.0%} |"
         )
     return lines
 

@@ -7,6 +7,7 @@ Chromium is Debian's package (`apt-get install chromium`); Playwright never down
 Without it the test is skipped, except where Postgres is required (CI), where it fails.
 """
 
+import asyncio
 import os
 import socket
 import threading
@@ -56,6 +57,7 @@ FUNNEL = (
 )
 MONEY = {"revenue", "reward_cost", "average_order_value"}
 RATES = {"conversion_rate", "referral_rate", "referral_purchase_rate"}
+TIMES = "\u00d7"  # multiplication sign: revenue per reward spent reads "3.6122" + TIMES
 
 
 def _missing_browser() -> str | None:
@@ -78,7 +80,8 @@ pytestmark = pytest.mark.skipif(
 @contextmanager
 def live_server() -> Iterator[str]:
     """The app under uvicorn in a thread of its own, on a random loopback port."""
-    app = create_app(settings_for_tests())
+    # Its own app and engine, on the suite's database, in the server thread's event loop.
+    app = create_app(settings_for_tests(database_url=DATABASE_URL))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -108,7 +111,7 @@ def shown_as(kind: str, api_value: Any, text: str) -> bool:
     if kind in RATES:
         return text.endswith("%") and Decimal(text[:-1]) == Decimal(api_value) * 100
     if kind == "revenue_per_reward_spent":
-        return text == format(Decimal(api_value), ",") + "×"
+        return text == format(Decimal(api_value), ",") + TIMES
     return text == format(int(api_value), ",")
 
 
@@ -283,7 +286,7 @@ async def _check_page(page: Any, api: httpx.AsyncClient, base_url: str, key: str
     download = await download_info.value
     saved = await download.path()
     expected_csv = (await api.get(href)).content
-    assert Path(saved).read_bytes() == expected_csv
+    assert await asyncio.to_thread(Path(saved).read_bytes) == expected_csv
     lines = expected_csv.decode().splitlines()
     assert lines[0].startswith("referrer_id,external_id,name,clicks,")
     assert len(lines) == 1 + len(leaders["data"])

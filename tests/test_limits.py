@@ -382,3 +382,24 @@ async def test_lists_over_their_length_are_422(
     response = await method(url, json=body | {field: value}, headers=auth(shop["admin"]))
     problem = assert_problem(response, 422, "validation_error")
     assert problem["detail"].startswith(f"{field}: "), problem
+
+
+async def test_platform_webhooks_may_send_larger_bodies(client: AsyncClient, app: Any) -> None:
+    """Whole Shopify orders exceed the API's 64 KiB limit; their webhook path allows 1 MiB."""
+    admin = await make_key(app)
+    program = await make_program(client, admin)
+    big = b'{"note": "' + b"x" * 200_000 + b'"}'
+    headers = {"content-type": "application/json", "X-Shopify-Hmac-Sha256": "AAAA"}
+    shopify = await client.post(
+        f"/v1/integrations/shopify/{program['id']}/webhook", content=big, headers=headers
+    )
+    assert shopify.status_code == 400  # read whole, then refused for its signature
+    assert shopify.json()["code"] == "invalid_signature"
+    too_big = await client.post(
+        f"/v1/integrations/shopify/{program['id']}/webhook",
+        content=b"x" * (1024 * 1024 + 1),
+        headers=headers,
+    )
+    assert too_big.status_code == 413
+    api = await client.post("/v1/conversions", content=big, headers=auth(admin) | headers)
+    assert api.status_code == 413

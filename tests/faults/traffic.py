@@ -25,7 +25,7 @@ from tests.factories import BROWSER_UA
 
 RETRY_PAUSE_SECONDS = 0.05
 REWARD_AMOUNT = Decimal("5.00")
-SUCCESS = {"click": {201}, "redemption": {201}, "conversion": {200, 201}}
+SUCCESS = {"click": {201}, "plain_click": {201}, "redemption": {201}, "conversion": {200, 201}}
 
 
 def auth(key: str) -> dict[str, str]:
@@ -118,6 +118,23 @@ def click(seeded: Seeded, run: str, n: int) -> LogicalRequest:
     )
 
 
+def plain_click(seeded: Seeded, run: str, n: int) -> LogicalRequest:
+    """A click without an Idempotency-Key: it goes through the group-commit click writer. A
+    retry after a lost answer may store the visit again, but only flagged as a duplicate."""
+    visitor = f"{run}-walkin-{n}"
+    return LogicalRequest(
+        kind="plain_click",
+        tag=visitor,
+        path="/v1/clicks",
+        body={"code": seeded.code, "visitor_id": visitor},
+        headers=auth(seeded.publishable_key)
+        | {
+            "User-Agent": BROWSER_UA,
+            "X-Forwarded-For": f"10.{128 | (n >> 16) & 127}.{(n >> 8) & 255}.{n & 255}",
+        },
+    )
+
+
 def redemption(seeded: Seeded, run: str, n: int) -> LogicalRequest:
     customer = f"{run}-newcomer-{n}"
     return LogicalRequest(
@@ -151,12 +168,13 @@ def conversion(seeded: Seeded, run: str, n: int) -> LogicalRequest:
 
 
 def mixed_events(seeded: Seeded, run: str, limit: int) -> Iterator[LogicalRequest]:
-    """Clicks, redemptions and purchases in turn, at most `limit` of them."""
-    makers = (click, redemption, conversion)
+    """Clicks (with and without an Idempotency-Key), redemptions and purchases in turn, at most
+    `limit` of them."""
+    makers = (click, plain_click, redemption, conversion)
     for n in count():
         if n >= limit:
             return
-        yield makers[n % 3](seeded, run, n // 3)
+        yield makers[n % len(makers)](seeded, run, n // len(makers))
 
 
 @dataclass(frozen=True)
@@ -361,12 +379,22 @@ def assert_stored_exactly_once(outcomes: list[Outcome], stored: Stored) -> dict[
         }
         assert not refused, f"{kind}s answered with an unexpected status: {refused}"
 
-    clicks = _once_each("clicks", [row.visitor_id for row in stored.clicks])
-    click_ids = {row.visitor_id: str(row.id) for row in stored.clicks}
-    assert set(clicks) <= set(sent["click"]), "a click was stored that nobody sent"
+    visitors = {row.visitor_id for row in stored.clicks}
+    assert visitors <= set(sent["click"]) | set(sent["plain_click"]), "unsent click stored"
+    keyed = [row for row in stored.clicks if row.visitor_id in sent["click"]]
+    _once_each("clicks", [row.visitor_id for row in keyed])
+    click_ids = {row.visitor_id: str(row.id) for row in keyed}
     for tag, outcome in acked["click"].items():
         assert outcome.answer is not None
         assert click_ids.get(tag) == outcome.answer["click_id"], f"acknowledged click {tag} lost"
+    # Without a key a retried click may be stored again, but never counted as unique again.
+    plain = [row for row in stored.clicks if row.visitor_id in sent["plain_click"]]
+    _once_each("unique plain clicks", [row.visitor_id for row in plain if not row.is_duplicate])
+    plain_ids = {str(row.id) for row in plain}
+    for tag, outcome in acked["plain_click"].items():
+        assert outcome.answer is not None
+        assert outcome.answer["click_id"] in plain_ids, f"acknowledged click {tag} lost"
+        assert any(row.visitor_id == tag and not row.is_duplicate for row in plain), tag
 
     redeemed = [row for row in stored.referrals if row.source == "redemption"]
     _once_each("redemptions", [row.customer_id for row in redeemed])
@@ -428,10 +456,15 @@ async def assert_metrics_match_recount(
         (o.request.amount for o in outcomes if o.request.kind == "conversion" and o.acknowledged),
         Decimal(0),
     )
-    # Every distinct logical request acknowledged is counted once, whatever the retries.
+    # Every distinct logical request acknowledged is counted once, whatever the retries; only
+    # a click without a key may be stored twice, the second time as a duplicate.
+    assert acked["click"] + acked["plain_click"] <= recount["clicks"]
+    assert recount["clicks"] - acked["click"] - acked["plain_click"] <= sum(
+        o.attempts - 1 for o in outcomes if o.request.kind == "plain_click"
+    )
     assert recount == {
-        "clicks": acked["click"],
-        "unique_clicks": acked["click"],
+        "clicks": recount["clicks"],
+        "unique_clicks": acked["click"] + acked["plain_click"],
         "referrals": acked["redemption"] + acked["conversion"],
         "conversions": acked["conversion"],
         "revenue": acked_revenue,

@@ -712,7 +712,7 @@
   }
 
   function renderRecent(rows, explained, names, currency) {
-    const columns = [["When", false], ["Customer", false], ["Amount", true], ["Status", false], ["Winner", false], ["Why", false]];
+    const columns = [["When", false], ["Customer", false], ["Amount", true], ["Status", false], ["Attribution", false]];
     const table = $("recent");
     if (!rows.length) {
       table.replaceChildren(headRow(columns), emptyBody(columns.length, "No conversions in this range."));
@@ -723,30 +723,31 @@
       const attribution = explained[index];
       const winner = attribution.winner;
       const reason = attribution.reason;
-      const badgeClass = reason === "self_referral" ? "self" : row.status;
+      const rowCurrency = row.currency || currency;
       const amount = el("td", { class: "n", "data-col": "amount", "data-value": row.amount },
-        formatMoney(row.amount, row.currency || currency));
+        formatMoney(row.amount, rowCurrency));
       if (!isZero(row.refunded_amount)) {
-        amount.append(el("span", { class: "refunded", text: `−${formatMoney(row.refunded_amount, row.currency || currency)} refunded` }));
+        amount.append(el("span", { class: "refunded", text: `${formatMoney(row.refunded_amount, rowCurrency)} refunded` }));
       }
-      const winnerCell = el("td", { "data-col": "winner", "data-value": winner ? winner.code || "" : "" });
-      if (winner) {
-        const who = winner.referrer_id && names.get(winner.referrer_id);
-        winnerCell.append(
-          el("span", { class: "who" }, el("span", { class: "mono", text: winner.code || "—" }), ` · ${winner.kind}`),
-          el("span", { class: "who-sub", text: who || (winner.source === "explicit" ? "named on the order" : "customer's history") }),
-        );
-      } else {
-        winnerCell.append(el("span", { class: "who-sub", text: `no winner · ${attribution.candidates.length} candidate${attribution.candidates.length === 1 ? "" : "s"}` }));
-      }
+      const candidates = attribution.candidates.length;
+      const who = winner && winner.referrer_id ? names.get(winner.referrer_id) : null;
+      const winnerText = winner
+        ? [el("span", { class: "mono", text: winner.code || "—" }), ` · ${winner.kind}`]
+        : [`no winner · ${candidates} candidate${candidates === 1 ? "" : "s"}`];
+      const explanation = el("td", { "data-col": "attribution" },
+        el("span", { class: winner ? "who" : "who muted", "data-col": "winner", "data-value": winner ? winner.code || "" : "" }, winnerText),
+        el("span", { class: "who-sub" },
+          el("span", { "data-col": "reason", "data-value": reason, title: reason, text: REASONS[reason] || reason }),
+          who ? ` · ${who}` : ""),
+      );
       body.append(
         el("tr", { "data-conversion": row.id },
           el("td", { "data-col": "occurred_at", "data-value": row.occurred_at, text: humanDateTime(row.occurred_at) }),
           el("td", { "data-col": "customer", text: row.customer_id }),
           amount,
-          el("td", { "data-col": "status", "data-value": row.status }, el("span", { class: `badge ${badgeClass}`, text: row.status })),
-          winnerCell,
-          el("td", { "data-col": "reason", "data-value": reason, title: reason }, REASONS[reason] || reason),
+          el("td", { "data-col": "status", "data-value": row.status },
+            el("span", { class: `badge ${reason === "self_referral" ? "self" : row.status}`, text: reason === "self_referral" ? "self-referral" : row.status })),
+          explanation,
         ),
       );
     });
