@@ -75,6 +75,8 @@ def run_demo(settings: Settings, *, if_empty: bool) -> None:
     async def work(session: AsyncSession) -> demo.DemoProgram | None:
         if if_empty and await demo.has_programs(session):
             return None
+        if await demo.find_demo_program(session) is None:
+            print(f"Seeding a demo program: {demo.DEMO_DAYS} days of referral traffic…", flush=True)
         return await demo.ensure_demo(session, settings)
 
     result = run_in_session(settings, work)

@@ -242,6 +242,15 @@ class Load:
     attempts: list[Attempt] = field(default_factory=list)
     acknowledged: int = 0
     _stopping: bool = False
+    _marks: list[tuple[int, asyncio.Event]] = field(default_factory=list)
+
+    async def until_acknowledged(self, count: int) -> None:
+        """Return right as the `count`-th acknowledgement arrives (within the same loop turn)."""
+        if self.acknowledged >= count:
+            return
+        reached = asyncio.Event()
+        self._marks.append((count, reached))
+        await reached.wait()
 
     def stop(self) -> None:
         """Take no new logical request; the ones under way are still retried to an answer."""
@@ -296,6 +305,9 @@ class Load:
                     outcome = Outcome(request, response.status_code, _json(response), tries)
                     if outcome.acknowledged:
                         self.acknowledged += 1
+                        for count, reached in self._marks:
+                            if self.acknowledged >= count:
+                                reached.set()
                     return outcome
             if time.monotonic() > deadline:
                 return Outcome(request, None, None, tries)
