@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from app.background import approve_due_rewards
 from app.rewards.models import Reward, RewardRuleVersion
-from tests.factories import assert_problem, auth, db_all, make_program, make_referrer
+from tests.factories import assert_problem, auth, db_all, make_key, make_program, make_referrer
 from tests.money_factories import (
     add_rule,
     balance,
@@ -1079,3 +1079,32 @@ async def test_patching_other_fields_keeps_the_money(client: AsyncClient, app: A
     # r1 bought (below the minimum, still a successful referral): r2 is alice's second
     reward = only((await shop.buy("r2", "3000"))["rewards"])
     assert (reward["amount"], reward["status"], reward["rule_version"]) == ("800", "pending", 2)
+
+
+async def test_reading_rewards_never_approves_another_programs_rewards(
+    client: AsyncClient, app: Any
+) -> None:
+    """Approve-on-read stays inside what the key may see, even when it names another program."""
+    admin, prog, referrer = await setup_program(client, app)
+    await add_rule(
+        client, admin, prog["id"], recipient="referrer", kind="fixed", amount="5.00", hold_days=3
+    )
+    code = referrer["default_code"]["code"]
+    conversion = await purchase(client, admin, prog, "due-1", "bob", "20.00", code=code)
+    [reward] = conversion["rewards"]
+    assert reward["status"] == "pending"
+    async with app.state.sessionmaker() as session:
+        row = await session.get(Reward, UUID(reward["id"]))
+        assert row is not None
+        row.hold_until = datetime.now(UTC) - timedelta(minutes=1)
+        await session.commit()
+    other = await make_program(client, admin, name="Other")
+    outsider = await make_key(app, "secret", [UUID(other["id"])])
+    for params in ({"program_id": prog["id"]}, {"referrer_id": referrer["id"]}):
+        listed = await client.get("/v1/rewards", params=params, headers=auth(outsider))
+        assert listed.status_code == 200 and listed.json()["data"] == []
+    async with app.state.sessionmaker() as session:
+        row = await session.get(Reward, UUID(reward["id"]))
+        assert row is not None and row.status == "pending"
+    mine = await client.get("/v1/rewards", params={"program_id": prog["id"]}, headers=auth(admin))
+    assert [r["status"] for r in mine.json()["data"]] == ["approved"]

@@ -14,7 +14,6 @@ from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -67,8 +66,8 @@ async def replicas(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Re
         ServiceProcess(env, logs / "replica-b.log"),
     )
     try:
-        admin_key, *_ = await asyncio.gather(
-            create_admin_key(DATABASE_URL), *(service.start() for service in services)
+        admin_key, _, _ = await asyncio.gather(
+            create_admin_key(DATABASE_URL), services[0].start(), services[1].start()
         )
         assert services[0].pid != services[1].pid and services[0].port != services[1].port
         seeded = await seed_program(services[0].base_url, admin_key, f"replicas-{uuid4().hex[:8]}")
@@ -454,4 +453,3 @@ async def test_every_click_acknowledged_by_either_replica_is_stored(replicas: Re
         "SELECT count(*) FROM clicks WHERE program_id = :program", program=seeded.program_id
     )
     assert summaries[0]["clicks"] == clicks
-

@@ -120,7 +120,11 @@ def _tier_values(tiers: list[dict[str, Any]], successful_referrals: int) -> dict
     if not reached:
         return None
     tier = max(reached, key=lambda t: int(t["from_referral"]))
-    return {"amount": tier.get("amount"), "percent": tier.get("percent"), "points": tier.get("points")}
+    return {
+        "amount": tier.get("amount"),
+        "percent": tier.get("percent"),
+        "points": tier.get("points"),
+    }
 
 
 async def _rewards_given(session: AsyncSession, rule_id: UUID, referrer_id: UUID) -> int:
@@ -304,7 +308,9 @@ async def mark_paid(
     return RewardOut.model_validate(reward)
 
 
-async def reverse(session: AsyncSession, principal: Principal, reward_id: UUID, reason: str) -> RewardOut:
+async def reverse(
+    session: AsyncSession, principal: Principal, reward_id: UUID, reason: str
+) -> RewardOut:
     """pending or approved → reversed; a paid reward is clawed back by a refund instead."""
     reward = await get_reward(session, principal, reward_id, for_update=True)
     if reward.status not in ("pending", "approved"):
@@ -345,14 +351,13 @@ async def list_rewards(
     session: AsyncSession, principal: Principal, filters: RewardFilters, params: PageParams
 ) -> tuple[list[RewardOut], str | None]:
     """Ledger entries matching the filters; due rewards are approved first, so reads are current."""
-    await approve_due(
-        session,
-        utcnow(),
-        program_ids=principal.program_ids
-        if filters.program_id is None
-        else frozenset({filters.program_id}),
-        referrer_id=filters.referrer_id,
-    )
+    # Approve only inside what the key may see: a read never touches another program.
+    scope = principal.program_ids
+    if filters.program_id is not None:
+        scope = frozenset({filters.program_id}) & (
+            scope if scope is not None else {filters.program_id}
+        )
+    await approve_due(session, utcnow(), program_ids=scope, referrer_id=filters.referrer_id)
     rows, next_cursor = await paginate(session, _filtered(principal, filters), Reward, params)
     return [RewardOut.model_validate(row) for row in rows], next_cursor
 

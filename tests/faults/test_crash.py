@@ -1,10 +1,12 @@
 """SIGKILL the service mid-load, again and again: nothing acknowledged is lost, nothing doubles.
 
-A real uvicorn process takes clicks, redemptions and purchases from clients that retry the same
-request (same Idempotency-Key, same event_id) until they get an answer. The process is killed
-several times, with requests in flight, and restarted on the same port. Afterwards the database
-is read directly: every acknowledged event is there once under the id it was acknowledged with,
-no event is stored twice, and the metrics the service reports equal a recount.
+A real uvicorn process takes clicks (with an Idempotency-Key, and without one through the
+group-commit click writer), redemptions and purchases from clients that retry the same request
+(same Idempotency-Key, same event_id) until they get an answer. The process is killed several
+times, with requests in flight, and restarted on the same port. Afterwards the database is read
+directly: every acknowledged event is there once under the id it was acknowledged with, nothing
+is stored twice (a retried click without a key at most as a flagged duplicate), and the metrics
+the service reports equal a recount.
 """
 
 import asyncio
