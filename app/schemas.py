@@ -9,10 +9,12 @@ from pydantic import (
     AfterValidator,
     AnyUrl,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     UrlConstraints,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -111,4 +113,18 @@ Email = Annotated[
 ]
 ShortText = Annotated[str, Field(max_length=200)]
 HttpUrl = Annotated[AnyUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"])]
-PositiveMoney = Annotated[Decimal, Field(gt=0, max_digits=16, decimal_places=4)]
+def _not_a_float(value: Any) -> Any:
+    # Money travels as a decimal string ("12.50"); a JSON number is a binary float.
+    if isinstance(value, float):
+        raise ValueError('give money as a decimal string, e.g. "12.50"')
+    return value
+
+
+PositiveMoney = Annotated[
+    Decimal,
+    BeforeValidator(_not_a_float),
+    Field(gt=0, max_digits=16, decimal_places=4),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,4})?$", "examples": ["12.50"]}
+    ),
+]

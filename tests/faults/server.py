@@ -1,7 +1,8 @@
 """A real uvicorn process for the fault tests: start it, wait for /healthz, SIGKILL it, restart it.
 
 Everything stays on loopback. The process runs in its own process group, so killing the group
-takes any child with it; `running_service` always kills it, whatever the test did.
+takes any child with it; `running_service` always kills it, whatever the test did, and the
+process dies with the test process too (PR_SET_PDEATHSIG), should pytest itself be killed.
 """
 
 import asyncio
