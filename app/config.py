@@ -15,7 +15,9 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./referrals.db"
     database_read_url: str | None = None
     redis_url: str | None = None
-    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_pool_size: int = Field(default=20, ge=1, le=200)
+    # A statement running longer is cancelled (503): a frozen database must not hang requests.
+    database_command_timeout_seconds: float = Field(default=10.0, gt=0)
     # How long a request waits for a free connection before it is answered 503.
     database_pool_timeout_seconds: float = Field(default=3.0, gt=0)
     max_in_flight_requests: int = Field(default=512, ge=1)

@@ -69,14 +69,17 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
         "server_settings": {"timezone": "UTC"},
         # Fail fast when the database is unreachable: the caller gets a 503, not a hang.
         "timeout": 5,
-        "command_timeout": 30,
+        "command_timeout": settings.database_command_timeout_seconds,
     }
     if settings.database_statement_cache_size == 0:
         connect_args["prepared_statement_cache_size"] = 0
     return create_async_engine(
         url,
         pool_size=settings.database_pool_size,
-        max_overflow=settings.database_pool_size,
+        # No overflow: overflow connections are closed as soon as they are returned, and under
+        # load that meant opening hundreds of connections a minute. Waiting is bounded by
+        # pool_timeout, then the request answers 503.
+        max_overflow=0,
         pool_pre_ping=True,
         pool_timeout=settings.database_pool_timeout_seconds,
         connect_args=connect_args,

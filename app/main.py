@@ -151,9 +151,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz", tags=["ops"], responses={503: {"description": "Database unreachable"}})
     async def readyz() -> JSONResponse:
         """The database answers."""
-        try:
+
+        async def ping() -> None:
             async with engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
+
+        try:
+            # A database that accepts connections but never answers is not ready either.
+            await asyncio.wait_for(ping(), timeout=2)
         except Exception as exc:
             logger.warning("readiness check failed: %s", type(exc).__name__)
             return JSONResponse({"status": "unavailable"}, status_code=503)

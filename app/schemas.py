@@ -125,6 +125,6 @@ PositiveMoney = Annotated[
     BeforeValidator(_not_a_float),
     Field(gt=0, max_digits=16, decimal_places=4),
     WithJsonSchema(
-        {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,4})?$", "examples": ["12.50"]}
+        {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,4})?$"}
     ),
 ]

@@ -115,3 +115,24 @@ async def test_idempotent_clicks_commit_with_their_stored_answer(
     )
     assert {a.status_code for a in answers} <= {201, 409}
     assert await _click_count(app) == 1
+
+
+async def test_cached_codes_survive_the_rollback_of_the_request_that_cached_them(
+    cached: tuple[AsyncClient, Any],
+) -> None:
+    """A request that loads a code into the cache and then fails must not spoil the entry."""
+    http, app = cached
+    admin = await make_key(app)
+    program = await make_program(http, admin)
+    code = (await make_referrer(http, admin, program["id"]))["default_code"]["code"]
+    paused = await http.patch(
+        f"/v1/programs/{program['id']}", json={"status": "paused"}, headers=auth(admin)
+    )
+    assert paused.status_code == 200
+    # The code is looked up (and cached), then the click is refused: the transaction rolls back.
+    refused = await http.post("/v1/clicks", json={"code": code}, headers=auth(admin))
+    assert refused.status_code == 409
+    for _ in range(3):
+        link = await http.get(f"/r/{code}")
+        assert link.status_code == 302  # served from the cache: a paused program, no ref
+        assert "ref=" not in link.headers["location"]

@@ -162,11 +162,20 @@ async def _apply(
         await session.flush()
         return
     assert winner.referrer_id is not None and winner.code_id is not None
-    # Locks, always in this order: the referrer (caps, tiers), then the customer's referral
-    # ("first purchase"). NO KEY UPDATE leaves inserts that reference the referrer unblocked.
-    referrer = await session.scalar(
-        select(Referrer).where(Referrer.id == winner.referrer_id).with_for_update(key_share=True)
-    )
+    rules = await active_rules(session, program.id)
+    # Locks, always in this order: the referrer, then the customer's referral ("first
+    # purchase"). The referrer is locked only when a rule counts per referrer (caps, tiers):
+    # otherwise a popular referrer's purchases need not queue behind each other.
+    # NO KEY UPDATE leaves inserts that reference the referrer unblocked.
+    if any(rule.max_rewards_per_referrer is not None or rule.tiers for rule in rules):
+        referrer = await session.scalar(
+            select(Referrer)
+            .where(Referrer.id == winner.referrer_id)
+            .with_for_update(key_share=True)
+            .execution_options(populate_existing=True)
+        )
+    else:
+        referrer = await session.get(Referrer, winner.referrer_id)
     assert referrer is not None
     referral = await _referral_for(session, program, conversion, winner.referrer_id, winner)
     earlier = await session.scalar(
@@ -196,7 +205,7 @@ async def _apply(
         referral=referral,
         is_first_purchase=earlier is None,
     )
-    await ledger.create_rewards(session, await active_rules(session, program.id), paid, now)
+    await ledger.create_rewards(session, rules, paid, now)
     await emit(
         session, program.id, "conversion.attributed", lambda: conversion_out(session, conversion)
     )
@@ -257,9 +266,11 @@ def _attribution_record(program: Program, decision: Decision) -> dict[str, Any]:
 
 
 async def conversion_out(session: AsyncSession, conversion: Conversion) -> ConversionOut:
-    code = await session.scalar(select(Code.code).where(Code.id == conversion.code_id)) if (
-        conversion.code_id
-    ) else None
+    code = (
+        await session.scalar(select(Code.code).where(Code.id == conversion.code_id))
+        if (conversion.code_id)
+        else None
+    )
     return ConversionOut(
         id=conversion.id,
         program_id=conversion.program_id,

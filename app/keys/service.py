@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import utcnow
+from app.db import is_postgres, utcnow
 from app.errors import NotFound, Unprocessable
 from app.keys.models import ApiKey
 from app.programs.models import Program
@@ -77,17 +77,34 @@ async def authenticate(session: AsyncSession, raw_key: str) -> Principal | None:
         return None
     if api_key.revoked_at is not None:
         return None
-    now = utcnow()
-    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
-        await session.execute(
-            update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=now)
-        )
+    await _record_use(session, api_key)
     program_ids = (
         frozenset(UUID(pid) for pid in api_key.program_ids)
         if api_key.program_ids is not None
         else None
     )
     return Principal(key_id=api_key.id, kind=api_key.kind, program_ids=program_ids)
+
+
+async def _record_use(session: AsyncSession, api_key: ApiKey) -> None:
+    """Keep last_used_at to the minute, without making requests queue on the key's row.
+
+    On Postgres the write is its own short transaction, so the row lock is not held for the
+    whole request (every request with that key would wait behind it); on SQLite, whose single
+    write lock the request's transaction may already hold, it stays in the request's session.
+    """
+    now = utcnow()
+    if api_key.last_used_at is not None and now - api_key.last_used_at <= LAST_USED_RESOLUTION:
+        return
+    stale = update(ApiKey).where(
+        ApiKey.id == api_key.id,
+        or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - LAST_USED_RESOLUTION),
+    )
+    if not is_postgres(session):
+        await session.execute(stale.values(last_used_at=now))
+        return
+    async with AsyncSession(bind=session.bind) as own, own.begin():
+        await own.execute(stale.values(last_used_at=now))
 
 
 async def revoke_key(session: AsyncSession, key_id_or_prefix: str) -> ApiKey:

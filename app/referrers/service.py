@@ -1,8 +1,9 @@
 from datetime import datetime
+from typing import Any
 from uuid import UUID, uuid4
 
 from cachetools import TTLCache
-from sqlalchemy import select, update
+from sqlalchemy import inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import ensure_program_access
@@ -184,13 +185,19 @@ async def list_codes(
 
 
 # Codes and their programs for a few seconds, for clicks and links only (never for writes).
-CodeCache = TTLCache[str, tuple[Code, Program]]
+# The cache keeps plain column values: an ORM instance would be expired by the rollback of the
+# request that loaded it, and fail when another request reads it.
+CodeCache = TTLCache[str, tuple[dict[str, Any], dict[str, Any]]]
 
 
 def code_cache(settings: Settings) -> CodeCache | None:
     if settings.code_cache_seconds <= 0:
         return None
     return TTLCache(maxsize=100_000, ttl=settings.code_cache_seconds)
+
+
+def _columns(row: Any) -> dict[str, Any]:
+    return {attr.key: getattr(row, attr.key) for attr in inspect(type(row)).column_attrs}
 
 
 async def find_code(
@@ -207,7 +214,8 @@ async def find_code(
     normalized = normalize(text)
     cached = cache.get(normalized) if cache is not None and not for_update else None
     if cached is not None:
-        code, program = cached
+        # Detached copies, never added to a session: read-only by construction.
+        code, program = Code(**cached[0]), Program(**cached[1])
     else:
         query = select(Code, Program).join(Program, Program.id == Code.program_id)
         query = query.where(Code.normalized == normalized)
@@ -218,7 +226,7 @@ async def find_code(
             raise CodeNotFound(f"No code {text!r}.")
         code, program = row
         if cache is not None:
-            cache[normalized] = (code, program)
+            cache[normalized] = (_columns(code), _columns(program))
     if principal is not None and not principal.can_access(program.id):
         # Word for word the answer for a code that does not exist: no probing other programs.
         raise CodeNotFound(f"No code {text!r}.")
