@@ -5,7 +5,8 @@ on two loopback ports, and share nothing else: no memory, no lock, no queue. Cli
 same purchase, the same redemption, the same Idempotency-Key to both at once; afterwards the
 database is read directly. What makes it hold is in the database: the unique (program,
 event_id) and (program, customer) constraints, the guarded UPDATE on a code's use count, and a
-transaction-scoped advisory lock per Idempotency-Key.
+transaction-scoped advisory lock per Idempotency-Key. The last test checks what sizing a
+replica's pool relies on: a request holds one pooled connection at a time.
 """
 
 import asyncio
@@ -15,22 +16,24 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
+from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from tests.conftest import DATABASE_URL
-from tests.factories import BROWSER_UA
+from app.main import create_app
+from tests.conftest import DATABASE_URL, settings_for_tests
+from tests.factories import BROWSER_UA, make_key, make_program
 from tests.faults.server import ServiceProcess, create_admin_key, service_env
 from tests.faults.traffic import REWARD_AMOUNT, Seeded, auth, seed_program
 
 pytestmark = pytest.mark.postgres
 
-# Connections are shared with everyone else's tests: 4 (+4 overflow) per replica.
+# Postgres' connections are shared with everyone else's tests: 4 per replica (no overflow).
 POOL_SIZE = 4
 IN_FLIGHT = 16  # requests under way at once, over both replicas
 COPIES = 6  # each duplicate is sent this many times, alternately to each replica
@@ -453,3 +456,63 @@ async def test_every_click_acknowledged_by_either_replica_is_stored(replicas: Re
         "SELECT count(*) FROM clicks WHERE program_id = :program", program=seeded.program_id
     )
     assert summaries[0]["clicks"] == clicks
+
+
+async def test_a_request_holds_one_pooled_connection_at_a_time() -> None:
+    """With a pool of one connection every kind of request still answers: none takes a second
+    connection while it holds the first (a burst of such requests would deadlock the pool).
+    This is what lets `database_pool_size` be sized per replica, and PgBouncer's pool with it.
+    Each request uses a key never used before, so its last_used_at is written too."""
+    settings = settings_for_tests(database_pool_size=1, database_pool_timeout_seconds=2)
+    application = create_app(settings)
+    async with (
+        application.router.lifespan_context(application),
+        AsyncClient(transport=ASGITransport(app=application), base_url="http://test") as http,
+    ):
+        program = await make_program(http, await make_key(application))
+        program_ids = [UUID(program["id"])]
+
+        async def fresh(kind: str) -> dict[str, str]:
+            return auth(await make_key(application, kind, program_ids)) | {"User-Agent": BROWSER_UA}
+
+        referrer = await http.post(
+            f"/v1/programs/{program['id']}/referrers",
+            json={"external_id": "one-connection"},
+            headers=await fresh("admin"),
+        )
+        assert referrer.status_code == 201, referrer.text
+        code = referrer.json()["default_code"]["code"]
+        conversion = {
+            "program_id": program["id"],
+            "event_id": "one-connection-order",
+            "customer_id": "one-connection-customer",
+            "amount": "12.00",
+            "currency": "USD",
+        }
+        posts = [
+            # path, body, key kind, with an Idempotency-Key?, the answer
+            ("/v1/clicks", {"code": code}, "publishable", False, 201),  # group commit
+            ("/v1/clicks", {"code": code}, "publishable", True, 201),  # in the request
+            (
+                "/v1/redemptions",
+                {"code": code, "customer_id": "one-connection-customer"},
+                "publishable",
+                True,
+                201,
+            ),
+            ("/v1/conversions", conversion, "secret", True, 201),
+            ("/v1/conversions", conversion, "secret", False, 200),  # a retry
+        ]
+        for n, (path, body, kind, keyed, status) in enumerate(posts):
+            headers = await fresh(kind)
+            if keyed:
+                headers["Idempotency-Key"] = f"one-connection-{n}"
+            response = await http.post(path, json=body, headers=headers)
+            assert response.status_code == status, (path, response.text)
+        for path in (
+            f"/v1/programs/{program['id']}/metrics/summary",
+            "/v1/conversions?format=csv",
+            "/readyz",
+        ):
+            response = await http.get(path, headers=await fresh("secret"))
+            assert response.status_code == 200, (path, response.text)

@@ -89,22 +89,20 @@ async def authenticate(session: AsyncSession, raw_key: str) -> Principal | None:
 async def _record_use(session: AsyncSession, api_key: ApiKey) -> None:
     """Keep last_used_at to the minute, without making requests queue on the key's row.
 
-    On Postgres the write is its own short transaction, so the row lock is not held for the
-    whole request (every request with that key would wait behind it); on SQLite, whose single
-    write lock the request's transaction may already hold, it stays in the request's session.
+    The write stays in the request's transaction, on its one connection: a second connection
+    per request lets a burst of requests hold every pooled connection while each waits for
+    one more. On Postgres the row is taken with SKIP LOCKED, so while one request holds it
+    (until its commit) the others with that key leave the write to it instead of queueing.
     """
     now = utcnow()
     if api_key.last_used_at is not None and now - api_key.last_used_at <= LAST_USED_RESOLUTION:
         return
-    stale = update(ApiKey).where(
-        ApiKey.id == api_key.id,
-        or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - LAST_USED_RESOLUTION),
-    )
-    if not is_postgres(session):
-        await session.execute(stale.values(last_used_at=now))
-        return
-    async with AsyncSession(bind=session.bind) as own, own.begin():
-        await own.execute(stale.values(last_used_at=now))
+    stale = or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - LAST_USED_RESOLUTION)
+    this_key = ApiKey.id == api_key.id
+    if is_postgres(session):
+        free = select(ApiKey.id).where(this_key, stale).with_for_update(skip_locked=True)
+        this_key = ApiKey.id == free.scalar_subquery()
+    await session.execute(update(ApiKey).where(this_key, stale).values(last_used_at=now))
 
 
 async def revoke_key(session: AsyncSession, key_id_or_prefix: str) -> ApiKey:
