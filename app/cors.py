@@ -96,7 +96,7 @@ class CorsMiddleware:
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", [])) + [(b"vary", b"Origin")]
+                headers = [*message.get("headers", []), (b"vary", b"Origin")]
                 if allowed:
                     headers += [
                         (b"access-control-allow-origin", origin.encode()),

@@ -113,6 +113,8 @@ Email = Annotated[
 ]
 ShortText = Annotated[str, Field(max_length=200)]
 HttpUrl = Annotated[AnyUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"])]
+
+
 def _not_a_float(value: Any) -> Any:
     # Money travels as a decimal string ("12.50"); a JSON number is a binary float.
     if isinstance(value, float):
@@ -124,7 +126,5 @@ PositiveMoney = Annotated[
     Decimal,
     BeforeValidator(_not_a_float),
     Field(gt=0, max_digits=16, decimal_places=4),
-    WithJsonSchema(
-        {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,4})?$"}
-    ),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,4})?$"}),
 ]

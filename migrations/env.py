@@ -1,4 +1,4 @@
-"""Alembic environment: one chain for Postgres and SQLite (batch mode), run through the async engine."""
+"""Alembic environment: one chain for Postgres and SQLite (batch mode), via the async engine."""
 
 import asyncio
 from logging.config import fileConfig

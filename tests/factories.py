@@ -62,9 +62,7 @@ def assert_problem(response: Response, status: int, code: str) -> dict[str, Any]
     return body
 
 
-async def make_code(
-    client: AsyncClient, key: str, referrer_id: str, **body: Any
-) -> dict[str, Any]:
+async def make_code(client: AsyncClient, key: str, referrer_id: str, **body: Any) -> dict[str, Any]:
     response = await client.post(f"/v1/referrers/{referrer_id}/codes", json=body, headers=auth(key))
     assert response.status_code == 201, response.text
     return response.json()

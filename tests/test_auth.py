@@ -96,9 +96,7 @@ async def test_publishable_key_does_what_a_widget_needs(
     assert looked_up.status_code == 200, looked_up.text
     click = await record_click(client, publishable, code)
     assert click.status_code == 201, click.text
-    redeemed = await redeem(
-        client, publishable, code, "new_1", click_id=click.json()["click_id"]
-    )
+    redeemed = await redeem(client, publishable, code, "new_1", click_id=click.json()["click_id"])
     assert redeemed.status_code == 201, redeemed.text
 
 
@@ -377,7 +375,7 @@ async def test_keys_are_stored_hashed(client: AsyncClient, app: Any, admin: str)
         stored = " ".join(str(getattr(row, column.key)) for column in ApiKey.__table__.columns)
         for key in made:
             assert key not in stored
-            assert key[len("rk_xxx_"):] not in stored
+            assert key[len("rk_xxx_") :] not in stored
         assert len(row.key_hash) == 64
         assert row.prefix.startswith(PREFIXES[row.kind])
     assert len({row.key_hash for row in rows}) == 4

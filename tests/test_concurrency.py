@@ -56,9 +56,7 @@ async def test_last_use_of_a_code_is_taken_once(
     client: AsyncClient, app: Any, admin: str, referrer: dict[str, Any]
 ) -> None:
     code = (await make_code(client, admin, referrer["id"], max_redemptions=1))["code"]
-    responses = await asyncio.gather(
-        *(redeem(client, admin, code, f"new_{i}") for i in range(N))
-    )
+    responses = await asyncio.gather(*(redeem(client, admin, code, f"new_{i}") for i in range(N)))
     grouped = by_status(list(responses))
     assert sorted(grouped) == [201, 409], {s: [r.text for r in rs] for s, rs in grouped.items()}
     assert len(grouped[201]) == 1
@@ -73,9 +71,7 @@ async def test_a_few_uses_of_a_code_are_taken_exactly(
     client: AsyncClient, app: Any, admin: str, referrer: dict[str, Any]
 ) -> None:
     code = (await make_code(client, admin, referrer["id"], max_redemptions=3))["code"]
-    responses = await asyncio.gather(
-        *(redeem(client, admin, code, f"new_{i}") for i in range(N))
-    )
+    responses = await asyncio.gather(*(redeem(client, admin, code, f"new_{i}") for i in range(N)))
     grouped = by_status(list(responses))
     assert len(grouped[201]) == 3
     assert len(grouped[409]) == N - 3

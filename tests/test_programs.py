@@ -88,9 +88,7 @@ async def test_create_program_refuses_bad_input(
 
 
 @pytest.mark.parametrize("field", ["name", "landing_url", "currency"])
-async def test_create_program_requires_fields(
-    client: AsyncClient, admin: str, field: str
-) -> None:
+async def test_create_program_requires_fields(client: AsyncClient, admin: str, field: str) -> None:
     body = {k: v for k, v in VALID.items() if k != field}
     response = await client.post("/v1/programs", json=body, headers=auth(admin))
     problem = assert_problem(response, 422, "validation_error")
@@ -231,9 +229,7 @@ async def test_list_programs_refuses_bad_cursor(
     assert_problem(response, 422, "invalid_cursor")
 
 
-async def test_list_programs_limit_bounds(
-    client: AsyncClient, admin: str, settings: Any
-) -> None:
+async def test_list_programs_limit_bounds(client: AsyncClient, admin: str, settings: Any) -> None:
     too_big = await client.get(
         "/v1/programs", params={"limit": settings.max_page_limit + 1}, headers=auth(admin)
     )
@@ -250,9 +246,7 @@ async def test_list_programs_limit_bounds(
 async def test_get_unknown_program_is_404(client: AsyncClient, admin: str) -> None:
     response = await client.get(f"/v1/programs/{uuid4()}", headers=auth(admin))
     assert_problem(response, 404, "program_not_found")
-    patched = await client.patch(
-        f"/v1/programs/{uuid4()}", json={"name": "x"}, headers=auth(admin)
-    )
+    patched = await client.patch(f"/v1/programs/{uuid4()}", json={"name": "x"}, headers=auth(admin))
     assert_problem(patched, 404, "program_not_found")
 
 
@@ -286,7 +280,11 @@ async def test_patch_program_status_and_window(client: AsyncClient, admin: str) 
     program = await make_program(client, admin)
     response = await client.patch(
         f"/v1/programs/{program['id']}",
-        json={"status": "paused", "attribution_window_days": 60, "landing_url": "https://x.example/a?b=1"},
+        json={
+            "status": "paused",
+            "attribution_window_days": 60,
+            "landing_url": "https://x.example/a?b=1",
+        },
         headers=auth(admin),
     )
     assert response.status_code == 200, response.text

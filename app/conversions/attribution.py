@@ -143,7 +143,9 @@ async def _code_touch(session: AsyncSession, program: Program, text: str, at: da
     code = await session.scalar(select(Code).where(Code.normalized == normalize(text)))
     if code is None or code.program_id != program.id:
         # Another program's code is treated exactly like an unknown one.
-        return Touch("code", "explicit", normalize(text), None, None, text, None, reason="unknown_code")
+        return Touch(
+            "code", "explicit", normalize(text), None, None, text, None, reason="unknown_code"
+        )
     touch = Touch("code", "explicit", str(code.id), code.referrer_id, code.id, code.code, None)
     if code.disabled:
         return touch.lose("code_disabled")
@@ -155,11 +157,15 @@ async def _code_touch(session: AsyncSession, program: Program, text: str, at: da
 async def _click_touch(session: AsyncSession, program: Program, click_id: UUID) -> Touch:
     row = (
         await session.execute(
-            select(Click, Code.code).join(Code, Code.id == Click.code_id).where(Click.id == click_id)
+            select(Click, Code.code)
+            .join(Code, Code.id == Click.code_id)
+            .where(Click.id == click_id)
         )
     ).first()
     if row is None or row[0].program_id != program.id:
-        return Touch("click", "explicit", str(click_id), None, None, None, None, reason="unknown_click")
+        return Touch(
+            "click", "explicit", str(click_id), None, None, None, None, reason="unknown_click"
+        )
     return _from_click(row[0], row[1], "explicit")
 
 
@@ -181,7 +187,9 @@ def _from_click(click: Click, code_text: str, source: str) -> Touch:
     return touch
 
 
-async def _history_touches(session: AsyncSession, program: Program, customer_id: str) -> list[Touch]:
+async def _history_touches(
+    session: AsyncSession, program: Program, customer_id: str
+) -> list[Touch]:
     touches: list[Touch] = []
     referral_row = (
         await session.execute(

@@ -72,7 +72,8 @@ class Candidate(OutputModel):
     outcome: Literal["won", "lost"]
     reason: str = Field(
         description="won: why it won; lost: outside_window, bot, not_attributable, self_referral, "
-        "unknown_code, unknown_click, code_disabled, code_expired, after_conversion, model, lower_priority"
+        "unknown_code, unknown_click, code_disabled, code_expired, after_conversion, model, "
+        "lower_priority"
     )
 
 

@@ -22,6 +22,7 @@ class ProgramCreate(InputModel):
     referee_offer: Annotated[str, Field(max_length=500)] | None = None
     allowed_origins: Annotated[list[Origin], Field(max_length=20)] = []
 
+
 class ProgramUpdate(InputModel):
     name: Name | None = None
     landing_url: HttpUrl | None = None

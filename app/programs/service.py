@@ -22,7 +22,9 @@ class ProgramNotActive(AppError):
     status, code, title = 409, "program_not_active", "The program is not active"
 
 
-async def create_program(session: AsyncSession, principal: Principal, data: ProgramCreate) -> Program:
+async def create_program(
+    session: AsyncSession, principal: Principal, data: ProgramCreate
+) -> Program:
     """Create a program; only keys not limited to programs may."""
     if principal.program_ids is not None:
         raise Forbidden("A key limited to programs cannot create programs.")
@@ -70,7 +72,7 @@ async def list_programs(
 async def update_program(
     session: AsyncSession, principal: Principal, program_id: UUID, data: ProgramUpdate
 ) -> Program:
-    """Change the fields given in the body; an explicit null is refused where a value is required."""
+    """Change the fields given in the body; an explicit null is refused where one is required."""
     program = await get_program(session, principal, program_id, for_update=True)
     changes = data.model_dump(exclude_unset=True)
     for field, value in changes.items():

@@ -24,7 +24,10 @@ def normalize(code: str) -> str:
 
 
 def code_state(code: Code, program: Program, now: datetime) -> str:
-    """Why a code can or cannot be used now: valid, disabled, expired, exhausted, program_not_active."""
+    """Why a code can or cannot be used now.
+
+    One of valid, disabled, expired, exhausted, program_not_active.
+    """
     if program.status != "active":
         return "program_not_active"
     if code.disabled:

@@ -89,7 +89,9 @@ async def create_rule(
     return RuleOut.model_validate(rule)
 
 
-async def list_rules(session: AsyncSession, principal: Principal, program_id: UUID) -> list[RuleOut]:
+async def list_rules(
+    session: AsyncSession, principal: Principal, program_id: UUID
+) -> list[RuleOut]:
     program = await get_program(session, principal, program_id)
     rules = await session.scalars(
         select(RewardRule)

@@ -9,7 +9,6 @@ nothing but the database.
 """
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -39,7 +38,7 @@ class ClickWriter:
         self._sessionmaker = sessionmaker
         self._duplicate_window = duplicate_window
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[_Pending] | None = None
+        self._queue: asyncio.Queue[_Pending | None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def write(self, values: dict[str, Any]) -> bool:
@@ -54,32 +53,40 @@ class ClickWriter:
 
     async def stop(self) -> None:
         """Write what is queued, then stop."""
-        if self._task is None:
+        if self._task is None or self._task.done():
+            self._task = None
             return
         assert self._queue is not None
-        while not self._queue.empty() and not self._task.done():
-            await asyncio.sleep(0.01)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self._queue.put_nowait(None)  # the writer finishes the queue up to here, then returns
+        await self._task
         self._task = None
 
     async def _run(self) -> None:
         assert self._queue is not None
         while True:
-            batch = [await self._queue.get()]
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stopping = False
             while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+                pending = self._queue.get_nowait()
+                if pending is None:
+                    stopping = True
+                    break
+                batch.append(pending)
             try:
                 duplicates = await self._flush(batch)
             except Exception as exc:  # each waiting request answers 503 and is retried
                 for pending in batch:
                     if not pending.future.done():
                         pending.future.set_exception(exc)
-                continue
-            for pending, duplicate in zip(batch, duplicates, strict=True):
-                if not pending.future.done():
-                    pending.future.set_result(duplicate)
+            else:
+                for pending, duplicate in zip(batch, duplicates, strict=True):
+                    if not pending.future.done():
+                        pending.future.set_result(duplicate)
+            if stopping:
+                return
 
     async def _flush(self, batch: list[_Pending]) -> list[bool]:
         started = time.perf_counter()
