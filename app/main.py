@@ -1,11 +1,11 @@
 """The application factory: settings in, a FastAPI app with its engine and routers out."""
 
 import asyncio
-from datetime import timedelta
-from typing import Any
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -14,12 +14,12 @@ from sqlalchemy import text
 from app.auth import principal_cache
 from app.background import run_housekeeping
 from app.config import Settings
-from app.db import create_engine, create_sessionmaker
-from app.errors import install_error_handlers
 from app.conversions.router import router as conversions_router
 from app.cors import CorsMiddleware, OriginCache
 from app.customers.router import router as customers_router
 from app.dashboard.router import router as dashboard_router
+from app.db import create_engine, create_sessionmaker
+from app.errors import install_error_handlers
 from app.integrations.router import management as integrations_router
 from app.integrations.router import webhooks as integration_webhooks_router
 from app.keys.router import router as keys_router
