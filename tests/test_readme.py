@@ -9,7 +9,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def _settings_table() -> str:
     text = README.read_text()
-    return text[text.index("## Settings") : text.index("## Command line")]
+    return text[text.index("\n## Settings\n") : text.index("\n## Command line\n")]
 
 
 def test_every_setting_is_in_the_readme_settings_table() -> None:
