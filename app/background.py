@@ -5,8 +5,9 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import utcnow
+from app.db import is_postgres, utcnow
 from app.idempotency.service import delete_expired
+from app.metrics import rollups
 from app.rewards.service import SWEEP_BATCH, approve_due
 
 logger = logging.getLogger("app.background")
@@ -28,6 +29,27 @@ async def forget_expired_idempotency_keys(sessionmaker: async_sessionmaker[Async
         return await delete_expired(session, utcnow())
 
 
+async def compact_metrics_rollups(
+    sessionmaker: async_sessionmaker[AsyncSession], rounds: int = 20
+) -> int:
+    """Sum the rollups' delta rows per key (Postgres); returns how many keys were compacted.
+
+    A round is one transaction; a replica that finds another one compacting skips its turn.
+    """
+    total = 0
+    for _ in range(rounds):
+        async with sessionmaker() as session, session.begin():
+            if not is_postgres(session):
+                return total
+            compacted = await rollups.compact(session)
+        if compacted is None:
+            return total
+        total += compacted
+        if compacted < rollups.COMPACT_BATCH:
+            return total
+    return total
+
+
 async def run_housekeeping(
     sessionmaker: async_sessionmaker[AsyncSession], interval_seconds: float
 ) -> None:
@@ -35,8 +57,11 @@ async def run_housekeeping(
         try:
             approved = await approve_due_rewards(sessionmaker)
             forgotten = await forget_expired_idempotency_keys(sessionmaker)
+            compacted = await compact_metrics_rollups(sessionmaker)
             if approved or forgotten:
                 logger.info("approved %d rewards; forgot %d idempotency keys", approved, forgotten)
+            if compacted:
+                logger.info("compacted the metrics rollups of %d keys", compacted)
         except Exception:
             # A database outage must not end the loop; the next round retries.
             logger.warning("housekeeping failed", exc_info=True)

@@ -1,4 +1,4 @@
-"""`referral-service`: serve, migrate, keys create|revoke|list|bootstrap, demo."""
+"""`referral-service`: serve, migrate, keys create|revoke|list|bootstrap, demo, rollups."""
 
 import argparse
 import asyncio
@@ -97,6 +97,29 @@ def run_demo(settings: Settings, *, if_empty: bool) -> None:
     print(result.dashboard_key)
 
 
+def rebuild_rollups(settings: Settings, program_id: UUID | None) -> None:
+    """Recount the metrics rollups (after a load with triggers off, e.g. COPY as a replica)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from app.metrics import rollups
+
+    if settings.database_url.startswith("sqlite"):
+        print("SQLite counts metrics from the raw events: there are no rollups to rebuild.")
+        return
+
+    async def runner() -> None:
+        # Its own engine, without the service's statement timeout: millions of events take minutes.
+        engine = create_async_engine(settings.database_url)
+        try:
+            async with create_sessionmaker(engine)() as session, session.begin():
+                await rollups.rebuild(session, program_id)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(runner())
+    print(f"metrics rollups rebuilt for {program_id or 'every program'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="referral-service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -124,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo_parser.add_argument(
         "--if-empty", action="store_true", help="do nothing when the database has any program"
+    )
+
+    rollups_parser = commands.add_parser(
+        "rollups", help="recount the metrics rollups from the raw events (Postgres)"
+    )
+    rollups_parser.add_argument(
+        "--program", type=UUID, metavar="ID", help="only this program (default: all)"
     )
     return parser
 
@@ -156,6 +186,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print("database is at the latest migration")
     elif args.command == "demo":
         run_demo(settings, if_empty=args.if_empty)
+    elif args.command == "rollups":
+        rebuild_rollups(settings, args.program)
     elif args.keys_command == "create":
         secret = create_key(settings, args.kind, args.program, args.name)
         print(f"Created a {args.kind} key. Store it now: it is not shown again.")

@@ -71,6 +71,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.environment != "test":
         configure_logging(settings.log_level)
     engine = create_engine(settings.database_url, settings)
+    # Metrics read through a replica when one is set (they lag it by the replication delay).
+    read_engine = (
+        create_engine(settings.database_read_url, settings) if settings.database_read_url else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -96,6 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with suppress(asyncio.CancelledError):
                     await sweeper
             await engine.dispose()
+            if read_engine is not None:
+                await read_engine.dispose()
 
     app = FastAPI(
         title="Referral tracking service",
@@ -106,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.read_sessionmaker = create_sessionmaker(read_engine) if read_engine else None
     app.state.rate_limiter = RateLimiter(settings)
     app.state.principal_cache = principal_cache(settings)
     app.state.code_cache = code_cache(settings)

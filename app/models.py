@@ -5,6 +5,7 @@ from app.db import Base
 from app.idempotency.models import IdempotencyRecord
 from app.integrations.models import IntegrationEvent, IntegrationReference, IntegrationSecret
 from app.keys.models import ApiKey
+from app.metrics.models import channel_rollups, program_rollups, referrer_rollups
 from app.programs.models import Program
 from app.referrers.models import Code, Referrer
 from app.rewards.models import Reward, RewardRule, RewardRuleVersion
@@ -32,4 +33,7 @@ __all__ = [
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookEvent",
+    "channel_rollups",
+    "program_rollups",
+    "referrer_rollups",
 ]

@@ -15,7 +15,9 @@ def is_currency(code: str) -> bool:
     return code in known_currencies()
 
 
+@cache
 def minor_unit(currency: str) -> int:
+    # Babel looks it up in its locale data on every call; it never changes while we run.
     return int(get_currency_precision(currency))
 
 

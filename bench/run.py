@@ -1664,6 +1664,68 @@ def render_metrics(results: dict[str, Any], target_of: dict[str, Any]) -> list[s
 # --------------------------------------------------------------------------- main
 
 
+def metrics_only(
+    args: argparse.Namespace,
+    mode: Mode,
+    workers: int,
+    dataset: dict[str, Any],
+    started: float,
+    phases: dict[str, float],
+) -> int:
+    """`--only metrics`: the metrics phase alone, on a service with `workers` workers."""
+    admin_key = cli_key("admin", KEY_PREFIX + "admin", [])
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mode": mode.name,
+        "command": "python bench/run.py --only metrics" + (" --quick" if args.quick else ""),
+        "git": git_state(),
+        "machine": machine_info(),
+        "loadavg_at_start": round(os.getloadavg()[0], 2),
+        "dataset": dataset,
+        "ceilings": {"bare": {}},
+        "load": [],
+        "phases_s": phases,
+    }
+    server = Server(
+        f"service-{workers}w", ["app.main:create_app", "--factory"], workers, SERVICE_ENV
+    )
+    try:
+        server.wait_ready("/healthz")
+        t_metrics = time.monotonic()
+        log("metrics endpoints over the data set")
+        results["metrics"] = metrics_phase(server, admin_key, dataset, mode)
+        phases["metrics"] = round(time.monotonic() - t_metrics, 1)
+    finally:
+        results["server_output"] = {f"{workers}w": server.stop(LOGS / "service-metrics.log")}
+    db.close()
+    names = {
+        f"metrics {name}" + (" (top 100)" if name == "referrers" else "")
+        for name in METRIC_TARGET_MS
+    }
+    results["targets"] = [t for t in evaluate(results) if t["name"] in names]
+    results["total_seconds"] = round(time.monotonic() - started, 1)
+    (RESULTS / "metrics.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    m = results["machine"]
+    target_of = {t["name"]: t for t in results["targets"]}
+    lines = [
+        f"# Metrics benchmark ({mode.name} mode)",
+        "",
+        f"- date: {results['date']} · `{results['command']}` · commit {results['git']['commit']}",
+        f"- machine: {m['nproc']} cores, {m['postgres']}; load average at the start "
+        f"{results['loadavg_at_start']}",
+        *render_metrics(results, target_of),
+        "",
+    ]
+    markdown = "\n".join(lines)
+    (RESULTS / "metrics.md").write_text(markdown)
+    print()
+    print(markdown)
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description="Run the benchmark (see bench/run.py's docstring)."
@@ -1679,6 +1741,12 @@ def main() -> int:
         metavar="SECONDS",
         help="first wait up to this long for the 1-minute load average to drop "
         "below the number of cores (other work on the box skews every figure)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["metrics"],
+        help="run one phase alone: 'metrics' times the metrics endpoints over the data set "
+        "(no load runs; results in bench/results/metrics.md and metrics.json)",
     )
     args = parser.parse_args()
     mode = QUICK if args.quick else FULL
@@ -1717,6 +1785,8 @@ def main() -> int:
     log(f"data set '{mode.dataset}'")
     dataset = asyncio.run(generate.ensure_dataset(DSN, mode.dataset, mode.params, log))
     t = phase_done("data set", t)
+    if args.only == "metrics":
+        return metrics_only(args, mode, max(worker_counts), dataset, started, phases)
 
     log("scenario set-up")
     asyncio.run(purge_scenarios())

@@ -1,14 +1,25 @@
-"""The SQL behind the metrics: aggregates over the raw tables, grouped in the database.
+"""The SQL behind the metrics: rollups for whole time units, raw events for the rest.
 
-Every measure comes from one of four grouped subqueries (clicks, referrals, conversions,
-rewards); an endpoint joins them on its key (nothing, a time bucket, a referrer, a channel),
-so one statement answers it. Portable across Postgres and SQLite: time buckets arrive as a
-VALUES list of UTC boundaries, and money sums are exact on both (numeric on Postgres, integer
-ten-thousandths on SQLite, whose NUMERIC columns hold binary floats).
+Every endpoint is one statement, so one snapshot. It sums rows of one shape — grouping keys
+`k0…` and the eight additive measures — from parts combined with UNION ALL and grouped:
+
+- raw parts, one per event table (clicks, referrals, conversions, rewards), counting the events
+  inside the ranges they are given;
+- on Postgres, a rollup part (app.metrics.rollups): the rows of the whole days and quarter hours
+  inside each range, whose sums equal the events they count in every snapshot (triggers write
+  them in the events' own transactions).
+
+A range is split into whole rollup units plus raw edges, so any instants and any time zone
+(half- and quarter-hour offsets included) give exactly what a recount gives. Each part filters
+on its ranges written out as constants (the planner then sees how few rows an edge holds), and
+finds a row's bucket with width_bucket() over the ranges' starts; SQLite (small data) counts
+every range raw, joining a VALUES list of the buckets. Money sums are exact on both: numeric on
+Postgres, integer ten-thousandths on SQLite, whose NUMERIC columns hold binary floats.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -18,26 +29,32 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
+    Table,
     and_,
+    bindparam,
     case,
     cast,
     column,
     exists,
     func,
     literal_column,
+    or_,
     select,
     text,
-    true,
     type_coerce,
-    union,
+    union_all,
     values,
 )
+from sqlalchemy.dialects.postgresql import ARRAY, TIMESTAMP
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import Grouping as ParenthesisGroup
 
 from app.conversions.models import Conversion
 from app.db import UTCDateTime, is_postgres
+from app.metrics.models import channel_rollups, program_rollups, referrer_rollups
 from app.metrics.periods import Bucket, Window
+from app.metrics.rollups import GRAINS, Span, spans
 from app.referrers.models import Referrer
 from app.rewards.models import Reward
 from app.tracking.models import Click, Referral
@@ -47,6 +64,11 @@ POINTS = "points"
 DIRECT = "direct"
 # SQLite sums money as integer ten-thousandths: MONEY columns have 4 decimal places.
 SQLITE_MONEY_SCALE = 4
+# Literal zeros, not parameters: a partial index predicate must be provable from the query.
+ZERO: ColumnElement[Any] = literal_column("0")
+TIMESTAMPTZ = TIMESTAMP(timezone=True)
+# Up to this many raw ranges are counted by a statement part each (see _Ranges.each).
+MAX_SEPARATE_RANGES = 4
 
 
 @dataclass(frozen=True)
@@ -84,6 +106,9 @@ COUNT_COLUMNS = (
     "reward_points",
 )
 MONEY_COLUMNS = {"revenue", "reward_cost", "reward_points"}
+# A slice is listed (leaderboard, channels) when it has a click, a referral or a conversion.
+ACTIVITY = ("clicks", "referrals", "conversions")
+SOURCES = ("clicks", "referrals", "conversions", "rewards")
 
 
 class _Sums:
@@ -96,9 +121,15 @@ class _Sums:
     async def start(cls, session: AsyncSession) -> "_Sums":
         sums = cls(session)
         if sums.postgres:
-            # Bucket joins make the planner overestimate rows by far; JIT would then spend
-            # seconds compiling a query that runs in less. Only this transaction is affected.
-            await session.execute(text("SET LOCAL jit = off"))
+            # JIT would spend longer compiling these statements than they take to run; a
+            # generic plan of a reused prepared statement would not see the ranges' bounds.
+            # Only this transaction is affected.
+            await session.execute(
+                text(
+                    "SELECT set_config('jit', 'off', true),"
+                    " set_config('plan_cache_mode', 'force_custom_plan', true)"
+                )
+            )
         return sums
 
     def money(self, expression: Any) -> ColumnElement[Any]:
@@ -115,6 +146,62 @@ class _Sums:
         return Decimal(int(raw)).scaleb(-SQLITE_MONEY_SCALE)
 
 
+class _Ranges:
+    """Disjoint spans of time, each in a bucket: which rows they hold, and in which bucket.
+
+    `where(moment)` is the spans written out as constants (adjacent ones merged). On Postgres
+    `bucket(moment)` is width_bucket() over the spans' starts, so no join is needed; on SQLite
+    `join` adds a VALUES list of the spans and `bucket` reads its index.
+    """
+
+    def __init__(self, pieces: Sequence[Span], postgres: bool, name: str):
+        self.pieces = sorted(pieces, key=lambda piece: piece.start)
+        self.postgres = postgres
+        self.name = name
+        self.table: CTE | None = None
+        if not postgres:
+            rows = [(piece.index, piece.start, piece.end) for piece in self.pieces]
+            self.table = _values_cte(rows, name)
+
+    def merged(self) -> list[tuple[datetime, datetime]]:
+        found: list[tuple[datetime, datetime]] = []
+        for piece in self.pieces:
+            if found and found[-1][1] == piece.start:
+                found[-1] = (found[-1][0], piece.end)
+            else:
+                found.append((piece.start, piece.end))
+        return found
+
+    def where(self, moment: Any) -> ColumnElement[bool]:
+        return or_(*(and_(moment >= lo, moment < hi) for lo, hi in self.merged()))
+
+    def each(self, moment: Any) -> list[ColumnElement[bool]]:
+        """The ranges one by one, for a part each: a plain range scan on any (…, time) index.
+
+        Many ranges (odd zones, or raw counting) share one condition instead.
+        """
+        merged = self.merged()
+        if len(merged) > MAX_SEPARATE_RANGES:
+            return [self.where(moment)]
+        return [and_(moment >= lo, moment < hi) for lo, hi in merged]
+
+    def join(self, query: Select[Any], moment: Any) -> Select[Any]:
+        if self.table is None:
+            return query
+        return query.join(self.table, _within(moment, self.table))
+
+    def bucket(self, moment: Any) -> ColumnElement[Any]:
+        if self.table is not None:
+            return self.table.c.i
+        starts = bindparam(
+            f"{self.name}_starts", [piece.start for piece in self.pieces], ARRAY(TIMESTAMPTZ)
+        )
+        indexes = bindparam(
+            f"{self.name}_buckets", [piece.index for piece in self.pieces], ARRAY(Integer)
+        )
+        return ParenthesisGroup(indexes)[func.width_bucket(moment, starts)]
+
+
 @dataclass(frozen=True)
 class _Source:
     """Where a table's rows sit on each grouping axis."""
@@ -127,31 +214,50 @@ class _Source:
 class Grouping:
     """No grouping: one row for the whole scope."""
 
-    def keys(self, source: _Source) -> list[ColumnElement[Any]]:
+    size = 0
+
+    def keys(self, source: _Source, ranges: _Ranges) -> list[ColumnElement[Any]]:
         return []
 
     def join(self, query: Select[Any], source: _Source) -> Select[Any]:
         return query
 
+    def rollup_table(self, scope: Scope) -> Table | None:
+        """The rollup table that holds this grouping's keys, or None: count raw."""
+        return referrer_rollups if scope.referrer_id is not None else program_rollups
+
+    def rollup_keys(self, table: Table, ranges: _Ranges) -> list[ColumnElement[Any]]:
+        return []
+
 
 class ByBucket(Grouping):
-    def __init__(self, periods: CTE):
-        self.periods = periods
+    size = 1
 
-    def keys(self, source: _Source) -> list[ColumnElement[Any]]:
-        return [self.periods.c.i.label("k0")]
+    def keys(self, source: _Source, ranges: _Ranges) -> list[ColumnElement[Any]]:
+        return [ranges.bucket(source.occurred_at).label("k0")]
 
-    def join(self, query: Select[Any], source: _Source) -> Select[Any]:
-        return query.join(self.periods, _within(source.occurred_at, self.periods))
+    def rollup_keys(self, table: Table, ranges: _Ranges) -> list[ColumnElement[Any]]:
+        return [ranges.bucket(table.c.bucket_start).label("k0")]
 
 
 class ByReferrer(Grouping):
-    def keys(self, source: _Source) -> list[ColumnElement[Any]]:
+    size = 1
+
+    def keys(self, source: _Source, ranges: _Ranges) -> list[ColumnElement[Any]]:
         return [source.referrer_id.label("k0")]
+
+    def rollup_table(self, scope: Scope) -> Table | None:
+        return referrer_rollups
+
+    def rollup_keys(self, table: Table, ranges: _Ranges) -> list[ColumnElement[Any]]:
+        return [table.c.referrer_id.label("k0")]
 
 
 class ByChannel(Grouping):
     """utm source / medium / campaign of the click (of the row, or the one that brought it)."""
+
+    size = 3
+    NAMES = ("utm_source", "utm_medium", "utm_campaign")
 
     def __init__(self) -> None:
         self.click = aliased(Click, name="channel_click")
@@ -159,7 +265,7 @@ class ByChannel(Grouping):
     def _click(self, source: _Source) -> Any:
         return Click if source.click_id is None else self.click
 
-    def keys(self, source: _Source) -> list[ColumnElement[Any]]:
+    def keys(self, source: _Source, ranges: _Ranges) -> list[ColumnElement[Any]]:
         click = self._click(source)
         # Constants as SQL text, not parameters: Postgres matches GROUP BY to SELECT textually.
         return [
@@ -167,13 +273,19 @@ class ByChannel(Grouping):
                 func.nullif(getattr(click, name), literal_column("''")),
                 literal_column(f"'{DIRECT}'"),
             ).label(f"k{position}")
-            for position, name in enumerate(("utm_source", "utm_medium", "utm_campaign"))
+            for position, name in enumerate(self.NAMES)
         ]
 
     def join(self, query: Select[Any], source: _Source) -> Select[Any]:
         if source.click_id is None:
             return query
         return query.outerjoin(self.click, self.click.id == source.click_id)
+
+    def rollup_table(self, scope: Scope) -> Table | None:
+        return channel_rollups if scope.referrer_id is None else None
+
+    def rollup_keys(self, table: Table, ranges: _Ranges) -> list[ColumnElement[Any]]:
+        return [table.c[name].label(f"k{i}") for i, name in enumerate(self.NAMES)]
 
 
 def _within(moment: Any, periods: Any) -> ColumnElement[bool]:
@@ -186,113 +298,221 @@ def _in_window(moment: Any, window: Window) -> ColumnElement[bool]:
 
 def periods_cte(periods: Sequence[Bucket], name: str = "periods") -> CTE:
     """The buckets as a VALUES list (i, lo, hi): works on Postgres and SQLite alike."""
-    rows = values(
+    return _values_cte([(bucket.index, bucket.start, bucket.end) for bucket in periods], name)
+
+
+def _values_cte(rows: Sequence[tuple[int, datetime, datetime]], name: str) -> CTE:
+    table = values(
         column("i", Integer),
         column("lo", UTCDateTime()),
         column("hi", UTCDateTime()),
         name=name,
-    ).data([(bucket.index, bucket.start, bucket.end) for bucket in periods])
-    return rows.cte(name)
+    ).data(list(rows))
+    return table.cte(name)
 
 
-def _aggregates(scope: Scope, grouping: Grouping, sums: _Sums) -> dict[str, CTE]:
-    """The four grouped subqueries, as CTEs named after what they count."""
-    window = scope.window
-    unique = and_(Click.is_bot.is_(False), Click.is_duplicate.is_(False))
+def _count(expression: Any) -> ColumnElement[Any]:
+    # Integers in the parts keep the outer sums bigint (numeric sums are slower).
+    return cast(expression, Integer)
 
-    source = _Source(Click.occurred_at, Click.referrer_id, None)
-    keys = grouping.keys(source)
-    clicks = grouping.join(
-        select(
-            *keys,
-            func.count().label("clicks"),
-            func.sum(case((unique, 1), else_=0)).label("unique_clicks"),
-        ).select_from(Click),
-        source,
-    ).where(Click.program_id == scope.program_id, _in_window(Click.occurred_at, window))
-    if scope.referrer_id is not None:
-        clicks = clicks.where(Click.referrer_id == scope.referrer_id)
 
-    source = _Source(Referral.occurred_at, Referral.referrer_id, Referral.click_id)
-    keys_r = grouping.keys(source)
-    purchase = aliased(Conversion, name="purchase")
-    converted = (
-        exists()
-        .where(purchase.referral_id == Referral.id, purchase.status == "attributed")
-        .correlate(Referral)
-    )
-    referrals = grouping.join(
-        select(
-            *keys_r,
-            func.count().label("referrals"),
-            func.sum(case((converted, 1), else_=0)).label("converted_referrals"),
-        ).select_from(Referral),
-        source,
-    ).where(Referral.program_id == scope.program_id, _in_window(Referral.occurred_at, window))
-    if scope.referrer_id is not None:
-        referrals = referrals.where(Referral.referrer_id == scope.referrer_id)
+def _measure_row(**given: Any) -> list[ColumnElement[Any]]:
+    """The eight measures in order, zero where the part has none."""
+    return [given.get(name, ZERO).label(name) for name in COUNT_COLUMNS]
 
-    source = _Source(Conversion.occurred_at, Conversion.referrer_id, Conversion.click_id)
-    keys_c = grouping.keys(source)
-    conversion_scope = [
-        Conversion.program_id == scope.program_id,
-        _in_window(Conversion.occurred_at, window),
-    ]
-    if scope.referrer_id is not None:
-        conversion_scope.append(Conversion.referrer_id == scope.referrer_id)
-    conversions = grouping.join(
-        select(
-            *keys_c,
-            func.count().label("conversions"),
-            sums.money(Conversion.amount - Conversion.refunded_amount).label("revenue"),
-        ).select_from(Conversion),
-        source,
-    ).where(*conversion_scope, Conversion.status == "attributed")
 
-    keys_w = grouping.keys(source)
-    rewards = grouping.join(
-        select(
-            *keys_w,
-            sums.money(case((Reward.unit == scope.currency, Reward.amount), else_=0)).label(
-                "reward_cost"
-            ),
-            sums.money(case((Reward.unit == POINTS, Reward.amount), else_=0)).label(
-                "reward_points"
-            ),
+def _raw_parts(
+    scope: Scope,
+    grouping: Grouping,
+    sums: _Sums,
+    raw: Sequence[Span],
+    sources: Sequence[str] = SOURCES,
+    referrers: Any = None,
+    name: str = "raw_periods",
+) -> list[Select[Any]]:
+    """One grouped select per event table, over its events inside the `raw` spans.
+
+    `referrers`, a select of referrer ids, keeps only their events (the leaderboard's top).
+    """
+    ranges = _Ranges(raw, sums.postgres, name)
+    parts: list[Select[Any]] = []
+
+    def scoped(query: Select[Any], source: _Source, *conditions: Any) -> list[Select[Any]]:
+        query = grouping.join(ranges.join(query, source.occurred_at), source)
+        query = query.where(*conditions)
+        if scope.referrer_id is not None:
+            query = query.where(source.referrer_id == scope.referrer_id)
+        if referrers is not None:
+            query = query.where(source.referrer_id.in_(referrers))
+        keys = grouping.keys(source, ranges)
+        if keys:
+            query = query.group_by(*keys)
+        return [query.where(within) for within in ranges.each(source.occurred_at)]
+
+    if "clicks" in sources:
+        source = _Source(Click.occurred_at, Click.referrer_id, None)
+        unique = and_(Click.is_bot.is_(False), Click.is_duplicate.is_(False))
+        parts.extend(
+            scoped(
+                select(
+                    *grouping.keys(source, ranges),
+                    *_measure_row(
+                        clicks=_count(func.count()),
+                        unique_clicks=_count(func.sum(case((unique, 1), else_=0))),
+                    ),
+                ).select_from(Click),
+                source,
+                Click.program_id == scope.program_id,
+            )
         )
-        .select_from(Reward)
-        .join(Conversion, Conversion.id == Reward.conversion_id),
-        source,
-    ).where(*conversion_scope, Reward.status.in_(COSTED_STATUSES))
+    if "referrals" in sources:
+        source = _Source(Referral.occurred_at, Referral.referrer_id, Referral.click_id)
+        purchase = aliased(Conversion, name="purchase")
+        converted = (
+            exists()
+            .where(purchase.referral_id == Referral.id, purchase.status == "attributed")
+            .correlate(Referral)
+        )
+        parts.extend(
+            scoped(
+                select(
+                    *grouping.keys(source, ranges),
+                    *_measure_row(
+                        referrals=_count(func.count()),
+                        converted_referrals=_count(func.sum(case((converted, 1), else_=0))),
+                    ),
+                ).select_from(Referral),
+                source,
+                Referral.program_id == scope.program_id,
+            )
+        )
+    source = _Source(Conversion.occurred_at, Conversion.referrer_id, Conversion.click_id)
+    if "conversions" in sources:
+        parts.extend(
+            scoped(
+                select(
+                    *grouping.keys(source, ranges),
+                    *_measure_row(
+                        conversions=_count(func.count()),
+                        revenue=sums.money(Conversion.amount - Conversion.refunded_amount),
+                    ),
+                ).select_from(Conversion),
+                source,
+                Conversion.program_id == scope.program_id,
+                Conversion.status == "attributed",
+            )
+        )
+    if "rewards" in sources:
+        parts.extend(
+            scoped(
+                select(
+                    *grouping.keys(source, ranges),
+                    *_measure_row(
+                        reward_cost=sums.money(
+                            case((Reward.unit == scope.currency, Reward.amount), else_=0)
+                        ),
+                        reward_points=sums.money(
+                            case((Reward.unit == POINTS, Reward.amount), else_=0)
+                        ),
+                    ),
+                )
+                .select_from(Reward)
+                .join(Conversion, Conversion.id == Reward.conversion_id),
+                source,
+                Conversion.program_id == scope.program_id,
+                Reward.status.in_(COSTED_STATUSES),
+            )
+        )
+    return parts
 
-    built = {
-        "clicks": clicks,
-        "referrals": referrals,
-        "conversions": conversions,
-        "rewards": rewards,
-    }
-    if keys:
-        built = {
-            name: query.group_by(*list(query.selected_columns)[: len(keys)])
-            for name, query in built.items()
-        }
-    return {name: query.cte(f"{name}_totals") for name, query in built.items()}
+
+def _rollup_filter(scope: Scope, table: Table, rolled: Sequence[Span]) -> ColumnElement[bool]:
+    """The rollup rows of the units inside `rolled`: per grain, its ranges as constants."""
+    rows = table.c
+    by_grain = [
+        and_(rows.grain == grain, _Ranges(pieces, True, "").where(rows.bucket_start))
+        for grain in sorted({piece.grain for piece in rolled if piece.grain})
+        if (pieces := [piece for piece in rolled if piece.grain == grain])
+    ]
+    return and_(rows.program_id == scope.program_id, or_(*by_grain))
 
 
-AGGREGATE_OF = {
-    "clicks": "clicks",
-    "unique_clicks": "clicks",
-    "referrals": "referrals",
-    "converted_referrals": "referrals",
-    "conversions": "conversions",
-    "revenue": "conversions",
-    "reward_cost": "rewards",
-    "reward_points": "rewards",
-}
+def _rollup_part(
+    scope: Scope,
+    grouping: Grouping,
+    table: Table,
+    rolled: Sequence[Span],
+    referrers: Any = None,
+) -> Select[Any]:
+    """The rollup rows of the whole units in `rolled`, one per row: the outer query sums them."""
+    rows = table.c
+    ranges = _Ranges(rolled, True, "rollup_spans")
+    query = select(
+        *grouping.rollup_keys(table, ranges),
+        *_measure_row(
+            **{name: rows[name] for name in COUNT_COLUMNS[:6]},
+            reward_cost=case((rows.unit == scope.currency, rows.reward_amount), else_=ZERO),
+            reward_points=case((rows.unit == POINTS, rows.reward_amount), else_=ZERO),
+        ),
+    ).where(_rollup_filter(scope, table, rolled))
+    if scope.referrer_id is not None:
+        query = query.where(rows.referrer_id == scope.referrer_id)
+    if referrers is not None:
+        query = query.where(rows.referrer_id.in_(referrers))
+    return query
 
 
-def _measures(aggregates: dict[str, CTE]) -> list[ColumnElement[Any]]:
-    return [getattr(aggregates[AGGREGATE_OF[name]].c, name).label(name) for name in COUNT_COLUMNS]
+@dataclass(frozen=True)
+class _Plan:
+    """Which parts of the ranges come from which rollup table, and which are counted raw."""
+
+    table: Table | None
+    rolled: list[Span]
+    raw: list[Span]
+
+    def parts(
+        self,
+        scope: Scope,
+        grouping: Grouping,
+        sums: _Sums,
+        sources: Sequence[str] = SOURCES,
+        referrers: Any = None,
+    ) -> list[Select[Any]]:
+        parts = []
+        if self.table is not None and self.rolled:
+            parts.append(_rollup_part(scope, grouping, self.table, self.rolled, referrers))
+        if self.raw:
+            parts += _raw_parts(scope, grouping, sums, self.raw, sources, referrers)
+        return parts
+
+
+def _plan(
+    scope: Scope,
+    grouping: Grouping,
+    sums: _Sums,
+    ranges: Sequence[tuple[int, datetime, datetime]],
+    rollups: bool,
+) -> _Plan:
+    table = grouping.rollup_table(scope) if rollups and sums.postgres else None
+    grains = GRAINS[table.name] if table is not None else ()
+    found = [piece for i, lo, hi in ranges for piece in spans(i, lo, hi, grains)]
+    return _Plan(
+        table,
+        [piece for piece in found if piece.grain is not None],
+        [piece for piece in found if piece.grain is None],
+    )
+
+
+def _combined(parts: Sequence[Select[Any]], size: int) -> tuple[list[Any], dict[str, Any]]:
+    """The parts as one subquery: its key columns, and each measure summed over the parts."""
+    combined = union_all(*parts).subquery("parts")
+    keys = [combined.c[f"k{i}"] for i in range(size)]
+    measures = {name: func.sum(combined.c[name]).label(name) for name in COUNT_COLUMNS}
+    return keys, measures
+
+
+def _active(measures: dict[str, Any]) -> ColumnElement[bool]:
+    return or_(*(measures[name] > 0 for name in ACTIVITY))
 
 
 def _counts(row: Any, sums: _Sums) -> Counts:
@@ -308,46 +528,32 @@ def _counts(row: Any, sums: _Sums) -> Counts:
     return Counts(**values_)
 
 
-def _on_keys(left: Any, right: CTE, size: int) -> ColumnElement[bool]:
-    return and_(*(getattr(left.c, f"k{i}") == getattr(right.c, f"k{i}") for i in range(size)))
+def _whole(scope: Scope) -> list[tuple[int, datetime, datetime]]:
+    return [(0, scope.window.start, scope.window.end)]
 
 
-async def total(session: AsyncSession, scope: Scope) -> Counts:
+async def total(session: AsyncSession, scope: Scope, *, rollups: bool = True) -> Counts:
     """The measures over the whole scope."""
     sums = await _Sums.start(session)
-    aggregates = _aggregates(scope, Grouping(), sums)
-    clicks, referrals, conversions, rewards = (
-        aggregates[name] for name in ("clicks", "referrals", "conversions", "rewards")
-    )
-    query = select(*_measures(aggregates)).select_from(
-        clicks.join(referrals, true()).join(conversions, true()).join(rewards, true())
-    )
-    row = (await session.execute(query)).one()
+    grouping = Grouping()
+    plan = _plan(scope, grouping, sums, _whole(scope), rollups)
+    _, measures = _combined(plan.parts(scope, grouping, sums), 0)
+    row = (await session.execute(select(*measures.values()))).one()
     return _counts(row, sums)
 
 
-async def by_bucket(session: AsyncSession, scope: Scope, periods: Sequence[Bucket]) -> list[Counts]:
+async def by_bucket(
+    session: AsyncSession, scope: Scope, periods: Sequence[Bucket], *, rollups: bool = True
+) -> list[Counts]:
     """The measures per bucket, in bucket order, empty buckets included."""
     sums = await _Sums.start(session)
-    table = periods_cte(periods)
-    aggregates = _aggregates(scope, ByBucket(table), sums)
-    joined: Any = table
-    for aggregate in aggregates.values():
-        joined = joined.outerjoin(aggregate, aggregate.c.k0 == table.c.i)
-    query = select(table.c.i, *_measures(aggregates)).select_from(joined).order_by(table.c.i)
-    found = {row.i: _counts(row, sums) for row in await session.execute(query)}
+    grouping = ByBucket()
+    ranges = [(bucket.index, bucket.start, bucket.end) for bucket in periods]
+    plan = _plan(scope, grouping, sums, ranges, rollups)
+    keys, measures = _combined(plan.parts(scope, grouping, sums), 1)
+    query = select(*keys, *measures.values()).group_by(*keys)
+    found = {row.k0: _counts(row, sums) for row in await session.execute(query)}
     return [found.get(bucket.index, Counts()) for bucket in periods]
-
-
-def _key_union(aggregates: dict[str, CTE], size: int) -> Any:
-    """Every key that has a click, a referral or a conversion (rewards follow conversions)."""
-    keys = [f"k{i}" for i in range(size)]
-    return union(
-        *(
-            select(*(getattr(aggregates[name].c, key) for key in keys))
-            for name in ("clicks", "referrals", "conversions")
-        )
-    ).subquery("slice_keys")
 
 
 @dataclass(frozen=True)
@@ -358,26 +564,112 @@ class ReferrerCounts:
     counts: Counts
 
 
+# Sparse measures the leaderboard ranks by from a partial index of the referrer rollups:
+# the event table they come from, and the index's predicate.
+RANKABLE = {
+    "conversions": (
+        "conversions",
+        or_(referrer_rollups.c.conversions != ZERO, referrer_rollups.c.revenue != ZERO),
+    ),
+    "revenue": (
+        "conversions",
+        or_(referrer_rollups.c.conversions != ZERO, referrer_rollups.c.revenue != ZERO),
+    ),
+    "referrals": ("referrals", referrer_rollups.c.referrals != ZERO),
+}
+
+
 async def by_referrer(
-    session: AsyncSession, scope: Scope, order_by: str, limit: int
+    session: AsyncSession, scope: Scope, order_by: str, limit: int, *, rollups: bool = True
 ) -> list[ReferrerCounts]:
     """Referrers with a click, referral or conversion in the window, best first by `order_by`.
 
-    Ties go to the smaller external_id.
+    Ties go to the smaller external_id. From rollups, a sparse order (conversions, revenue,
+    referrals) first ranks only the referrers whose measure is positive, then sums every
+    measure of the top `limit`; when fewer than `limit` have a positive measure, the rest are
+    ties at zero and every active referrer is summed instead.
     """
     sums = await _Sums.start(session)
-    aggregates = _aggregates(scope, ByReferrer(), sums)
-    keys = _key_union(aggregates, 1)
-    joined = keys.join(Referrer, Referrer.id == keys.c.k0)
-    for aggregate in aggregates.values():
-        joined = joined.outerjoin(aggregate, _on_keys(keys, aggregate, 1))
-    measures = {measure.name: measure for measure in _measures(aggregates)}
+    grouping = ByReferrer()
+    plan = _plan(scope, grouping, sums, _whole(scope), rollups)
+    if plan.table is not None and order_by in RANKABLE:
+        top = _top_referrers(scope, grouping, sums, plan, order_by, limit)
+        rows = await _leaderboard(session, scope, grouping, sums, plan, order_by, limit, top)
+        if len(rows) == limit:
+            return rows
+    return await _leaderboard(session, scope, grouping, sums, plan, order_by, limit, None)
+
+
+def _top_referrers(
+    scope: Scope, grouping: Grouping, sums: _Sums, plan: _Plan, order_by: str, limit: int
+) -> CTE:
+    """The `limit` referrers with the largest positive `order_by`, from the sparse rows only."""
+    source, predicate = RANKABLE[order_by]
+    parts: list[Select[Any]] = []
+    if plan.rolled:
+        rows = referrer_rollups.c
+        parts.append(
+            select(rows.referrer_id.label("k0"), rows[order_by].label("m")).where(
+                _rollup_filter(scope, referrer_rollups, plan.rolled), predicate
+            )
+        )
+    if plan.raw:
+        for part in _raw_parts(scope, grouping, sums, plan.raw, (source,), name="rank_periods"):
+            raw = part.subquery()
+            parts.append(select(raw.c.k0, raw.c[order_by].label("m")))
+    combined = union_all(*parts).subquery("ranked_parts")
+    measure = func.sum(combined.c.m)
+    # The largest `limit` measures with their ties first: only those need an external_id.
+    ranked = (
+        select(combined.c.k0, measure.label("m"))
+        .group_by(combined.c.k0)
+        .having(measure > 0)
+        .order_by(measure.desc())
+        .fetch(limit, with_ties=True)
+        .subquery("ranked")
+    )
+    return (
+        select(ranked.c.k0)
+        .join(Referrer, Referrer.id == ranked.c.k0)
+        .order_by(ranked.c.m.desc(), Referrer.external_id, Referrer.id)
+        .limit(limit)
+        .cte("top_referrers")
+    )
+
+
+async def _leaderboard(
+    session: AsyncSession,
+    scope: Scope,
+    grouping: Grouping,
+    sums: _Sums,
+    plan: _Plan,
+    order_by: str,
+    limit: int,
+    top: CTE | None,
+) -> list[ReferrerCounts]:
+    referrers = select(top.c.k0) if top is not None else None
+    parts = plan.parts(scope, grouping, sums, referrers=referrers)
+    keys, measures = _combined(parts, 1)
+    totals = (
+        select(*keys, *measures.values())
+        .group_by(*keys)
+        .having(_active(measures))
+        .subquery("referrer_totals")
+    )
     query = (
-        select(Referrer.id, Referrer.external_id, Referrer.name, *measures.values())
-        .select_from(joined)
-        .order_by(func.coalesce(measures[order_by], 0).desc(), Referrer.external_id, Referrer.id)
+        select(
+            Referrer.id,
+            Referrer.external_id,
+            Referrer.name,
+            *(totals.c[name] for name in COUNT_COLUMNS),
+        )
+        .select_from(totals.join(Referrer, Referrer.id == totals.c.k0))
+        .order_by(totals.c[order_by].desc(), Referrer.external_id, Referrer.id)
         .limit(limit)
     )
+    if referrers is not None:
+        # Tells the planner how few they are: the names come from index lookups.
+        query = query.where(Referrer.id.in_(referrers))
     return [
         ReferrerCounts(row.id, row.external_id, row.name, _counts(row, sums))
         for row in await session.execute(query)
@@ -392,25 +684,19 @@ class ChannelCounts:
     counts: Counts
 
 
-async def by_channel(session: AsyncSession, scope: Scope, limit: int) -> list[ChannelCounts]:
+async def by_channel(
+    session: AsyncSession, scope: Scope, limit: int, *, rollups: bool = True
+) -> list[ChannelCounts]:
     """Channels (utm source / medium / campaign) by clicks, then conversions, then name."""
     sums = await _Sums.start(session)
-    aggregates = _aggregates(scope, ByChannel(), sums)
-    keys = _key_union(aggregates, 3)
-    joined: Any = keys
-    for aggregate in aggregates.values():
-        joined = joined.outerjoin(aggregate, _on_keys(keys, aggregate, 3))
-    measures = {measure.name: measure for measure in _measures(aggregates)}
+    grouping = ByChannel()
+    plan = _plan(scope, grouping, sums, _whole(scope), rollups)
+    keys, measures = _combined(plan.parts(scope, grouping, sums), 3)
     query = (
-        select(keys.c.k0, keys.c.k1, keys.c.k2, *measures.values())
-        .select_from(joined)
-        .order_by(
-            func.coalesce(measures["clicks"], 0).desc(),
-            func.coalesce(measures["conversions"], 0).desc(),
-            keys.c.k0,
-            keys.c.k1,
-            keys.c.k2,
-        )
+        select(*keys, *measures.values())
+        .group_by(*keys)
+        .having(_active(measures))
+        .order_by(measures["clicks"].desc(), measures["conversions"].desc(), *keys)
         .limit(limit)
     )
     return [

@@ -1,8 +1,10 @@
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import AUTHENTICATED_ERRORS, SecretKey
 from app.db import SessionDep, utcnow
@@ -77,7 +79,22 @@ def row_limit(
     return limit
 
 
+async def read_session(request: Request, session: SessionDep) -> AsyncIterator[AsyncSession]:
+    """Where the metrics are counted: the read replica (REFERRAL_DATABASE_READ_URL) when set.
+
+    A replica's answers lag the primary by its replication delay; without one, the request's
+    own session (one transaction with the access checks).
+    """
+    replicas = request.app.state.read_sessionmaker
+    if replicas is None:
+        yield session
+        return
+    async with replicas() as replica:
+        yield replica
+
+
 WindowDep = Annotated[Window, Depends(metrics_window)]
+ReaderDep = Annotated[AsyncSession, Depends(read_session)]
 LimitDep = Annotated[int, Depends(row_limit)]
 FormatQuery = Annotated[Format, FORMAT_QUERY]
 RANGE_ERRORS = (ProgramNotFound, ValidationFailed, InvalidRange)
@@ -92,11 +109,12 @@ async def summary(
     program_id: UUID,
     window: WindowDep,
     session: SessionDep,
+    reader: ReaderDep,
     principal: SecretKey,
     format_: FormatQuery = "json",
 ) -> Summary | Response:
     """The program's funnel over `[from, to)`; definitions in the README."""
-    result = await service.summary(session, principal, program_id, window)
+    result = await service.summary(session, principal, program_id, window, reader)
     return csv.summary_csv(result) if format_ == "csv" else result
 
 
@@ -109,13 +127,14 @@ async def timeseries(
     program_id: UUID,
     window: WindowDep,
     session: SessionDep,
+    reader: ReaderDep,
     principal: SecretKey,
     interval: Interval = "day",
     tz: TzQuery = "UTC",
     format_: FormatQuery = "json",
 ) -> Timeseries | Response:
     """The funnel per day, ISO week or month in the zone `tz`; empty buckets included."""
-    result = await service.timeseries(session, principal, program_id, window, interval, tz)
+    result = await service.timeseries(session, principal, program_id, window, interval, tz, reader)
     return csv.timeseries_csv(result) if format_ == "csv" else result
 
 
@@ -129,12 +148,15 @@ async def referrers(
     window: WindowDep,
     limit: LimitDep,
     session: SessionDep,
+    reader: ReaderDep,
     principal: SecretKey,
     order_by: ReferrerOrder = "conversions",
     format_: FormatQuery = "json",
 ) -> Leaderboard | Response:
     """The leaderboard: referrers active in the range with their funnel, best first."""
-    result = await service.referrers(session, principal, program_id, window, order_by, limit)
+    result = await service.referrers(
+        session, principal, program_id, window, order_by, limit, reader
+    )
     return csv.referrers_csv(result) if format_ == "csv" else result
 
 
@@ -148,11 +170,12 @@ async def channels(
     window: WindowDep,
     limit: LimitDep,
     session: SessionDep,
+    reader: ReaderDep,
     principal: SecretKey,
     format_: FormatQuery = "json",
 ) -> Channels | Response:
     """The funnel by utm source / medium / campaign ("direct" for none), most clicks first."""
-    result = await service.channels(session, principal, program_id, window, limit)
+    result = await service.channels(session, principal, program_id, window, limit, reader)
     return csv.channels_csv(result) if format_ == "csv" else result
 
 
@@ -165,13 +188,14 @@ async def cohorts(
     program_id: UUID,
     window: Annotated[Window, Depends(cohort_window)],
     session: SessionDep,
+    reader: ReaderDep,
     principal: SecretKey,
     by: Literal["month"] = "month",
     tz: TzQuery = "UTC",
     format_: FormatQuery = "json",
 ) -> Cohorts | Response:
     """Referred and unattributed customers by month, with purchases in the months after."""
-    result = await service.cohorts(session, principal, program_id, window, tz)
+    result = await service.cohorts(session, principal, program_id, window, tz, reader)
     return csv.cohorts_csv(result) if format_ == "csv" else result
 
 
@@ -181,7 +205,11 @@ async def cohorts(
     responses=problem_responses(ReferrerNotFound, ValidationFailed, InvalidRange),
 )
 async def referrer_metrics(
-    referrer_id: UUID, window: WindowDep, session: SessionDep, principal: SecretKey
+    referrer_id: UUID,
+    window: WindowDep,
+    session: SessionDep,
+    reader: ReaderDep,
+    principal: SecretKey,
 ) -> ReferrerMetrics:
     """One referrer's funnel and rewards over the range, and their balance now."""
-    return await service.referrer_metrics(session, principal, referrer_id, window)
+    return await service.referrer_metrics(session, principal, referrer_id, window, reader)

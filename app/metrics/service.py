@@ -116,11 +116,15 @@ def _range(window: Window) -> dict[str, Any]:
 
 
 async def summary(
-    session: AsyncSession, principal: Principal, program_id: UUID, window: Window
+    session: AsyncSession,
+    principal: Principal,
+    program_id: UUID,
+    window: Window,
+    reader: AsyncSession | None = None,
 ) -> Summary:
-    """The program's funnel over the window."""
+    """The program's funnel over the window (counted through `reader`, the session by default)."""
     program = await get_program(session, principal, program_id)
-    counts = await queries.total(session, Scope(program.id, program.currency, window))
+    counts = await queries.total(reader or session, Scope(program.id, program.currency, window))
     return Summary(
         program_id=program.id,
         currency=program.currency,
@@ -136,12 +140,14 @@ async def timeseries(
     window: Window,
     interval: Interval,
     tz: str,
+    reader: AsyncSession | None = None,
 ) -> Timeseries:
     """The funnel per day, week or month in the zone `tz`, empty buckets included."""
     zone = time_zone(tz)
     periods = buckets(window, interval, zone)
     program = await get_program(session, principal, program_id)
-    counts = await queries.by_bucket(session, Scope(program.id, program.currency, window), periods)
+    scope = Scope(program.id, program.currency, window)
+    counts = await queries.by_bucket(reader or session, scope, periods)
     return Timeseries(
         program_id=program.id,
         currency=program.currency,
@@ -167,11 +173,12 @@ async def referrers(
     window: Window,
     order_by: ReferrerOrder,
     limit: int,
+    reader: AsyncSession | None = None,
 ) -> Leaderboard:
     """Referrers with activity in the window, by `order_by` descending, ties by external_id."""
     program = await get_program(session, principal, program_id)
     rows = await queries.by_referrer(
-        session, Scope(program.id, program.currency, window), order_by, limit
+        reader or session, Scope(program.id, program.currency, window), order_by, limit
     )
     return Leaderboard(
         program_id=program.id,
@@ -192,11 +199,17 @@ async def referrers(
 
 
 async def channels(
-    session: AsyncSession, principal: Principal, program_id: UUID, window: Window, limit: int
+    session: AsyncSession,
+    principal: Principal,
+    program_id: UUID,
+    window: Window,
+    limit: int,
+    reader: AsyncSession | None = None,
 ) -> Channels:
     """The funnel per utm source / medium / campaign, by clicks, then conversions, then name."""
     program = await get_program(session, principal, program_id)
-    rows = await queries.by_channel(session, Scope(program.id, program.currency, window), limit)
+    scope = Scope(program.id, program.currency, window)
+    rows = await queries.by_channel(reader or session, scope, limit)
     return Channels(
         program_id=program.id,
         currency=program.currency,
@@ -215,14 +228,22 @@ async def channels(
 
 
 async def referrer_metrics(
-    session: AsyncSession, principal: Principal, referrer_id: UUID, window: Window
+    session: AsyncSession,
+    principal: Principal,
+    referrer_id: UUID,
+    window: Window,
+    reader: AsyncSession | None = None,
 ) -> ReferrerMetrics:
-    """One referrer's funnel and rewards over the window, and their balance now."""
+    """One referrer's funnel and rewards over the window, and their balance now.
+
+    The funnel is counted through `reader`; the balance and the rewards by status come from
+    the session, which approves due rewards first (a write), so that those two agree.
+    """
     referrer, program = await get_referrer(session, principal, referrer_id)
     # First: the balance approves rewards whose hold has ended, so both parts agree.
     balance_now = await balance(session, referrer)
     scope = Scope(program.id, program.currency, window, referrer_id=referrer.id)
-    counts = await queries.total(session, scope)
+    counts = await queries.total(reader or session, scope)
     sums = await queries.referrer_rewards(session, scope)
     totals: dict[tuple[str, str], dict[str, Decimal]] = {}
     for line in sums:
@@ -254,13 +275,19 @@ def _amount(amount: Decimal | None, unit: str) -> Decimal:
 
 
 async def cohorts(
-    session: AsyncSession, principal: Principal, program_id: UUID, window: Window, tz: str
+    session: AsyncSession,
+    principal: Principal,
+    program_id: UUID,
+    window: Window,
+    tz: str,
+    reader: AsyncSession | None = None,
 ) -> Cohorts:
     """Purchases and revenue by months since referral (or first purchase), per cohort month."""
     zone = time_zone(tz)
     months = buckets(window, "month", zone)
     program = await get_program(session, principal, program_id)
-    found = await queries.cohorts(session, Scope(program.id, program.currency, window), months)
+    scope = Scope(program.id, program.currency, window)
+    found = await queries.cohorts(reader or session, scope, months)
     rows: list[Cohort] = []
     for kind in ("referred", "unattributed"):
         for month in months:

@@ -1,0 +1,141 @@
+"""Rollups on Postgres: which grains cover a range, compaction, and rebuilding from raw events.
+
+Triggers (migration 0006) append signed delta rows to the rollup tables in the transaction that
+writes each event, so a rollup always equals the raw events it sums, in every snapshot. A range
+is read as whole rollup units (days, then quarter hours) plus the raw events of the partial
+edges, so an answer for any instants and any time zone stays exact.
+
+Compaction replaces every row of a key by one row with their sum in one statement
+(`WITH moved AS (DELETE … RETURNING …) INSERT … SELECT sum(…)`), so a reader sees either the
+deltas or their sum, never neither or both. Rows of writers still in flight are invisible to
+it and stay for the next round. `metrics_rollups_rebuild(program)` (a SQL function) recounts a
+program's rollups from its raw events; both take the same advisory lock.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from sqlalchemy import Table, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.metrics.models import (
+    AMOUNTS,
+    COUNTS,
+    ROLLUP_TABLES,
+    channel_rollups,
+    program_rollups,
+    referrer_rollups,
+)
+
+# date_bin's origin in the triggers: units are aligned to it, in UTC.
+ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+GRAIN_WIDTHS = {"day": timedelta(days=1), "quarter": timedelta(minutes=15)}
+# Coarsest first: a range takes whole days, then whole quarter hours, then raw events.
+GRAINS: dict[str, tuple[str, ...]] = {
+    program_rollups.name: ("day", "quarter"),
+    channel_rollups.name: ("day", "quarter"),
+    referrer_rollups.name: ("day",),
+}
+KEYS: dict[str, tuple[str, ...]] = {
+    program_rollups.name: ("program_id", "grain", "bucket_start", "unit"),
+    channel_rollups.name: (
+        "program_id",
+        "grain",
+        "bucket_start",
+        "unit",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+    ),
+    referrer_rollups.name: ("program_id", "grain", "bucket_start", "unit", "referrer_id"),
+}
+# One lock for compaction and rebuild (pg_advisory_xact_lock): 'metrics' in ASCII.
+ROLLUP_LOCK = 0x6D657472696373
+COMPACT_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class Span:
+    """Part of bucket `index`: `[start, end)` summed from `grain`, or counted raw (grain None)."""
+
+    index: int
+    grain: str | None
+    start: datetime
+    end: datetime
+
+
+def floor_to(moment: datetime, width: timedelta) -> datetime:
+    return ORIGIN + ((moment - ORIGIN) // width) * width
+
+
+def ceil_to(moment: datetime, width: timedelta) -> datetime:
+    floor = floor_to(moment, width)
+    return floor if floor == moment else floor + width
+
+
+def spans(index: int, start: datetime, end: datetime, grains: tuple[str, ...]) -> list[Span]:
+    """`[start, end)` as whole units of the coarsest grain that fits, finer ones at the edges."""
+    if start >= end:
+        return []
+    if not grains:
+        return [Span(index, None, start, end)]
+    width = GRAIN_WIDTHS[grains[0]]
+    lower, upper = ceil_to(start, width), floor_to(end, width)
+    if lower >= upper:
+        return spans(index, start, end, grains[1:])
+    return [
+        *spans(index, start, lower, grains[1:]),
+        Span(index, grains[0], lower, upper),
+        *spans(index, upper, end, grains[1:]),
+    ]
+
+
+def compaction_sql(table: Table) -> str:
+    """The statement that compacts up to :batch keys of `table`; it returns how many."""
+    keys = KEYS[table.name]
+    measures = (*COUNTS, *AMOUNTS)
+    return f"""
+        WITH compact_keys AS (
+            SELECT DISTINCT {", ".join(keys)} FROM {table.name}
+            WHERE NOT compacted LIMIT :batch
+        ),
+        moved AS (
+            DELETE FROM {table.name} t USING compact_keys k
+            WHERE {" AND ".join(f"t.{name} = k.{name}" for name in keys)}
+            RETURNING t.*
+        ),
+        summed AS (
+            INSERT INTO {table.name} ({", ".join(keys)}, {", ".join(measures)}, compacted)
+            SELECT {", ".join(keys)}, {", ".join(f"sum({name})" for name in measures)}, true
+            FROM moved GROUP BY {", ".join(keys)}
+            HAVING {" OR ".join(f"sum({name}) <> 0" for name in measures)}
+            RETURNING 1
+        )
+        SELECT count(*) FROM compact_keys"""
+
+
+async def compact_table(session: AsyncSession, table: Table, batch: int = COMPACT_BATCH) -> int:
+    """Sum the rows of up to `batch` keys that have delta rows into one row each; the key count.
+
+    One statement: the rows it deletes are exactly the rows it sums (RETURNING), so a reader's
+    snapshot holds either those rows or their sum. A key whose sum is zero keeps no row.
+    """
+    found = await session.scalar(text(compaction_sql(table)), {"batch": batch})
+    return int(found or 0)
+
+
+async def compact(session: AsyncSession, batch: int = COMPACT_BATCH) -> int | None:
+    """One round of compaction over every rollup table; None when another process holds it."""
+    locked = await session.scalar(select(func.pg_try_advisory_xact_lock(ROLLUP_LOCK)))
+    if not locked:
+        return None
+    total = 0
+    for table in ROLLUP_TABLES:
+        total += await compact_table(session, table, batch)
+    return total
+
+
+async def rebuild(session: AsyncSession, program_id: UUID | None = None) -> None:
+    """Recount the rollups of one program (every program when None) from the raw events."""
+    await session.execute(select(func.metrics_rollups_rebuild(program_id)))
