@@ -48,7 +48,7 @@ def windows(now: datetime) -> list[Window]:
     """Aligned to days, and not aligned to anything (raw edges on both sides)."""
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     return [
-        Window(today - timedelta(days=40), today + timedelta(days=1)),
+        Window(today - timedelta(days=100), today + timedelta(days=1)),
         Window(now - timedelta(days=9, minutes=7, seconds=3), now + timedelta(minutes=11)),
         Window(now - timedelta(hours=3, minutes=22), now + timedelta(hours=1)),
     ]
@@ -163,7 +163,7 @@ async def test_rollups_equal_raw_under_concurrent_writes_and_compaction(
                         await session.execute(
                             update(Referral)
                             .where(Referral.id == UUID(response.json()["referral_id"]))
-                            .values(occurred_at=now - timedelta(days=rng.uniform(0, 30)))
+                            .values(occurred_at=now - timedelta(days=rng.uniform(0, 70)))
                         )
                         await session.commit()
             # Two purchases of the same customer at once: the referral converts once.
@@ -177,7 +177,7 @@ async def test_rollups_equal_raw_under_concurrent_writes_and_compaction(
                         "customer_id": customer,
                         "currency": "USD",
                         "amount": f"{rng.randint(1000, 30000) / 100:.2f}",
-                        "occurred_at": (now - timedelta(days=rng.uniform(0, 20))).isoformat(),
+                        "occurred_at": (now - timedelta(days=rng.uniform(0, 70))).isoformat(),
                     }
                     | ({"code": code} if rng.random() < 0.3 else {}),
                 )

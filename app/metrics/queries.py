@@ -426,24 +426,31 @@ def _raw_parts(
     return parts
 
 
-def _rollup_filter(scope: Scope, table: Table, rolled: Sequence[Span]) -> ColumnElement[bool]:
-    """The rollup rows of the units inside `rolled`: per grain, its ranges as constants."""
+def _rollup_filters(
+    scope: Scope, table: Table, rolled: Sequence[Span]
+) -> list[ColumnElement[bool]]:
+    """The rollup rows of the units inside `rolled`: a plain range of one grain each.
+
+    One part per range keeps every part an index range scan; many ranges share one condition.
+    """
     rows = table.c
-    by_grain = [
-        and_(rows.grain == grain, _Ranges(pieces, True, "").where(rows.bucket_start))
+    ranges = [
+        and_(rows.grain == grain, rows.bucket_start >= lo, rows.bucket_start < hi)
         for grain in sorted({piece.grain for piece in rolled if piece.grain})
-        if (pieces := [piece for piece in rolled if piece.grain == grain])
+        for lo, hi in _Ranges([p for p in rolled if p.grain == grain], True, "").merged()
     ]
-    return and_(rows.program_id == scope.program_id, or_(*by_grain))
+    if len(ranges) > MAX_SEPARATE_RANGES:
+        ranges = [or_(*ranges)]
+    return [and_(rows.program_id == scope.program_id, within) for within in ranges]
 
 
-def _rollup_part(
+def _rollup_parts(
     scope: Scope,
     grouping: Grouping,
     table: Table,
     rolled: Sequence[Span],
     referrers: Any = None,
-) -> Select[Any]:
+) -> list[Select[Any]]:
     """The rollup rows of the whole units in `rolled`, one per row: the outer query sums them."""
     rows = table.c
     ranges = _Ranges(rolled, True, "rollup_spans")
@@ -454,12 +461,12 @@ def _rollup_part(
             reward_cost=case((rows.unit == scope.currency, rows.reward_amount), else_=ZERO),
             reward_points=case((rows.unit == POINTS, rows.reward_amount), else_=ZERO),
         ),
-    ).where(_rollup_filter(scope, table, rolled))
+    )
     if scope.referrer_id is not None:
         query = query.where(rows.referrer_id == scope.referrer_id)
     if referrers is not None:
         query = query.where(rows.referrer_id.in_(referrers))
-    return query
+    return [query.where(within) for within in _rollup_filters(scope, table, rolled)]
 
 
 @dataclass(frozen=True)
@@ -480,7 +487,7 @@ class _Plan:
     ) -> list[Select[Any]]:
         parts = []
         if self.table is not None and self.rolled:
-            parts.append(_rollup_part(scope, grouping, self.table, self.rolled, referrers))
+            parts += _rollup_parts(scope, grouping, self.table, self.rolled, referrers)
         if self.raw:
             parts += _raw_parts(scope, grouping, sums, self.raw, sources, referrers)
         return parts
@@ -608,11 +615,9 @@ def _top_referrers(
     parts: list[Select[Any]] = []
     if plan.rolled:
         rows = referrer_rollups.c
-        parts.append(
-            select(rows.referrer_id.label("k0"), rows[order_by].label("m")).where(
-                _rollup_filter(scope, referrer_rollups, plan.rolled), predicate
-            )
-        )
+        sparse = select(rows.referrer_id.label("k0"), rows[order_by].label("m")).where(predicate)
+        for within in _rollup_filters(scope, referrer_rollups, plan.rolled):
+            parts.append(sparse.where(within))
     if plan.raw:
         for part in _raw_parts(scope, grouping, sums, plan.raw, (source,), name="rank_periods"):
             raw = part.subquery()

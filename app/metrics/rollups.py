@@ -28,14 +28,16 @@ from app.metrics.models import (
     referrer_rollups,
 )
 
-# date_bin's origin in the triggers: units are aligned to it, in UTC.
+# date_bin's origin in the triggers: days and quarter hours are aligned to it, in UTC; months
+# are calendar months in UTC.
 ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
 GRAIN_WIDTHS = {"day": timedelta(days=1), "quarter": timedelta(minutes=15)}
-# Coarsest first: a range takes whole days, then whole quarter hours, then raw events.
+# Coarsest first: a range takes whole months or days, then whole days or quarter hours, then
+# raw events. Referrers have months: a leaderboard sums one row per referrer and month.
 GRAINS: dict[str, tuple[str, ...]] = {
     program_rollups.name: ("day", "quarter"),
     channel_rollups.name: ("day", "quarter"),
-    referrer_rollups.name: ("day",),
+    referrer_rollups.name: ("month", "day"),
 }
 KEYS: dict[str, tuple[str, ...]] = {
     program_rollups.name: ("program_id", "grain", "bucket_start", "unit"),
@@ -65,13 +67,22 @@ class Span:
     end: datetime
 
 
-def floor_to(moment: datetime, width: timedelta) -> datetime:
+def floor_to(moment: datetime, grain: str) -> datetime:
+    """The start of the `grain` unit that holds `moment`."""
+    if grain == "month":
+        return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    width = GRAIN_WIDTHS[grain]
     return ORIGIN + ((moment - ORIGIN) // width) * width
 
 
-def ceil_to(moment: datetime, width: timedelta) -> datetime:
-    floor = floor_to(moment, width)
-    return floor if floor == moment else floor + width
+def ceil_to(moment: datetime, grain: str) -> datetime:
+    """The start of the first `grain` unit at or after `moment`."""
+    floor = floor_to(moment, grain)
+    if floor == moment:
+        return floor
+    if grain == "month":
+        return floor.replace(year=floor.year + floor.month // 12, month=floor.month % 12 + 1)
+    return floor + GRAIN_WIDTHS[grain]
 
 
 def spans(index: int, start: datetime, end: datetime, grains: tuple[str, ...]) -> list[Span]:
@@ -80,8 +91,10 @@ def spans(index: int, start: datetime, end: datetime, grains: tuple[str, ...]) -
         return []
     if not grains:
         return [Span(index, None, start, end)]
-    width = GRAIN_WIDTHS[grains[0]]
-    lower, upper = ceil_to(start, width), floor_to(end, width)
+    try:
+        lower, upper = ceil_to(start, grains[0]), floor_to(end, grains[0])
+    except (OverflowError, ValueError):  # near the ends of the calendar: finer units only
+        return spans(index, start, end, grains[1:])
     if lower >= upper:
         return spans(index, start, end, grains[1:])
     return [

@@ -1,10 +1,10 @@
 """metrics rollups
 
-Rollup tables for the metrics (per program, per utm channel, per referrer; by day and quarter
-hour), kept by triggers on clicks, referrals, conversions and rewards in the transaction that
-writes each event; `metrics_rollups_rebuild(program)` recounts them from the raw events (for
-COPY loads with triggers off, and for the backfill here). Postgres only: on SQLite the tables
-exist (one schema) but stay empty, and the metrics count raw events.
+Rollup tables for the metrics (per program and per utm channel by day and quarter hour, per
+referrer by month and day), kept by triggers on clicks, referrals, conversions and rewards in
+the transaction that writes each event; `metrics_rollups_rebuild(program)` recounts them from
+the raw events (for COPY loads with triggers off, and for the backfill here). Postgres only: on
+SQLite the tables exist (one schema) but stay empty, and the metrics count raw events.
 
 Every trigger appends signed delta rows: what the changed rows counted before (-1) and after
 (+1), summed per key, zero sums left out. A referral counts as converted at the referral's own
@@ -32,6 +32,7 @@ SOURCES = ('clicks', 'referrals', 'conversions', 'rewards')
 OPERATIONS = ('insert', 'update', 'delete')
 ROLLUP_LOCK = 0x6D657472696373  # app.metrics.rollups.ROLLUP_LOCK
 ORIGIN = "timestamptz '2000-01-01 00:00:00+00'"
+MONTH = "date_trunc('month', {}, 'UTC')"  # a calendar month in UTC, whatever the session's zone
 COSTED = "('pending', 'approved', 'paid')"
 MEASURES = (
     'clicks', 'unique_clicks', 'referrals', 'converted_referrals', 'conversions', 'revenue',
@@ -184,9 +185,11 @@ def apply_facts(facts: str, *, before: str = '') -> str:
         )
         INSERT INTO metrics_referrer_rollups
             (program_id, grain, bucket_start, unit, referrer_id, {measures}, compacted)
-        SELECT f.program_id, 'day', date_bin(interval '1 day', f.at, {ORIGIN}), f.unit,
-               f.referrer_id, {sums}, false
-        FROM facts f WHERE f.referrer_id IS NOT NULL
+        SELECT f.program_id, g.grain, CASE g.grain WHEN 'month' THEN {MONTH.format('f.at')}
+                                      ELSE date_bin(interval '1 day', f.at, {ORIGIN}) END,
+               f.unit, f.referrer_id, {sums}, false
+        FROM facts f CROSS JOIN (VALUES ('day'), ('month')) AS g (grain)
+        WHERE f.referrer_id IS NOT NULL
         GROUP BY 1, 2, 3, 4, 5 HAVING {nonzero}"""
 
 
@@ -197,7 +200,7 @@ def rebuild_facts(facts: str, *, before: str = '', compacted: str = 'false', del
     Written for millions of facts: channel quarter hours are summed from the facts; channel
     days, program quarter hours and program days from those (a day is 96 whole quarter hours
     of the same origin); referrer days from `referrer_facts` (the same events without their
-    channel, so without a join to their click).
+    channel, so without a join to their click), and referrer months from those days.
     """
     measures = ', '.join(MEASURES)
     sums = ', '.join(f'sum({name})' for name in MEASURES)
@@ -235,13 +238,23 @@ def rebuild_facts(facts: str, *, before: str = '', compacted: str = 'false', del
             UNION ALL
             SELECT program_id, 'day', {day}, unit, {sums}, {compacted}
             FROM quarters GROUP BY 1, 2, 3, 4 HAVING {nonzero_sums}
+        ),
+        referrer_days AS MATERIALIZED (
+            SELECT program_id, date_bin(interval '1 day', at, {ORIGIN}) AS bucket_start, unit,
+                   referrer_id, {', '.join(f'sum({n}) AS {n}' for n in MEASURES)}
+            FROM {referrers} WHERE referrer_id IS NOT NULL
+            GROUP BY 1, 2, 3, 4
         )
         INSERT INTO metrics_referrer_rollups
             (program_id, grain, bucket_start, unit, referrer_id, {measures}, compacted)
-        SELECT program_id, 'day', date_bin(interval '1 day', at, {ORIGIN}), unit, referrer_id,
-               {sums}, {compacted}
-        FROM {referrers} WHERE referrer_id IS NOT NULL
-        GROUP BY 1, 2, 3, 4, 5 HAVING {nonzero_sums}"""
+        SELECT program_id, 'day', bucket_start, unit, referrer_id, {measures}, {compacted}
+        FROM referrer_days WHERE {nonzero}
+        UNION ALL
+        SELECT program_id, 'month', {MONTH.format('bucket_start')}, unit, referrer_id, {sums},
+               {compacted}
+        FROM referrer_days GROUP BY 1, 2, 3, 4, 5 HAVING {nonzero_sums}
+        -- A referrer's rows together: the leaderboard reads its top referrers' rows by referrer.
+        ORDER BY 5, 2, 3"""
 
 
 def changed(table: str) -> str:
