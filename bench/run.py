@@ -1844,7 +1844,7 @@ def main() -> int:
         "server": {
             "uvicorn_flags": UVICORN_FLAGS,
             "env": SERVICE_ENV,
-            "pool": "10 + 10 overflow per worker (defaults)",
+            "pool": "20 per worker, no overflow (defaults)",
             "log_level": "INFO (default)",
         },
         "loadavg_at_start": load_at_start,
