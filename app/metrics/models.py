@@ -6,8 +6,9 @@ them. There is no unique key, so concurrent writers never wait on each other's r
 reader sums every row of a key. Compaction (app.metrics.rollups) replaces the rows of a key by
 one row holding their sum, in one statement, so a reader sees either the rows or their sum.
 
-Keys: the program, a grain ("quarter": 15 minutes, "day": a UTC day) and the unit's UTC start,
-a dimension (nothing, the utm channel, or the referrer) and `unit`: "" for the event counts, or
+Keys: the program, a grain and the UTC start of its unit ("quarter": 15 minutes and "day" for
+the program and channel tables; "day" and "month", a calendar month in UTC, for referrers), a
+dimension (nothing, the utm channel, or the referrer) and `unit`: "" for the event counts, or
 the unit of reward amounts (a currency code, or "points"). Events count at the same instant as
 in app.metrics.service: a referral's conversion state at the referral's occurred_at, rewards at
 their conversion's occurred_at, referrer and channel.

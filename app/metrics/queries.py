@@ -122,12 +122,14 @@ class _Sums:
         sums = cls(session)
         if sums.postgres:
             # JIT would spend longer compiling these statements than they take to run; a
-            # generic plan of a reused prepared statement would not see the ranges' bounds.
-            # Only this transaction is affected.
+            # generic plan of a reused prepared statement would not see the ranges' bounds;
+            # parallel workers cost more to start than they save on these few thousand rows
+            # (and take the cores other requests need). Only this transaction is affected.
             await session.execute(
                 text(
                     "SELECT set_config('jit', 'off', true),"
-                    " set_config('plan_cache_mode', 'force_custom_plan', true)"
+                    " set_config('plan_cache_mode', 'force_custom_plan', true),"
+                    " set_config('max_parallel_workers_per_gather', '0', true)"
                 )
             )
         return sums

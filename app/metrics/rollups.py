@@ -2,8 +2,8 @@
 
 Triggers (migration 0006) append signed delta rows to the rollup tables in the transaction that
 writes each event, so a rollup always equals the raw events it sums, in every snapshot. A range
-is read as whole rollup units (days, then quarter hours) plus the raw events of the partial
-edges, so an answer for any instants and any time zone stays exact.
+is read as whole rollup units (months or days, then days or quarter hours) plus the raw events
+of the partial edges, so an answer for any instants and any time zone stays exact.
 
 Compaction replaces every row of a key by one row with their sum in one statement
 (`WITH moved AS (DELETE … RETURNING …) INSERT … SELECT sum(…)`), so a reader sees either the
