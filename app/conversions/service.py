@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import and_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import ensure_program_access
@@ -355,9 +355,7 @@ async def list_conversions(
         Conversion.occurred_at >= filters.occurred_from if filters.occurred_from else None,
         Conversion.occurred_at < filters.occurred_to if filters.occurred_to else None,
     ]
-    present = [condition for condition in conditions if condition is not None]
-    if present:
-        query = query.where(and_(*present))
+    query = query.where(*(condition for condition in conditions if condition is not None))
     rows, next_cursor = await paginate(session, query, Conversion, params)
     return [await conversion_out(session, row) for row in rows], next_cursor
 

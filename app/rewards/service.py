@@ -7,7 +7,7 @@ from decimal import Decimal, localcontext
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, and_, distinct, func, select, update
+from sqlalchemy import Select, distinct, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import ensure_program_access
@@ -343,8 +343,7 @@ def _filtered(principal: Principal, filters: RewardFilters) -> Select[Any]:
         Reward.created_at >= filters.created_from if filters.created_from else None,
         Reward.created_at < filters.created_to if filters.created_to else None,
     ]
-    present = [condition for condition in conditions if condition is not None]
-    return query.where(and_(*present)) if present else query
+    return query.where(*(condition for condition in conditions if condition is not None))
 
 
 async def list_rewards(
