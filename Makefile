@@ -72,7 +72,7 @@ revision: venv
 	$(BIN)/alembic revision --autogenerate -m "$(m)"
 
 openapi: venv
-	$(BIN)/python -m app.openapi
+	$(BIN)/python -m app.http.openapi
 
 # Not part of the test run: loads the machine for minutes; uses only the referral_bench database.
 # BENCH_ARGS passes options, e.g. BENCH_ARGS='--wait-quiet 600'.

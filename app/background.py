@@ -5,7 +5,7 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import is_postgres, utcnow
+from app.core.db import is_postgres, utcnow
 from app.idempotency.service import delete_expired
 from app.metrics import rollups
 from app.rewards.service import SWEEP_BATCH, approve_due

@@ -11,9 +11,10 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
-from app.db import create_engine, create_sessionmaker
-from app.errors import AppError
+from app.core.access import OPERATOR, KeyKind
+from app.core.config import Settings
+from app.core.db import create_engine, create_sessionmaker
+from app.core.errors import AppError
 from app.keys import service as keys
 from app.keys.models import ApiKey
 
@@ -51,7 +52,7 @@ def run_in_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[
 
 def create_key(settings: Settings, kind: str, program_ids: list[UUID], name: str | None) -> str:
     async def work(session: AsyncSession) -> str:
-        created = await keys.create_key(session, kind, program_ids or None, name)
+        created = await keys.create_key(session, KeyKind(kind), program_ids or None, name)
         return created.secret
 
     return run_in_session(settings, work)
@@ -63,7 +64,7 @@ def bootstrap_admin(settings: Settings) -> str | None:
     async def work(session: AsyncSession) -> str | None:
         if await session.scalar(select(ApiKey.id).limit(1)) is not None:
             return None
-        return (await keys.create_key(session, "admin", None, "first admin key")).secret
+        return (await keys.create_key(session, KeyKind.ADMIN, None, "first admin key")).secret
 
     return run_in_session(settings, work)
 
@@ -196,7 +197,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         revoked = run_in_session(settings, lambda s: keys.revoke_key(s, args.key))
         print(f"revoked {revoked.prefix} ({revoked.id})")
     elif args.keys_command == "list":
-        for api_key in run_in_session(settings, keys.list_keys):
+        for api_key in run_in_session(settings, lambda s: keys.list_keys(s, OPERATOR)):
             state = "revoked" if api_key.revoked_at else "active"
             print(api_key.id, api_key.prefix, api_key.kind, state, api_key.program_ids or "all")
     elif args.keys_command == "bootstrap":

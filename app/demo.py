@@ -22,13 +22,13 @@ from cachetools import TTLCache
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
 from app.conversions import service as conversions
 from app.conversions.schemas import ConversionCreate, RefundCreate
-from app.db import utcnow
+from app.core.access import ApiKeyPrincipal, KeyKind
+from app.core.config import Settings
+from app.core.db import utcnow
+from app.core.pagination import PageParams
 from app.keys import service as keys
-from app.keys.service import Principal
-from app.pagination import PageParams
 from app.programs.models import Program
 from app.programs.schemas import ProgramCreate
 from app.programs.service import create_program
@@ -46,8 +46,8 @@ DEMO_PROGRAM_NAME = "Demo: Northwind Coffee referrals"
 DEMO_DAYS = 90
 CURRENCY = "USD"
 # The seeder acts as an admin; no key is stored for it.
-SEEDER = Principal(
-    key_id=UUID("00000000-0000-4000-8000-00000000d3e0"), kind="admin", program_ids=None
+SEEDER = ApiKeyPrincipal(
+    key_id=UUID("00000000-0000-4000-8000-00000000d3e0"), kind=KeyKind.ADMIN, program_ids=None
 )
 
 # (external_id, name, email, popularity weight, preferred channel, vanity code)
@@ -147,7 +147,7 @@ async def ensure_demo(
         seeder = _Seeder(session, settings, now or utcnow(), random.Random(seed), scale)
         program_id = await seeder.run()
         clicks, conversions_made = seeder.clicks, seeder.conversions
-    dashboard = await keys.create_key(session, "secret", [program_id], "demo dashboard")
+    dashboard = await keys.create_key(session, KeyKind.SECRET, [program_id], "demo dashboard")
     return DemoProgram(program_id, created, dashboard.secret, clicks, conversions_made)
 
 

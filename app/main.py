@@ -11,29 +11,29 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
-from app.auth import principal_cache
 from app.background import run_housekeeping
-from app.config import Settings
 from app.conversions.router import router as conversions_router
-from app.cors import CorsMiddleware, OriginCache
+from app.core.config import Settings
+from app.core.db import create_engine, create_sessionmaker
 from app.customers.router import router as customers_router
 from app.dashboard.router import router as dashboard_router
-from app.db import create_engine, create_sessionmaker
-from app.errors import install_error_handlers
+from app.http.auth import principal_cache
+from app.http.cors import CorsMiddleware, OriginCache
+from app.http.errors import install_error_handlers
+from app.http.load_shedding import LoadSheddingMiddleware
+from app.http.observability import RequestLogMiddleware, configure_logging, metrics_body
+from app.http.ratelimit import RateLimiter
+from app.http.unit_of_work import UnitOfWorkMiddleware
 from app.integrations.router import management as integrations_router
 from app.integrations.router import webhooks as integration_webhooks_router
 from app.keys.router import router as keys_router
-from app.load_shedding import LoadSheddingMiddleware
 from app.metrics.router import router as metrics_router
-from app.observability import RequestLogMiddleware, configure_logging, metrics_body
 from app.programs.router import router as programs_router
-from app.ratelimit import RateLimiter
 from app.referrers.router import router as referrers_router
 from app.referrers.service import code_cache
 from app.rewards.router import router as rewards_router
 from app.tracking.click_writer import ClickWriter
 from app.tracking.router import router as tracking_router
-from app.unit_of_work import UnitOfWorkMiddleware
 from app.webhooks.dispatcher import Dispatcher
 from app.webhooks.router import router as webhooks_router
 
@@ -51,7 +51,7 @@ IDEMPOTENCY_KEY_PARAMETER = {
 
 
 def document_idempotency_key(app: FastAPI) -> None:
-    """Every authenticated POST honours Idempotency-Key (app.unit_of_work); say so in the schema."""
+    """Every authenticated POST honours Idempotency-Key (app.http.unit_of_work): say so."""
     build_schema = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -735,7 +735,7 @@ async def create_programs(admin_key: str) -> tuple[dict[str, str], dict[str, str
     would; returns the program ids and the widget (publishable) and backend (secret) keys."""
     import httpx
 
-    from app.config import Settings
+    from app.core.config import Settings
     from app.main import create_app
 
     settings = Settings(

@@ -9,8 +9,8 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.config import Settings
-from app.db import UTCDateTime
+from app.core.config import Settings
+from app.core.db import UTCDateTime
 from app.models import Base
 
 config = context.config
@@ -44,7 +44,7 @@ def do_run_migrations(connection: Connection) -> None:
 
 
 async def run_async_migrations() -> None:
-    from app.db import configure_sqlite
+    from app.core.db import configure_sqlite
 
     url = database_url()
     engine = create_async_engine(url, poolclass=pool.NullPool)

@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cli import migrate
-from app.config import Settings
+from app.core.config import Settings
 from app.main import create_app
 from app.models import Base
 from tests.database import choose_database_url, reset_postgres_schema

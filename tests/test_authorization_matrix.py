@@ -33,8 +33,8 @@ from uuid import UUID, uuid4
 import pytest
 from httpx import ASGITransport, AsyncClient, Request, Response
 
+from app.http.openapi import build_schema
 from app.keys.service import create_key
-from app.openapi import build_schema
 from tests.conftest import _empty_tables
 from tests.factories import BROWSER_UA, assert_problem, auth
 

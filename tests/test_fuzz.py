@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy import inspect, text
 
-from app.db import create_engine, create_sessionmaker
+from app.core.db import create_engine, create_sessionmaker
 from app.keys.service import create_key
 from app.main import create_app
 from app.models import Base
@@ -167,7 +167,7 @@ def test_every_operation_declares_its_problem_answers() -> None:
     """Quick, without fuzzing: what the middleware and the validation answer is in the schema.
 
     A new endpoint gets these from `responses=problem_responses(...)` on its router and route
-    (app.auth.AUTHENTICATED_ERRORS, app.errors.POST_ERRORS / PATCH_ERRORS).
+    (app.http.auth.AUTHENTICATED_ERRORS, app.core.errors.POST_ERRORS / PATCH_ERRORS).
     """
     document = app.openapi()
     missing: list[str] = []

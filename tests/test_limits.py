@@ -15,9 +15,9 @@ from httpx import AsyncClient
 from sqlalchemy import func, select
 
 from app.conversions.models import Conversion
+from app.core.schemas import METADATA_MAX_BYTES, METADATA_MAX_DEPTH, METADATA_MAX_KEYS
 from app.referrers.models import Referrer
 from app.rewards.rules import MAX_RULES_PER_PROGRAM
-from app.schemas import METADATA_MAX_BYTES, METADATA_MAX_DEPTH, METADATA_MAX_KEYS
 from tests.factories import assert_problem, auth, make_key, make_program, make_referrer
 
 

@@ -3,7 +3,7 @@ from typing import Any
 
 from httpx import ASGITransport, AsyncClient
 
-from app.load_shedding import LoadSheddingMiddleware
+from app.http.load_shedding import LoadSheddingMiddleware
 
 
 async def test_requests_past_the_limit_are_shed_at_once() -> None:

@@ -11,7 +11,8 @@ import pytest
 from httpx import AsyncClient
 from sqlalchemy import update
 
-from app import exports
+from app.core.csv import csv_cell
+from app.http import exports
 from app.metrics.schemas import Funnel
 from app.tracking.models import Click, Referral
 from tests.factories import (
@@ -545,10 +546,10 @@ async def test_conversions_and_rewards_csv_stream_every_page(
 
 
 def test_csv_defuses_formulas() -> None:
-    assert exports.csv_cell("=HYPERLINK(1)") == "'=HYPERLINK(1)"
-    assert exports.csv_cell("-5.00") == "-5.00"
-    assert exports.csv_cell("+1 555") == "'+1 555"
-    assert exports.csv_cell(None) == ""
+    assert csv_cell("=HYPERLINK(1)") == "'=HYPERLINK(1)"
+    assert csv_cell("-5.00") == "-5.00"
+    assert csv_cell("+1 555") == "'+1 555"
+    assert csv_cell(None) == ""
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy import select, update
 
 from app.conversions.models import Conversion
-from app.db import utcnow
+from app.core.db import utcnow
 from app.programs.models import Program
 from app.referrers.models import Referrer
 from app.rewards.models import Reward

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.cli import alembic_config
-from app.db import configure_sqlite
+from app.core.db import configure_sqlite
 from app.models import Base
 from tests.conftest import DATABASE_URL
 

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from app.openapi import SCHEMA_PATH, build_schema, render_schema
+from app.http.openapi import SCHEMA_PATH, build_schema, render_schema
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 # Probes answer 200 or 503 to load balancers; they take no input and need no key.

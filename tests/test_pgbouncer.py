@@ -3,7 +3,7 @@
 PgBouncer hands a server connection to a client for one transaction only, so nothing may live
 on a server connection between transactions: no named prepared statements (asyncpg's statement
 cache and SQLAlchemy's prepared statement cache are both off with
-REFERRAL_DATABASE_STATEMENT_CACHE_SIZE=0, see app.db.create_engine), no session-level locks or
+REFERRAL_DATABASE_STATEMENT_CACHE_SIZE=0, see app.core.db.create_engine), no session-level locks or
 settings. Advisory *transaction* locks (Idempotency-Key) and SET LOCAL are fine. The bouncer
 here has fewer server connections than the service has client connections, so transactions
 of different requests really do take turns on the same server connections.

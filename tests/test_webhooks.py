@@ -13,7 +13,7 @@ from httpx import ASGITransport, AsyncClient
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
-from app.config import Settings
+from app.core.config import Settings
 from app.main import create_app
 from app.rewards.service import approve_due
 from app.webhooks.dispatcher import Dispatcher

@@ -6,7 +6,7 @@ from uuid import UUID
 from sqlalchemy import JSON, ForeignKey, Index, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, IdMixin, UTCDateTime
+from app.core.db import Base, IdMixin, UTCDateTime
 
 MONEY = Numeric(20, 4)
 

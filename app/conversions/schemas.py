@@ -5,9 +5,8 @@ from uuid import UUID
 
 from pydantic import Field, StringConstraints, model_validator
 
-from app.money import for_display
-from app.rewards.schemas import RewardOut
-from app.schemas import (
+from app.core.money import for_display
+from app.core.schemas import (
     AwareDatetime,
     Currency,
     Email,
@@ -17,6 +16,7 @@ from app.schemas import (
     OutputModel,
     PositiveMoney,
 )
+from app.rewards.schemas import RewardOut
 
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 

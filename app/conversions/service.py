@@ -11,7 +11,6 @@ from uuid import UUID, uuid4
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import ensure_program_access
 from app.conversions.attribution import Decision, Purchase, attribute
 from app.conversions.models import Conversion, Refund
 from app.conversions.schemas import (
@@ -22,11 +21,11 @@ from app.conversions.schemas import (
     RefundCreate,
     RefundOut,
 )
-from app.db import insert_ignoring_conflicts, utcnow
-from app.errors import AppError
-from app.keys.service import Principal
-from app.money import has_valid_precision
-from app.pagination import PageParams, paginate
+from app.core.access import Principal, get_visible, scoped
+from app.core.db import insert_ignoring_conflicts, utcnow
+from app.core.errors import AppError
+from app.core.money import has_valid_precision
+from app.core.pagination import PageParams, paginate
 from app.programs.models import Program
 from app.programs.service import get_program
 from app.referrers.models import Code, Referrer
@@ -298,11 +297,8 @@ async def get_conversion(
     query = select(Conversion).where(Conversion.id == conversion_id)
     if for_update:
         query = query.with_for_update()
-    conversion = await session.scalar(query.execution_options(populate_existing=True))
-    if conversion is None:
-        raise ConversionNotFound()
-    ensure_program_access(principal, conversion.program_id, ConversionNotFound)
-    return conversion
+    query = query.execution_options(populate_existing=True)
+    return await get_visible(session, query, principal, ConversionNotFound, Conversion.program_id)
 
 
 async def read_conversion(
@@ -344,9 +340,7 @@ class ConversionFilters:
 async def list_conversions(
     session: AsyncSession, principal: Principal, filters: ConversionFilters, params: PageParams
 ) -> tuple[list[ConversionOut], str | None]:
-    query = select(Conversion)
-    if principal.program_ids is not None:
-        query = query.where(Conversion.program_id.in_(principal.program_ids))
+    query = scoped(select(Conversion), principal, Conversion.program_id)
     conditions = [
         Conversion.program_id == filters.program_id if filters.program_id else None,
         Conversion.referrer_id == filters.referrer_id if filters.referrer_id else None,

@@ -3,11 +3,11 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path
 
-from app.auth import AUTHENTICATED_ERRORS, SecretKey
+from app.core.errors import problem_responses
 from app.customers import service
 from app.customers.schemas import ErasureOut
-from app.db import SessionDep
-from app.errors import problem_responses
+from app.http.auth import AUTHENTICATED_ERRORS, SecretKey
+from app.http.dependencies import SessionDep
 
 router = APIRouter(tags=["customers"], responses=problem_responses(*AUTHENTICATED_ERRORS))
 

@@ -1,4 +1,4 @@
-from app.schemas import OutputModel
+from app.core.schemas import OutputModel
 
 
 class ErasureOut(OutputModel):

@@ -7,8 +7,8 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversions.models import Conversion
+from app.core.access import Principal, program_scope
 from app.customers.schemas import ErasureOut
-from app.keys.service import Principal
 from app.referrers.models import Referrer
 from app.tracking.models import Click, Referral
 
@@ -22,11 +22,7 @@ async def erase_customer(
     session: AsyncSession, principal: Principal, customer_id: str, program_id: UUID | None
 ) -> ErasureOut:
     """Anonymise everything held about `customer_id` in the programs the key may see."""
-    programs = principal.program_ids
-    if program_id is not None:
-        programs = (
-            frozenset({program_id}) & programs if programs is not None else frozenset({program_id})
-        )
+    programs = program_scope(principal, program_id)
     replacement = pseudonym(customer_id)
 
     async def run(model: type, match: object, values: dict[str, object]) -> int:

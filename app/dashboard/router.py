@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Response
 
-from app.errors import NotFound
+from app.core.errors import NotFound
 
 STATIC = Path(__file__).resolve().parent / "static"
 

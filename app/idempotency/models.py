@@ -3,7 +3,7 @@ from datetime import datetime
 from sqlalchemy import Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, IdMixin, UTCDateTime
+from app.core.db import Base, IdMixin, UTCDateTime
 
 
 class IdempotencyRecord(IdMixin, Base):

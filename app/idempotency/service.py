@@ -14,7 +14,7 @@ from uuid import uuid4
 from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import insert_ignoring_conflicts, is_postgres
+from app.core.db import insert_ignoring_conflicts, is_postgres
 from app.idempotency.models import IdempotencyRecord
 
 MAX_KEY_LENGTH = 255

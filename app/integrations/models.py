@@ -5,7 +5,7 @@ from uuid import UUID
 from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, IdMixin, UTCDateTime, utcnow
+from app.core.db import Base, IdMixin, UTCDateTime, utcnow
 
 
 class IntegrationSecret(IdMixin, Base):

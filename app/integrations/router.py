@@ -8,9 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 
-from app.auth import AUTHENTICATED_ERRORS, SecretKey
-from app.db import SessionDep
-from app.errors import (
+from app.core.errors import (
     COMMON_ERRORS,
     POST_ERRORS,
     NotFound,
@@ -18,9 +16,11 @@ from app.errors import (
     Unprocessable,
     problem_responses,
 )
+from app.core.pagination import PAGE_ERRORS, Page
+from app.http.auth import AUTHENTICATED_ERRORS, SecretKey
+from app.http.dependencies import PageDep, SessionDep
 from app.integrations import service, shopify, stripe
 from app.integrations.schemas import IntegrationEventOut, Provider, SecretOut, SecretsCreate
-from app.pagination import PAGE_ERRORS, Page, PageDep
 from app.programs.service import ProgramNotFound
 
 webhooks = APIRouter(

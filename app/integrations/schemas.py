@@ -4,7 +4,7 @@ from uuid import UUID
 
 from pydantic import Field, StringConstraints
 
-from app.schemas import InputModel, OutputModel
+from app.core.schemas import InputModel, OutputModel
 
 Provider = Literal["stripe", "shopify"]
 SecretText = Annotated[str, StringConstraints(min_length=16, max_length=255, pattern=r"^\S+$")]

@@ -23,13 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.conversions.models import Conversion, Refund
 from app.conversions.schemas import ConversionCreate, RefundCreate
 from app.conversions.service import EventConflict, record_conversion, refund
-from app.db import insert_ignoring_conflicts, is_postgres, utcnow
-from app.errors import AppError, NotFound, Unprocessable
+from app.core.access import ApiKeyPrincipal, KeyKind, Principal
+from app.core.db import insert_ignoring_conflicts, is_postgres, utcnow
+from app.core.errors import AppError, NotFound, Unprocessable
+from app.core.money import quantize
+from app.core.pagination import PageParams, paginate
 from app.integrations.models import IntegrationEvent, IntegrationReference, IntegrationSecret
 from app.integrations.schemas import IntegrationEventOut, SecretOut
-from app.keys.service import Principal
-from app.money import quantize
-from app.pagination import PageParams, paginate
 from app.programs.service import get_program
 from app.referrers.codes import normalize
 from app.referrers.models import Code
@@ -92,8 +92,11 @@ class Skipped:
 Mapped = PlatformPurchase | PlatformRefund | Skipped
 
 
-def platform_principal(program_id: UUID) -> Principal:
-    return Principal(key_id=PLATFORM_KEY_ID, kind="secret", program_ids=frozenset({program_id}))
+def platform_principal(program_id: UUID) -> ApiKeyPrincipal:
+    """Platform webhooks act as a secret key limited to the program they were sent for."""
+    return ApiKeyPrincipal(
+        key_id=PLATFORM_KEY_ID, kind=KeyKind.SECRET, program_ids=frozenset({program_id})
+    )
 
 
 # --- secrets ----------------------------------------------------------------------------------

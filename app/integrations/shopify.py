@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
+from app.core.money import is_currency, quantize
 from app.integrations.service import (
     InvalidSignature,
     Mapped,
@@ -24,7 +25,6 @@ from app.integrations.service import (
     PlatformRefund,
     Skipped,
 )
-from app.money import is_currency, quantize
 
 CODE_ATTRIBUTES = ("referral_code", "ref")
 CLICK_ATTRIBUTES = ("click_id", "referral_click_id")

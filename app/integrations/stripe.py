@@ -20,6 +20,7 @@ from hashlib import sha256
 from typing import Any
 from uuid import UUID
 
+from app.core.money import is_currency, minor_unit
 from app.integrations.service import (
     InvalidSignature,
     Mapped,
@@ -27,7 +28,6 @@ from app.integrations.service import (
     PlatformRefund,
     Skipped,
 )
-from app.money import is_currency, minor_unit
 
 SCHEME = "v1"
 PURCHASE_TYPES = ("checkout.session.completed", "checkout.session.async_payment_succeeded")

@@ -4,7 +4,7 @@ from typing import Any
 from sqlalchemy import JSON, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, IdMixin, UTCDateTime
+from app.core.db import Base, IdMixin, UTCDateTime
 
 
 class ApiKey(IdMixin, Base):

@@ -2,9 +2,10 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request
 
-from app.auth import AUTHENTICATED_ERRORS, AdminKey
-from app.db import SessionDep
-from app.errors import POST_ERRORS, Forbidden, NotFound, problem_responses
+from app.core.access import KeyKind, sees_every_program
+from app.core.errors import POST_ERRORS, Forbidden, NotFound, problem_responses
+from app.http.auth import AUTHENTICATED_ERRORS, AdminKey
+from app.http.dependencies import SessionDep
 from app.keys import service
 from app.keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 
@@ -22,24 +23,19 @@ router = APIRouter(
     responses=problem_responses(NotFound, *POST_ERRORS),
 )
 async def create_key(body: ApiKeyCreate, session: SessionDep, principal: AdminKey) -> ApiKeyCreated:
-    if principal.program_ids is not None:
+    if not sees_every_program(principal):
+        assert principal.program_ids is not None
         limits = set(body.program_ids or [])
         if not limits or not limits <= principal.program_ids:
             raise Forbidden("A key limited to programs can only make keys for those programs.")
-    created = await service.create_key(session, body.kind, body.program_ids, body.name)
+    created = await service.create_key(session, KeyKind(body.kind), body.program_ids, body.name)
     out = ApiKeyOut.model_validate(created.api_key)
     return ApiKeyCreated(**out.model_dump(), key=created.secret)
 
 
 @router.get("", response_model=list[ApiKeyOut])
 async def list_keys(session: SessionDep, principal: AdminKey) -> list[ApiKeyOut]:
-    keys = await service.list_keys(session)
-    return [
-        ApiKeyOut.model_validate(k)
-        for k in keys
-        if principal.program_ids is None
-        or (k.program_ids and {UUID(p) for p in k.program_ids} <= principal.program_ids)
-    ]
+    return [ApiKeyOut.model_validate(k) for k in await service.list_keys(session, principal)]
 
 
 @router.post(
@@ -50,7 +46,7 @@ async def list_keys(session: SessionDep, principal: AdminKey) -> list[ApiKeyOut]
 async def revoke_key(
     key_id: UUID, request: Request, session: SessionDep, principal: AdminKey
 ) -> ApiKeyOut:
-    if principal.program_ids is not None:
+    if not sees_every_program(principal):
         raise Forbidden("Only an admin key for every program may revoke keys.")
     revoked = await service.revoke_key(session, str(key_id))
     if (cache := request.app.state.principal_cache) is not None:

@@ -4,7 +4,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from app.schemas import InputModel, OutputModel
+from app.core.schemas import InputModel, OutputModel
 
 KeyKind = Literal["admin", "secret", "publishable"]
 

@@ -10,25 +10,18 @@ from uuid import UUID
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import is_postgres, utcnow
-from app.errors import NotFound, Unprocessable
+from app.core.access import ApiKeyPrincipal, KeyKind, program_scope
+from app.core.db import is_postgres, utcnow
+from app.core.errors import NotFound, Unprocessable
 from app.keys.models import ApiKey
 from app.programs.models import Program
 
-KIND_PREFIXES = {"admin": "rk_adm_", "secret": "rk_sec_", "publishable": "rk_pub_"}
+KIND_PREFIXES = {
+    KeyKind.ADMIN: "rk_adm_",
+    KeyKind.SECRET: "rk_sec_",
+    KeyKind.PUBLISHABLE: "rk_pub_",
+}
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the key's id and kind, and the programs it is limited to (None: all)."""
-
-    key_id: UUID
-    kind: str
-    program_ids: frozenset[UUID] | None
-
-    def can_access(self, program_id: UUID) -> bool:
-        return self.program_ids is None or program_id in self.program_ids
 
 
 @dataclass(frozen=True)
@@ -44,13 +37,14 @@ def hash_key(raw_key: str) -> str:
 
 async def create_key(
     session: AsyncSession,
-    kind: str,
+    kind: KeyKind,
     program_ids: list[UUID] | None = None,
     name: str | None = None,
 ) -> CreatedKey:
     """Make a key of `kind`, optionally limited to `program_ids`; the secret is returned once."""
     if kind not in KIND_PREFIXES:
         raise Unprocessable(f"kind must be one of {', '.join(KIND_PREFIXES)}")
+    kind = KeyKind(kind)
     if program_ids:
         found = set(await session.scalars(select(Program.id).where(Program.id.in_(program_ids))))
         missing = [str(pid) for pid in program_ids if pid not in found]
@@ -69,7 +63,7 @@ async def create_key(
     return CreatedKey(api_key=api_key, secret=raw_key)
 
 
-async def authenticate(session: AsyncSession, raw_key: str) -> Principal | None:
+async def authenticate(session: AsyncSession, raw_key: str) -> ApiKeyPrincipal | None:
     """The principal for a raw key, or None when it is unknown or revoked."""
     digest = hash_key(raw_key)
     api_key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
@@ -83,7 +77,7 @@ async def authenticate(session: AsyncSession, raw_key: str) -> Principal | None:
         if api_key.program_ids is not None
         else None
     )
-    return Principal(key_id=api_key.id, kind=api_key.kind, program_ids=program_ids)
+    return ApiKeyPrincipal(key_id=api_key.id, kind=KeyKind(api_key.kind), program_ids=program_ids)
 
 
 async def _record_use(session: AsyncSession, api_key: ApiKey) -> None:
@@ -122,5 +116,11 @@ async def revoke_key(session: AsyncSession, key_id_or_prefix: str) -> ApiKey:
     return api_key
 
 
-async def list_keys(session: AsyncSession) -> list[ApiKey]:
-    return list(await session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)))
+async def list_keys(session: AsyncSession, principal: ApiKeyPrincipal) -> list[ApiKey]:
+    """Every key, or for a key limited to programs the keys limited to some of those programs."""
+    keys = await session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id))
+    allowed = program_scope(principal)
+    if allowed is None:
+        return list(keys)
+    # Key limits are a JSON list, not a column a statement can scope; a short list of keys.
+    return [k for k in keys if k.program_ids and {UUID(p) for p in k.program_ids} <= allowed]

@@ -3,9 +3,7 @@
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi.responses import StreamingResponse
-
-from app.exports import csv_response, json_row
+from app.core.csv import CsvTable, json_row
 from app.metrics.schemas import Channels, Cohorts, Funnel, Leaderboard, Summary, Timeseries
 
 FUNNEL_COLUMNS = tuple(Funnel.model_fields)
@@ -23,23 +21,23 @@ PERIOD_COLUMNS = (
 )
 
 
-def summary_csv(summary: Summary) -> StreamingResponse:
-    return csv_response("summary.csv", SUMMARY_COLUMNS, [json_row(summary, SUMMARY_COLUMNS)])
+def summary_csv(summary: Summary) -> CsvTable:
+    return CsvTable("summary.csv", SUMMARY_COLUMNS, [json_row(summary, SUMMARY_COLUMNS)])
 
 
-def timeseries_csv(series: Timeseries) -> StreamingResponse:
+def timeseries_csv(series: Timeseries) -> CsvTable:
     rows = (json_row(bucket, TIMESERIES_COLUMNS) for bucket in series.buckets)
-    return csv_response(f"timeseries-{series.interval}.csv", TIMESERIES_COLUMNS, rows)
+    return CsvTable(f"timeseries-{series.interval}.csv", TIMESERIES_COLUMNS, rows)
 
 
-def referrers_csv(board: Leaderboard) -> StreamingResponse:
+def referrers_csv(board: Leaderboard) -> CsvTable:
     rows = (json_row(row, REFERRER_COLUMNS) for row in board.data)
-    return csv_response("referrers.csv", REFERRER_COLUMNS, rows)
+    return CsvTable("referrers.csv", REFERRER_COLUMNS, rows)
 
 
-def channels_csv(channels: Channels) -> StreamingResponse:
+def channels_csv(channels: Channels) -> CsvTable:
     rows = (json_row(row, CHANNEL_COLUMNS) for row in channels.data)
-    return csv_response("channels.csv", CHANNEL_COLUMNS, rows)
+    return CsvTable("channels.csv", CHANNEL_COLUMNS, rows)
 
 
 def _cohort_rows(cohorts: Cohorts) -> Iterator[list[Any]]:
@@ -49,6 +47,6 @@ def _cohort_rows(cohorts: Cohorts) -> Iterator[list[Any]]:
             yield head + json_row(period, PERIOD_COLUMNS)
 
 
-def cohorts_csv(cohorts: Cohorts) -> StreamingResponse:
+def cohorts_csv(cohorts: Cohorts) -> CsvTable:
     """One row per cohort and month offset."""
-    return csv_response("cohorts.csv", (*COHORT_COLUMNS, *PERIOD_COLUMNS), _cohort_rows(cohorts))
+    return CsvTable("cohorts.csv", (*COHORT_COLUMNS, *PERIOD_COLUMNS), _cohort_rows(cohorts))

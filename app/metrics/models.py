@@ -28,7 +28,7 @@ from sqlalchemy import (
     text,
 )
 
-from app.db import Base, UTCDateTime
+from app.core.db import Base, UTCDateTime
 
 MONEY = Numeric(20, 4)
 COUNTS = ("clicks", "unique_clicks", "referrals", "converted_referrals", "conversions")

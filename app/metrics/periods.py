@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from app.errors import AppError
+from app.core.errors import AppError
 
 Interval = Literal["day", "week", "month"]
 

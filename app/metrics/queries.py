@@ -51,7 +51,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import Grouping as ParenthesisGroup
 
 from app.conversions.models import Conversion
-from app.db import UTCDateTime, is_postgres
+from app.core.db import UTCDateTime, is_postgres
 from app.metrics.models import channel_rollups, program_rollups, referrer_rollups
 from app.metrics.periods import Bucket, Window
 from app.metrics.rollups import GRAINS, Span, spans

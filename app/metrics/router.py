@@ -6,10 +6,12 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import AUTHENTICATED_ERRORS, SecretKey
-from app.db import SessionDep, utcnow
-from app.errors import ValidationFailed, problem_responses
-from app.exports import CSV_RESPONSE, FORMAT_QUERY, Format
+from app.core.db import utcnow
+from app.core.errors import ValidationFailed, problem_responses
+from app.core.pagination import InvalidLimit
+from app.http.auth import AUTHENTICATED_ERRORS, SecretKey
+from app.http.dependencies import SessionDep
+from app.http.exports import CSV_RESPONSE, FORMAT_QUERY, Format, table_response
 from app.metrics import csv, service
 from app.metrics.periods import (
     COHORT_DEFAULT_DAYS,
@@ -31,7 +33,6 @@ from app.metrics.schemas import (
     Summary,
     Timeseries,
 )
-from app.pagination import InvalidLimit
 from app.programs.service import ProgramNotFound
 from app.referrers.service import ReferrerNotFound
 
@@ -115,7 +116,7 @@ async def summary(
 ) -> Summary | Response:
     """The program's funnel over `[from, to)`; definitions in the README."""
     result = await service.summary(session, principal, program_id, window, reader)
-    return csv.summary_csv(result) if format_ == "csv" else result
+    return table_response(csv.summary_csv(result)) if format_ == "csv" else result
 
 
 @router.get(
@@ -135,7 +136,7 @@ async def timeseries(
 ) -> Timeseries | Response:
     """The funnel per day, ISO week or month in the zone `tz`; empty buckets included."""
     result = await service.timeseries(session, principal, program_id, window, interval, tz, reader)
-    return csv.timeseries_csv(result) if format_ == "csv" else result
+    return table_response(csv.timeseries_csv(result)) if format_ == "csv" else result
 
 
 @router.get(
@@ -157,7 +158,7 @@ async def referrers(
     result = await service.referrers(
         session, principal, program_id, window, order_by, limit, reader
     )
-    return csv.referrers_csv(result) if format_ == "csv" else result
+    return table_response(csv.referrers_csv(result)) if format_ == "csv" else result
 
 
 @router.get(
@@ -176,7 +177,7 @@ async def channels(
 ) -> Channels | Response:
     """The funnel by utm source / medium / campaign ("direct" for none), most clicks first."""
     result = await service.channels(session, principal, program_id, window, limit, reader)
-    return csv.channels_csv(result) if format_ == "csv" else result
+    return table_response(csv.channels_csv(result)) if format_ == "csv" else result
 
 
 @router.get(
@@ -196,7 +197,7 @@ async def cohorts(
 ) -> Cohorts | Response:
     """Referred and unattributed customers by month, with purchases in the months after."""
     result = await service.cohorts(session, principal, program_id, window, tz, reader)
-    return csv.cohorts_csv(result) if format_ == "csv" else result
+    return table_response(csv.cohorts_csv(result)) if format_ == "csv" else result
 
 
 @router.get(

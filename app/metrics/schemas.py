@@ -5,8 +5,8 @@ from uuid import UUID
 
 from pydantic import ConfigDict, Field
 
+from app.core.schemas import OutputModel
 from app.rewards.schemas import Balance
-from app.schemas import OutputModel
 
 ReferrerOrder = Literal["conversions", "revenue", "referrals", "clicks"]
 CohortKind = Literal["referred", "unattributed"]

@@ -49,7 +49,8 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.keys.service import Principal
+from app.core.access import Principal
+from app.core.money import quantize
 from app.metrics import queries
 from app.metrics.periods import Interval, Window, buckets, time_zone
 from app.metrics.queries import Counts, Scope
@@ -69,7 +70,6 @@ from app.metrics.schemas import (
     Timeseries,
     TimeseriesBucket,
 )
-from app.money import quantize
 from app.programs.service import get_program
 from app.referrers.service import get_referrer
 from app.rewards.service import balance

@@ -4,7 +4,7 @@ from typing import Any
 from sqlalchemy import JSON, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, IdMixin, UTCDateTime, utcnow
+from app.core.db import Base, IdMixin, UTCDateTime, utcnow
 
 
 class Program(IdMixin, Base):

@@ -2,10 +2,10 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
-from app.auth import AUTHENTICATED_ERRORS, AdminKey, SecretKey
-from app.db import SessionDep
-from app.errors import PATCH_ERRORS, POST_ERRORS, problem_responses
-from app.pagination import PAGE_ERRORS, Page, PageDep
+from app.core.errors import PATCH_ERRORS, POST_ERRORS, problem_responses
+from app.core.pagination import PAGE_ERRORS, Page
+from app.http.auth import AUTHENTICATED_ERRORS, AdminKey, SecretKey
+from app.http.dependencies import PageDep, SessionDep
 from app.programs import service
 from app.programs.schemas import ProgramCreate, ProgramOut, ProgramUpdate
 

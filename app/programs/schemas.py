@@ -4,7 +4,7 @@ from uuid import UUID
 
 from pydantic import Field, StringConstraints
 
-from app.schemas import Currency, HttpUrl, InputModel, OutputModel
+from app.core.schemas import Currency, HttpUrl, InputModel, OutputModel
 
 AttributionModel = Literal["last_touch", "first_touch"]
 ProgramStatus = Literal["active", "paused", "archived"]

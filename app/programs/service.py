@@ -3,11 +3,10 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import ensure_program_access
-from app.db import utcnow
-from app.errors import AppError, Forbidden, Unprocessable
-from app.keys.service import Principal
-from app.pagination import PageParams, paginate
+from app.core.access import Principal, get_visible, scoped, sees_every_program
+from app.core.db import utcnow
+from app.core.errors import AppError, Forbidden, Unprocessable
+from app.core.pagination import PageParams, paginate
 from app.programs.models import Program
 from app.programs.schemas import ProgramCreate, ProgramUpdate
 
@@ -26,7 +25,7 @@ async def create_program(
     session: AsyncSession, principal: Principal, data: ProgramCreate
 ) -> Program:
     """Create a program; only keys not limited to programs may."""
-    if principal.program_ids is not None:
+    if not sees_every_program(principal):
         raise Forbidden("A key limited to programs cannot create programs.")
     now = utcnow()
     program = Program(
@@ -50,22 +49,16 @@ async def get_program(
     session: AsyncSession, principal: Principal, program_id: UUID, *, for_update: bool = False
 ) -> Program:
     """The program, or ProgramNotFound when it does not exist or the key may not see it."""
-    ensure_program_access(principal, program_id, ProgramNotFound)
     query = select(Program).where(Program.id == program_id)
     if for_update:
         query = query.with_for_update()
-    program = await session.scalar(query)
-    if program is None:
-        raise ProgramNotFound()
-    return program
+    return await get_visible(session, query, principal, ProgramNotFound, Program.id)
 
 
 async def list_programs(
     session: AsyncSession, principal: Principal, params: PageParams
 ) -> tuple[list[Program], str | None]:
-    query = select(Program)
-    if principal.program_ids is not None:
-        query = query.where(Program.id.in_(principal.program_ids))
+    query = scoped(select(Program), principal, Program.id)
     return await paginate(session, query, Program, params)
 
 

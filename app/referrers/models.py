@@ -5,7 +5,7 @@ from uuid import UUID
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, IdMixin, UTCDateTime
+from app.core.db import Base, IdMixin, UTCDateTime
 
 
 class Referrer(IdMixin, Base):

@@ -3,13 +3,13 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path, Request, Response
 
-from app.auth import AUTHENTICATED_ERRORS, SecretKey
-from app.cors import OriginNotAllowed, WidgetKey
-from app.db import SessionDep
-from app.errors import PATCH_ERRORS, POST_ERRORS, problem_responses
-from app.pagination import PAGE_ERRORS, Page, PageDep
+from app.core.errors import PATCH_ERRORS, POST_ERRORS, problem_responses
+from app.core.pagination import PAGE_ERRORS, Page
+from app.http.auth import AUTHENTICATED_ERRORS, SecretKey
+from app.http.cors import OriginNotAllowed, WidgetKey
+from app.http.dependencies import PageDep, SessionDep
+from app.http.ratelimit import CodeLookupRateLimit, PublicRateLimit, RateLimited
 from app.programs.service import ProgramNotFound
-from app.ratelimit import CodeLookupRateLimit, PublicRateLimit, RateLimited
 from app.referrers import service
 from app.referrers.schemas import (
     CodeCreate,

@@ -5,7 +5,7 @@ from uuid import UUID
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from app.schemas import AwareDatetime, Email, ExternalId, InputModel, Metadata, OutputModel
+from app.core.schemas import AwareDatetime, Email, ExternalId, InputModel, Metadata, OutputModel
 
 VanityCode = Annotated[
     str,

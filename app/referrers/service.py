@@ -6,12 +6,11 @@ from cachetools import TTLCache
 from sqlalchemy import inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import ensure_program_access
-from app.config import Settings
-from app.db import insert_ignoring_conflicts, utcnow
-from app.errors import AppError, Unprocessable
-from app.keys.service import Principal
-from app.pagination import PageParams, paginate
+from app.core.access import Principal, ensure_visible, get_visible
+from app.core.config import Settings
+from app.core.db import insert_ignoring_conflicts, utcnow
+from app.core.errors import AppError, Unprocessable
+from app.core.pagination import PageParams, paginate
 from app.programs.models import Program
 from app.programs.service import get_program
 from app.referrers.codes import code_state, generate_code, normalize
@@ -91,10 +90,10 @@ async def upsert_referrer(
 async def get_referrer(
     session: AsyncSession, principal: Principal, referrer_id: UUID
 ) -> tuple[Referrer, Program]:
-    referrer = await session.get(Referrer, referrer_id)
-    if referrer is None:
-        raise ReferrerNotFound()
-    ensure_program_access(principal, referrer.program_id, ReferrerNotFound)
+    query = select(Referrer).where(Referrer.id == referrer_id)
+    referrer = await get_visible(
+        session, query, principal, ReferrerNotFound, Referrer.program_id, Referrer.id
+    )
     program = await session.get(Program, referrer.program_id)
     assert program is not None
     return referrer, program
@@ -227,9 +226,9 @@ async def find_code(
         code, program = row
         if cache is not None:
             cache[normalized] = (_columns(code), _columns(program))
-    if principal is not None and not principal.can_access(program.id):
+    if principal is not None:
         # Word for word the answer for a code that does not exist: no probing other programs.
-        raise CodeNotFound(f"No code {text!r}.")
+        ensure_visible(principal, CodeNotFound(f"No code {text!r}."), program.id, code.referrer_id)
     return code, program
 
 

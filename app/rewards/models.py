@@ -7,7 +7,7 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, Numeric, Strin
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.conversions.models import MONEY
-from app.db import Base, IdMixin, UTCDateTime, utcnow
+from app.core.db import Base, IdMixin, UTCDateTime, utcnow
 
 
 class RewardRule(IdMixin, Base):

@@ -5,20 +5,21 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import AUTHENTICATED_ERRORS, SecretKey
-from app.db import SessionDep
-from app.errors import PATCH_ERRORS, POST_ERRORS, ValidationFailed, problem_responses
-from app.exports import (
+from app.core.access import Principal
+from app.core.csv import json_row
+from app.core.errors import PATCH_ERRORS, POST_ERRORS, ValidationFailed, problem_responses
+from app.core.pagination import InvalidCursor, InvalidLimit, Page, PageParams
+from app.core.schemas import AwareDatetime
+from app.http.auth import AUTHENTICATED_ERRORS, SecretKey
+from app.http.dependencies import PageDep, SessionDep
+from app.http.exports import (
     CSV_RESPONSE,
     FORMAT_QUERY,
     Format,
     all_pages,
     check_cursor,
     csv_response,
-    json_row,
 )
-from app.keys.service import Principal
-from app.pagination import InvalidCursor, InvalidLimit, Page, PageDep, PageParams
 from app.programs.service import ProgramNotFound
 from app.referrers.service import ReferrerNotFound, get_referrer
 from app.rewards import rules, service
@@ -32,7 +33,6 @@ from app.rewards.schemas import (
     RuleOut,
     RuleUpdate,
 )
-from app.schemas import AwareDatetime
 
 router = APIRouter(tags=["rewards"], responses=problem_responses(*AUTHENTICATED_ERRORS))
 

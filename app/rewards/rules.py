@@ -7,11 +7,10 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import ensure_program_access
-from app.db import utcnow
-from app.errors import AppError, Unprocessable
-from app.keys.service import Principal
-from app.money import has_valid_precision, quantize
+from app.core.access import Principal, get_visible
+from app.core.db import utcnow
+from app.core.errors import AppError, Unprocessable
+from app.core.money import has_valid_precision, quantize
 from app.programs.models import Program
 from app.programs.service import get_program
 from app.rewards.models import RewardRule, RewardRuleVersion
@@ -107,11 +106,7 @@ async def get_rule(
     query = select(RewardRule).where(RewardRule.id == rule_id)
     if for_update:
         query = query.with_for_update()
-    rule = await session.scalar(query)
-    if rule is None:
-        raise RuleNotFound()
-    ensure_program_access(principal, rule.program_id, RuleNotFound)
-    return rule
+    return await get_visible(session, query, principal, RuleNotFound, RewardRule.program_id)
 
 
 async def update_rule(

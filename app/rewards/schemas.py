@@ -5,8 +5,8 @@ from uuid import UUID
 
 from pydantic import Field, model_validator
 
-from app.money import for_display
-from app.schemas import Currency, InputModel, OutputModel, PositiveMoney
+from app.core.money import for_display
+from app.core.schemas import Currency, InputModel, OutputModel, PositiveMoney
 
 Recipient = Literal["referrer", "referee"]
 RuleKind = Literal["fixed", "percent", "points"]

@@ -10,13 +10,12 @@ from uuid import UUID
 from sqlalchemy import Select, distinct, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import ensure_program_access
 from app.conversions.models import Conversion
-from app.db import is_postgres, utcnow
-from app.errors import AppError
-from app.keys.service import Principal
-from app.money import quantize
-from app.pagination import PageParams, paginate
+from app.core.access import Principal, get_visible, program_scope, scoped
+from app.core.db import is_postgres, utcnow
+from app.core.errors import AppError
+from app.core.money import quantize
+from app.core.pagination import PageParams, paginate
 from app.programs.models import Program
 from app.referrers.models import Referrer
 from app.rewards.models import Reward, RewardRule
@@ -271,11 +270,8 @@ async def get_reward(
     query = select(Reward).where(Reward.id == reward_id)
     if for_update:
         query = query.with_for_update()
-    reward = await session.scalar(query.execution_options(populate_existing=True))
-    if reward is None:
-        raise RewardNotFound()
-    ensure_program_access(principal, reward.program_id, RewardNotFound)
-    return reward
+    query = query.execution_options(populate_existing=True)
+    return await get_visible(session, query, principal, RewardNotFound, Reward.program_id)
 
 
 async def approve(session: AsyncSession, principal: Principal, reward_id: UUID) -> RewardOut:
@@ -332,9 +328,7 @@ class RewardFilters:
 
 
 def _filtered(principal: Principal, filters: RewardFilters) -> Select[Any]:
-    query = select(Reward)
-    if principal.program_ids is not None:
-        query = query.where(Reward.program_id.in_(principal.program_ids))
+    query = scoped(select(Reward), principal, Reward.program_id, Reward.referrer_id)
     conditions = [
         Reward.program_id == filters.program_id if filters.program_id else None,
         Reward.referrer_id == filters.referrer_id if filters.referrer_id else None,
@@ -351,11 +345,7 @@ async def list_rewards(
 ) -> tuple[list[RewardOut], str | None]:
     """Ledger entries matching the filters; due rewards are approved first, so reads are current."""
     # Approve only inside what the key may see: a read never touches another program.
-    scope = principal.program_ids
-    if filters.program_id is not None:
-        scope = frozenset({filters.program_id}) & (
-            scope if scope is not None else {filters.program_id}
-        )
+    scope = program_scope(principal, filters.program_id)
     await approve_due(session, utcnow(), program_ids=scope, referrer_id=filters.referrer_id)
     rows, next_cursor = await paginate(session, _filtered(principal, filters), Reward, params)
     return [RewardOut.model_validate(row) for row in rows], next_cursor

@@ -18,7 +18,7 @@ from uuid import UUID
 from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.observability import EVENTS_INGESTED, WRITE_BATCH_SIZE, WRITE_FLUSH_SECONDS
+from app.core.telemetry import EVENTS_INGESTED, WRITE_BATCH_SIZE, WRITE_FLUSH_SECONDS
 from app.tracking.models import Click
 
 

@@ -4,7 +4,7 @@ from uuid import UUID
 from sqlalchemy import Boolean, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, IdMixin, UTCDateTime, utcnow
+from app.core.db import Base, IdMixin, UTCDateTime, utcnow
 
 
 class Click(IdMixin, Base):

@@ -4,13 +4,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.auth import AUTHENTICATED_ERRORS
-from app.config import Settings
-from app.cors import OriginNotAllowed, WidgetKey
-from app.db import SessionDep
-from app.errors import COMMON_ERRORS, POST_ERRORS, problem_responses
+from app.core.config import Settings
+from app.core.errors import COMMON_ERRORS, POST_ERRORS, problem_responses
+from app.http.auth import AUTHENTICATED_ERRORS
+from app.http.cors import OriginNotAllowed, WidgetKey
+from app.http.dependencies import SessionDep
+from app.http.ratelimit import PublicRateLimit, RateLimited, client_ip, limit_code_lookup
 from app.programs.service import ProgramNotActive
-from app.ratelimit import PublicRateLimit, RateLimited, client_ip, limit_code_lookup
 from app.referrers.service import CodeNotFound
 from app.tracking import service
 from app.tracking.click_writer import ClickWriter

@@ -4,7 +4,7 @@ from uuid import UUID
 
 from pydantic import Field, StringConstraints
 
-from app.schemas import Email, ExternalId, HttpUrl, InputModel, OutputModel
+from app.core.schemas import Email, ExternalId, HttpUrl, InputModel, OutputModel
 
 CodeText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Utm = Annotated[str, StringConstraints(max_length=200)]

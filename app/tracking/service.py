@@ -9,10 +9,10 @@ from uuid import UUID, uuid4
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
-from app.db import insert_ignoring_conflicts, utcnow
-from app.errors import AppError
-from app.keys.service import Principal
+from app.core.access import Principal
+from app.core.config import Settings
+from app.core.db import insert_ignoring_conflicts, utcnow
+from app.core.errors import AppError
 from app.programs.models import Program
 from app.programs.service import ensure_active
 from app.referrers.codes import code_state

@@ -30,9 +30,9 @@ from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from app.config import Settings
-from app.db import is_postgres, utcnow
-from app.observability import WEBHOOK_DELIVERIES
+from app.core.config import Settings
+from app.core.db import is_postgres, utcnow
+from app.core.telemetry import WEBHOOK_DELIVERIES
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from app.webhooks.targets import UnsafeTarget, check_target
 

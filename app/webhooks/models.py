@@ -5,7 +5,7 @@ from uuid import UUID
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, IdMixin, UTCDateTime, utcnow
+from app.core.db import Base, IdMixin, UTCDateTime, utcnow
 
 
 class WebhookEndpoint(IdMixin, Base):

@@ -15,7 +15,7 @@ from pydantic_core import to_jsonable_python
 from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import utcnow
+from app.core.db import utcnow
 from app.referrers.models import Code
 from app.rewards.models import Reward
 from app.rewards.schemas import RewardOut

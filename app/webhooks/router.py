@@ -3,10 +3,10 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 
-from app.auth import AUTHENTICATED_ERRORS, SecretKey
-from app.db import SessionDep
-from app.errors import PATCH_ERRORS, POST_ERRORS, Unprocessable, problem_responses
-from app.pagination import PAGE_ERRORS, Page, PageDep
+from app.core.errors import PATCH_ERRORS, POST_ERRORS, Unprocessable, problem_responses
+from app.core.pagination import PAGE_ERRORS, Page
+from app.http.auth import AUTHENTICATED_ERRORS, SecretKey
+from app.http.dependencies import PageDep, SessionDep
 from app.programs.service import ProgramNotFound
 from app.webhooks import service
 from app.webhooks.schemas import (

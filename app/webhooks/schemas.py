@@ -4,7 +4,7 @@ from uuid import UUID
 
 from pydantic import Field, field_validator
 
-from app.schemas import HttpUrl, InputModel, OutputModel
+from app.core.schemas import HttpUrl, InputModel, OutputModel
 from app.webhooks.outbox import EventType
 
 EventTypes = Annotated[list[EventType], Field(min_length=1, max_length=20)]

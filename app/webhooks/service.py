@@ -6,11 +6,11 @@ from uuid import UUID, uuid4
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
-from app.db import utcnow
-from app.errors import AppError, Forbidden, Unprocessable
-from app.keys.service import Principal
-from app.pagination import PageParams, paginate
+from app.core.access import Principal, get_visible, scoped, sees_every_program
+from app.core.config import Settings
+from app.core.db import utcnow
+from app.core.errors import AppError, Forbidden, Unprocessable
+from app.core.pagination import PageParams, paginate
 from app.programs.service import get_program
 from app.webhooks.dispatcher import message_id, new_secret
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
@@ -47,18 +47,12 @@ async def _checked_url(url: str, settings: Settings) -> str:
     return url
 
 
-def _may_see(principal: Principal, endpoint: WebhookEndpoint) -> bool:
-    if endpoint.program_id is None:
-        return principal.program_ids is None
-    return principal.can_access(endpoint.program_id)
-
-
 async def create_endpoint(
     session: AsyncSession, principal: Principal, settings: Settings, data: EndpointCreate
 ) -> EndpointCreated:
     """Register a URL for some event types; the signing secret is returned this once."""
     if data.program_id is None:
-        if principal.program_ids is not None:
+        if not sees_every_program(principal):
             raise Forbidden("A key limited to programs must name the program_id of the endpoint.")
     else:
         await get_program(session, principal, data.program_id)
@@ -86,18 +80,15 @@ async def get_endpoint(
     query = select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
     if for_update:
         query = query.with_for_update()
-    endpoint = await session.scalar(query)
-    if endpoint is None or not _may_see(principal, endpoint):
-        raise EndpointNotFound()
-    return endpoint
+    return await get_visible(
+        session, query, principal, EndpointNotFound, WebhookEndpoint.program_id
+    )
 
 
 async def list_endpoints(
     session: AsyncSession, principal: Principal, params: PageParams
 ) -> tuple[list[WebhookEndpoint], str | None]:
-    query = select(WebhookEndpoint)
-    if principal.program_ids is not None:
-        query = query.where(WebhookEndpoint.program_id.in_(principal.program_ids))
+    query = scoped(select(WebhookEndpoint), principal, WebhookEndpoint.program_id)
     return await paginate(session, query, WebhookEndpoint, params)
 
 
@@ -207,14 +198,14 @@ async def redeliver(session: AsyncSession, principal: Principal, delivery_id: UU
     delivered or failed one is queued as a new delivery, with a fresh retry window, after the
     object's events already queued and before later ones.
     """
-    original = await session.scalar(
-        select(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+    query = (
+        select(WebhookDelivery)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .where(WebhookDelivery.id == delivery_id)
     )
-    if original is None:
-        raise DeliveryNotFound()
-    endpoint = await session.get(WebhookEndpoint, original.endpoint_id)
-    if endpoint is None or not _may_see(principal, endpoint):
-        raise DeliveryNotFound()
+    original = await get_visible(
+        session, query, principal, DeliveryNotFound, WebhookEndpoint.program_id
+    )
     now = utcnow()
     if original.status == "pending":
         original.next_attempt_at = min(original.next_attempt_at, now)

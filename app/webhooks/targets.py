@@ -10,7 +10,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-from app.config import Settings
+from app.core.config import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -1,15 +1,9 @@
 """Shed load instead of queueing without bound: past N requests in flight, answer 503 at once."""
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.unit_of_work import send_problem
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from app.core.errors import Overloaded
+from app.http.errors import send_problem
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -25,14 +19,7 @@ class LoadSheddingMiddleware:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_in_flight:
-            await send_problem(
-                send,
-                503,
-                "overloaded",
-                "Service overloaded",
-                "Too many requests in flight; retry shortly.",
-                {"Retry-After": "1"},
-            )
+            await send_problem(send, Overloaded("Too many requests in flight; retry shortly."))
             return
         self.in_flight += 1
         try:

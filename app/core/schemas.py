@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.money import is_currency
+from app.core.money import is_currency
 
 
 class InputModel(BaseModel):

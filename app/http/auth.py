@@ -1,21 +1,17 @@
-"""`Authorization: Bearer <key>` → Principal, and the checks endpoints declare."""
+"""`Authorization: Bearer <key>` → ApiKeyPrincipal, and the key kinds endpoints declare."""
 
 from collections.abc import Awaitable, Callable
 from typing import Annotated
-from uuid import UUID
 
 from cachetools import TTLCache
 from fastapi import Depends, Request
 
-from app.config import Settings
-from app.db import SessionDep
-from app.errors import COMMON_ERRORS, AppError, Forbidden, Unauthorized
-from app.keys.service import Principal, authenticate, hash_key
-from app.ratelimit import RateLimited, client_ip, rate_limiter
-
-PUBLISHABLE = "publishable"
-SECRET = "secret"
-ADMIN = "admin"
+from app.core.access import ApiKeyPrincipal, KeyKind
+from app.core.config import Settings
+from app.core.errors import COMMON_ERRORS, AppError, Forbidden, Unauthorized
+from app.http.dependencies import SessionDep
+from app.http.ratelimit import RateLimited, client_ip, rate_limiter
+from app.keys.service import authenticate, hash_key
 
 # What every operation behind an API key may answer besides its own errors (declared on the
 # routers: `responses=problem_responses(*AUTHENTICATED_ERRORS)`).
@@ -27,7 +23,7 @@ AUTHENTICATED_ERRORS: tuple[type[AppError], ...] = (
 )
 
 
-async def get_principal(request: Request, session: SessionDep) -> Principal:
+async def get_principal(request: Request, session: SessionDep) -> ApiKeyPrincipal:
     header = request.headers.get("authorization", "")
     scheme, _, raw_key = header.partition(" ")
     if scheme.lower() != "bearer" or not raw_key.strip():
@@ -46,7 +42,9 @@ async def get_principal(request: Request, session: SessionDep) -> Principal:
     return principal
 
 
-async def _authenticate_uncached(request: Request, session: SessionDep, raw_key: str) -> Principal:
+async def _authenticate_uncached(
+    request: Request, session: SessionDep, raw_key: str
+) -> ApiKeyPrincipal:
     limiter = rate_limiter(request)
     ip = client_ip(request, request.app.state.settings) or "-"
     await limiter.check(limiter.failed_auth_per_ip, "auth", ip)
@@ -60,7 +58,7 @@ async def _authenticate_uncached(request: Request, session: SessionDep, raw_key:
 
 
 # Valid keys only, for a few seconds: a revocation reaches other replicas within that time.
-PrincipalCache = TTLCache[str, Principal]
+PrincipalCache = TTLCache[str, ApiKeyPrincipal]
 
 
 def principal_cache(settings: Settings) -> PrincipalCache | None:
@@ -69,11 +67,13 @@ def principal_cache(settings: Settings) -> PrincipalCache | None:
     return TTLCache(maxsize=10_000, ttl=settings.auth_cache_seconds)
 
 
-def allow(*kinds: str) -> Callable[..., Awaitable[Principal]]:
+def allow(*kinds: KeyKind) -> Callable[..., Awaitable[ApiKeyPrincipal]]:
     """A dependency that lets through the given key kinds (admin keys always pass)."""
-    allowed = {ADMIN, *kinds}
+    allowed = {KeyKind.ADMIN, *kinds}
 
-    async def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def dependency(
+        principal: Annotated[ApiKeyPrincipal, Depends(get_principal)],
+    ) -> ApiKeyPrincipal:
         if principal.kind not in allowed:
             raise Forbidden(f"A {principal.kind} key may not call this endpoint.")
         return principal
@@ -81,14 +81,6 @@ def allow(*kinds: str) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
-def ensure_program_access(
-    principal: Principal, program_id: UUID, not_found: type[AppError]
-) -> None:
-    """Another program's objects answer exactly like objects that do not exist."""
-    if not principal.can_access(program_id):
-        raise not_found()
-
-
-AdminKey = Annotated[Principal, Depends(allow())]
-SecretKey = Annotated[Principal, Depends(allow(SECRET))]
-AnyKey = Annotated[Principal, Depends(allow(SECRET, PUBLISHABLE))]
+AdminKey = Annotated[ApiKeyPrincipal, Depends(allow())]
+SecretKey = Annotated[ApiKeyPrincipal, Depends(allow(KeyKind.SECRET))]
+AnyKey = Annotated[ApiKeyPrincipal, Depends(allow(KeyKind.SECRET, KeyKind.PUBLISHABLE))]

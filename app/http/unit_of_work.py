@@ -8,59 +8,32 @@ app.idempotency.service). Request bodies are read here once, with a size limit.
 """
 
 import hashlib
-import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.config import Settings
-from app.db import utcnow
-from app.errors import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE, is_database_unavailable
+from app.core.config import Settings
+from app.core.db import utcnow
+from app.core.errors import (
+    DatabaseUnavailable,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyInvalid,
+    IdempotencyKeyReused,
+    PayloadTooLarge,
+    is_database_unavailable,
+)
+from app.http.errors import send_problem
 from app.idempotency import service as idempotency
 
-logger = logging.getLogger("app.unit_of_work")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+logger = logging.getLogger("app.http.unit_of_work")
 
 METHODS_WITH_BODY = {"POST", "PUT", "PATCH"}
 
 
 class BodyTooLarge(Exception):
     pass
-
-
-def problem_message(
-    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
-) -> tuple[Message, Message]:
-    body = json.dumps(
-        {
-            "type": PROBLEM_TYPE_BASE + code,
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "code": code,
-        }
-    ).encode()
-    raw_headers = [
-        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    start = {"type": "http.response.start", "status": status, "headers": raw_headers}
-    return start, {"type": "http.response.body", "body": body, "more_body": False}
-
-
-async def send_problem(send: Send, *args: Any, **kwargs: Any) -> None:
-    start, body = problem_message(*args, **kwargs)
-    await send(start)
-    await send(body)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -126,11 +99,7 @@ class UnitOfWorkMiddleware:
                 body = await _read_body(receive, limit)
             except BodyTooLarge:
                 await send_problem(
-                    send,
-                    413,
-                    "payload_too_large",
-                    "Payload too large",
-                    f"The request body may be at most {limit} bytes.",
+                    send, PayloadTooLarge(f"The request body may be at most {limit} bytes.")
                 )
                 return
             receive = _replaying(body)
@@ -145,14 +114,7 @@ class UnitOfWorkMiddleware:
                 if not is_database_unavailable(exc):
                     raise
                 logger.warning("database unavailable: %s", type(exc).__name__)
-                await send_problem(
-                    send,
-                    503,
-                    "database_unavailable",
-                    "Service temporarily unavailable",
-                    "The database cannot be reached; retry shortly.",
-                    {"Retry-After": "2"},
-                )
+                await send_problem(send, DatabaseUnavailable())
 
     async def _run(
         self,
@@ -168,10 +130,9 @@ class UnitOfWorkMiddleware:
             # Cut short, two long keys could share one stored answer.
             await send_problem(
                 send,
-                422,
-                "invalid_idempotency_key",
-                "Idempotency-Key not valid",
-                f"An Idempotency-Key may be at most {idempotency.MAX_KEY_LENGTH} characters.",
+                IdempotencyKeyInvalid(
+                    f"An Idempotency-Key may be at most {idempotency.MAX_KEY_LENGTH} characters."
+                ),
             )
             return
         request = self._idempotent_request(scope, method, body)
@@ -182,21 +143,19 @@ class UnitOfWorkMiddleware:
                 await session.rollback()
                 await send_problem(
                     send,
-                    409,
-                    "idempotency_key_in_progress",
-                    "Request in progress",
-                    "A request with this Idempotency-Key is still running; retry shortly.",
-                    {"Retry-After": "1"},
+                    IdempotencyKeyInProgress(
+                        "A request with this Idempotency-Key is still running; retry shortly.",
+                        headers={"Retry-After": "1"},
+                    ),
                 )
                 return
             except idempotency.KeyReused:
                 await session.rollback()
                 await send_problem(
                     send,
-                    422,
-                    "idempotency_key_reused",
-                    "Idempotency-Key reused",
-                    "This Idempotency-Key was used with another request; use a new key.",
+                    IdempotencyKeyReused(
+                        "This Idempotency-Key was used with another request; use a new key."
+                    ),
                 )
                 return
             if stored is not None:
@@ -304,12 +263,7 @@ class _Responder:
             await self._session.rollback()
             logger.warning("commit failed: %s", type(exc).__name__, exc_info=True)
             await send_problem(
-                self._send,
-                503,
-                "database_unavailable",
-                "Service temporarily unavailable",
-                "The change could not be stored; retry shortly.",
-                {"Retry-After": "2"},
+                self._send, DatabaseUnavailable("The change could not be stored; retry shortly.")
             )
             self.finished = True
             return False

@@ -1,7 +1,7 @@
 """Write the app's OpenAPI schema to openapi/openapi.json, or check that the file is current.
 
-`python -m app.openapi` regenerates the committed schema (what `make openapi` runs);
-`python -m app.openapi --check` exits 1 when the file differs from the app's schema.
+`python -m app.http.openapi` regenerates the committed schema (what `make openapi` runs);
+`python -m app.http.openapi --check` exits 1 when the file differs from the app's schema.
 """
 
 import argparse
@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.config import Settings
+from app.core.config import Settings
 from app.main import create_app
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 
 
 def build_schema() -> dict[str, Any]:
@@ -29,7 +29,7 @@ def render_schema(schema: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.openapi", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m app.http.openapi", description=__doc__)
     parser.add_argument(
         "--check", action="store_true", help="only compare; exit 1 when the file differs"
     )

@@ -1,4 +1,4 @@
-"""Prometheus metrics, JSON logs and request ids.
+"""HTTP metrics, JSON logs and request ids (the other Prometheus series: app.core.telemetry).
 
 Logs carry no personal data: no client IPs, no query strings, no emails, never an API key
 (only its id).
@@ -9,19 +9,14 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pythonjsonlogger.json import JsonFormatter
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from app.core.telemetry import DB_POOL_CHECKED_OUT, DB_POOL_SIZE
 
 HTTP_REQUESTS = Counter(
     "referral_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
@@ -32,19 +27,6 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-EVENTS_INGESTED = Counter("referral_events_ingested_total", "Events stored, by kind", ["kind"])
-WRITE_BATCH_SIZE = Histogram(
-    "referral_write_batch_size",
-    "Rows written per flushed batch",
-    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
-)
-WRITE_FLUSH_SECONDS = Histogram("referral_write_flush_seconds", "Time to flush one batch of writes")
-WEBHOOK_DELIVERIES = Counter(
-    "referral_webhook_deliveries_total", "Outbound webhook delivery attempts", ["outcome"]
-)
-DB_POOL_CHECKED_OUT = Gauge("referral_db_pool_checked_out", "Database connections in use")
-DB_POOL_SIZE = Gauge("referral_db_pool_size", "Database connections kept in the pool")
-
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 access_logger = logging.getLogger("app.access")
 

@@ -8,24 +8,18 @@ programs; the request itself is then checked against the key's own programs
 """
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth import AnyKey
-from app.db import SessionDep
-from app.errors import AppError
-from app.keys.service import Principal
+from app.core.access import ApiKeyPrincipal, KeyKind, scoped
+from app.core.errors import AppError
+from app.http.auth import AnyKey
+from app.http.dependencies import SessionDep
 from app.programs.models import Program
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ALLOW_HEADERS = b"authorization, content-type, idempotency-key, x-request-id"
 EXPOSE_HEADERS = b"x-request-id, retry-after, idempotent-replayed"
@@ -117,18 +111,16 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 async def require_allowed_origin(
     request: Request, principal: AnyKey, session: SessionDep
-) -> Principal:
+) -> ApiKeyPrincipal:
     """A browser call (it has an Origin) must come from one of the key's programs' storefronts."""
     origin = request.headers.get("origin")
-    if origin is None or principal.kind != "publishable":
+    if origin is None or principal.kind != KeyKind.PUBLISHABLE:
         return principal
-    query = select(Program.allowed_origins)
-    if principal.program_ids is not None:
-        query = query.where(Program.id.in_(principal.program_ids))
+    query = scoped(select(Program.allowed_origins), principal, Program.id)
     origins = {o for row in await session.scalars(query) for o in row or []}
     if origin not in origins:
         raise OriginNotAllowed(f"{origin} is not a storefront origin of this key's programs.")
     return principal
 
 
-WidgetKey = Annotated[Principal, Depends(require_allowed_origin)]
+WidgetKey = Annotated[ApiKeyPrincipal, Depends(require_allowed_origin)]

@@ -1,17 +1,14 @@
 """CSV exports: streamed, a header row first, every cell written as the JSON answer writes it."""
 
-import csv
-import io
-import json
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, TypeVar
 
 from fastapi import Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.pagination import PageParams, decode_cursor
+from app.core.csv import CsvTable, encode_rows
+from app.core.pagination import PageParams, decode_cursor
 
 T = TypeVar("T")
 
@@ -22,59 +19,27 @@ CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 EXPORT_PAGE_SIZE = 500
 ROWS_PER_CHUNK = 200
-# A spreadsheet runs a cell starting with these as a formula; text from callers is defused.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: Any) -> str:
-    """A JSON-mode value as a CSV cell: null is empty, text that a spreadsheet would run as a
-    formula gets a leading apostrophe (numbers, negative ones included, are left alone)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
-    text = str(value)
-    if text.startswith(FORMULA_STARTS) and not _is_number(text):
-        return "'" + text
-    return text
-
-
-def _is_number(text: str) -> bool:
-    try:
-        return Decimal(text).is_finite()
-    except InvalidOperation:
-        return False
-
-
-def _encode(rows: Iterable[Sequence[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    for row in rows:
-        writer.writerow([csv_cell(value) for value in row])
-    return buffer.getvalue()
 
 
 async def _chunks(
     header: Sequence[str], rows: Iterable[Sequence[Any]] | AsyncIterable[Sequence[Any]]
 ) -> AsyncIterator[str]:
-    yield _encode([header])
+    yield encode_rows([header])
     batch: list[Sequence[Any]] = []
     if isinstance(rows, AsyncIterable):
         async for row in rows:
             batch.append(row)
             if len(batch) >= ROWS_PER_CHUNK:
-                yield _encode(batch)
+                yield encode_rows(batch)
                 batch = []
     else:
         for row in rows:
             batch.append(row)
             if len(batch) >= ROWS_PER_CHUNK:
-                yield _encode(batch)
+                yield encode_rows(batch)
                 batch = []
     if batch:
-        yield _encode(batch)
+        yield encode_rows(batch)
 
 
 def csv_response(
@@ -88,12 +53,6 @@ def csv_response(
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
-
-
-def json_row(model: Any, columns: Sequence[str]) -> list[Any]:
-    """The named fields of a response model, as its JSON answer writes them."""
-    dumped = model.model_dump(mode="json", by_alias=True)
-    return [dumped[name] for name in columns]
 
 
 async def all_pages(
@@ -120,3 +79,7 @@ def check_cursor(cursor: str | None) -> None:
     """Raise InvalidCursor now, while a problem answer can still be sent."""
     if cursor is not None:
         decode_cursor(cursor)
+
+
+def table_response(table: CsvTable) -> StreamingResponse:
+    return csv_response(table.filename, table.header, table.rows)

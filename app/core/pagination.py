@@ -4,15 +4,14 @@ import base64
 import binascii
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from fastapi import Depends, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import AppError, ValidationFailed
+from app.core.errors import AppError, ValidationFailed
 
 T = TypeVar("T")
 
@@ -31,22 +30,10 @@ class PageParams(BaseModel):
     cursor: str | None = None
 
 
-def page_params(
-    request: Request,
-    limit: Annotated[int | None, Query(ge=1, description="Page size")] = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> PageParams:
-    settings = request.app.state.settings
-    if limit is not None and limit > settings.max_page_limit:
-        raise InvalidLimit(f"limit may be at most {settings.max_page_limit}")
-    return PageParams(limit=limit or settings.default_page_limit, cursor=cursor)
-
-
 class InvalidLimit(AppError):
     status, code, title = 422, "invalid_limit", "The page size is not valid"
 
 
-PageDep = Annotated[PageParams, Depends(page_params)]
 # The 422 answers of a paginated list (`responses=problem_responses(*PAGE_ERRORS)`).
 PAGE_ERRORS: tuple[type[AppError], ...] = (ValidationFailed, InvalidCursor, InvalidLimit)
 

@@ -1,8 +1,7 @@
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID, uuid4
 
-from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
@@ -15,7 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator
 
-from app.config import Settings
+from app.core.config import Settings
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -119,12 +118,3 @@ def insert_ignoring_conflicts(session: AsyncSession, table: Any, values: dict[st
 
 def is_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
-
-
-def get_session(request: Request) -> AsyncSession:
-    """The request's session; app.unit_of_work commits it before the answer is sent."""
-    session: AsyncSession = request.state.session
-    return session
-
-
-SessionDep = Annotated[AsyncSession, Depends(get_session)]

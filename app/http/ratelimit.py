@@ -15,11 +15,11 @@ from limits import RateLimitItem, parse
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
-from app.config import Settings
-from app.errors import AppError
+from app.core.config import Settings
+from app.core.errors import AppError
 from app.keys.service import hash_key
 
-logger = logging.getLogger("app.ratelimit")
+logger = logging.getLogger("app.http.ratelimit")
 
 
 class RateLimited(AppError):
