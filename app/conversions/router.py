@@ -1,4 +1,4 @@
-from typing import Annotated, Literal
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
@@ -6,6 +6,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversions import service
+from app.conversions.models import ConversionStatus
 from app.conversions.schemas import (
     Attribution,
     ConversionCreate,
@@ -76,7 +77,7 @@ async def list_conversions(
     program_id: UUID | None = None,
     referrer_id: UUID | None = None,
     customer_id: Annotated[str | None, Query(max_length=200)] = None,
-    status: Literal["attributed", "unattributed"] | None = None,
+    status: ConversionStatus | None = None,
     occurred_from: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     occurred_to: Annotated[AwareDatetime | None, Query(alias="to")] = None,
     format_: Annotated[Format, FORMAT_QUERY] = "json",

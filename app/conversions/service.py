@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversions.attribution import Decision, Purchase, attribute
-from app.conversions.models import Conversion, Refund
+from app.conversions.models import Conversion, ConversionStatus, Refund
 from app.conversions.schemas import (
     Attribution,
     Candidate,
@@ -112,7 +112,7 @@ async def record_conversion(
                 "amount": data.amount,
                 "currency": data.currency,
                 "occurred_at": occurred_at,
-                "status": "unattributed",
+                "status": ConversionStatus.UNATTRIBUTED,
                 "attribution_reason": "organic",
                 "attribution": {},
                 "refunded_amount": Decimal(0),
@@ -182,12 +182,12 @@ async def _apply(
         .where(
             Conversion.program_id == program.id,
             Conversion.customer_id == conversion.customer_id,
-            Conversion.status == "attributed",
+            Conversion.status == ConversionStatus.ATTRIBUTED,
             Conversion.id != conversion.id,
         )
         .limit(1)
     )
-    conversion.status = "attributed"
+    conversion.status = ConversionStatus.ATTRIBUTED
     conversion.referrer_id = referrer.id
     conversion.code_id = winner.code_id
     conversion.click_id = winner.click_id

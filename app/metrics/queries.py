@@ -50,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import Grouping as ParenthesisGroup
 
-from app.conversions.models import Conversion
+from app.conversions.models import Conversion, ConversionStatus
 from app.core.db import UTCDateTime, is_postgres
 from app.metrics.models import channel_rollups, program_rollups, referrer_rollups
 from app.metrics.periods import Bucket, Window
@@ -372,7 +372,9 @@ def _raw_parts(
         purchase = aliased(Conversion, name="purchase")
         converted = (
             exists()
-            .where(purchase.referral_id == Referral.id, purchase.status == "attributed")
+            .where(
+                purchase.referral_id == Referral.id, purchase.status == ConversionStatus.ATTRIBUTED
+            )
             .correlate(Referral)
         )
         parts.extend(
@@ -401,7 +403,7 @@ def _raw_parts(
                 ).select_from(Conversion),
                 source,
                 Conversion.program_id == scope.program_id,
-                Conversion.status == "attributed",
+                Conversion.status == ConversionStatus.ATTRIBUTED,
             )
         )
     if "rewards" in sources:

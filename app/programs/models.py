@@ -1,10 +1,22 @@
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, IdMixin, UTCDateTime, utcnow
+from app.core.db import Base, IdMixin, StrEnumText, UTCDateTime, utcnow
+
+
+class ProgramStatus(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    ARCHIVED = "archived"
+
+
+class AttributionModel(StrEnum):
+    LAST_TOUCH = "last_touch"
+    FIRST_TOUCH = "first_touch"
 
 
 class Program(IdMixin, Base):
@@ -12,9 +24,13 @@ class Program(IdMixin, Base):
 
     name: Mapped[str] = mapped_column(String(200))
     landing_url: Mapped[str] = mapped_column(String(2048))
-    attribution_model: Mapped[str] = mapped_column(String(16), default="last_touch")
+    attribution_model: Mapped[AttributionModel] = mapped_column(
+        StrEnumText(AttributionModel, 16), default=AttributionModel.LAST_TOUCH
+    )
     attribution_window_days: Mapped[int] = mapped_column(Integer, default=30)
-    status: Mapped[str] = mapped_column(String(16), default="active")
+    status: Mapped[ProgramStatus] = mapped_column(
+        StrEnumText(ProgramStatus, 16), default=ProgramStatus.ACTIVE
+    )
     currency: Mapped[str] = mapped_column(String(3))
     referee_offer: Mapped[str | None] = mapped_column(Text)
     allowed_origins: Mapped[list[Any]] = mapped_column(JSON, default=list)

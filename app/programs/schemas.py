@@ -1,13 +1,12 @@
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 from uuid import UUID
 
 from pydantic import Field, StringConstraints
 
 from app.core.schemas import Currency, HttpUrl, InputModel, OutputModel
+from app.programs.models import AttributionModel, ProgramStatus
 
-AttributionModel = Literal["last_touch", "first_touch"]
-ProgramStatus = Literal["active", "paused", "archived"]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 WindowDays = Annotated[int, Field(ge=1, le=365)]
 Origin = Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]+$", max_length=255)]
@@ -17,7 +16,7 @@ class ProgramCreate(InputModel):
     name: Name
     landing_url: HttpUrl
     currency: Currency
-    attribution_model: AttributionModel = "last_touch"
+    attribution_model: AttributionModel = AttributionModel.LAST_TOUCH
     attribution_window_days: WindowDays = 30
     referee_offer: Annotated[str, Field(max_length=500)] | None = None
     allowed_origins: Annotated[list[Origin], Field(max_length=20)] = []

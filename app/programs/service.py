@@ -7,7 +7,7 @@ from app.core.access import Principal, get_visible, scoped, sees_every_program
 from app.core.db import utcnow
 from app.core.errors import AppError, Forbidden, Unprocessable
 from app.core.pagination import PageParams, paginate
-from app.programs.models import Program
+from app.programs.models import Program, ProgramStatus
 from app.programs.schemas import ProgramCreate, ProgramUpdate
 
 NULLABLE_FIELDS = {"referee_offer"}
@@ -38,7 +38,7 @@ async def create_program(
         attribution_window_days=data.attribution_window_days,
         referee_offer=data.referee_offer,
         allowed_origins=list(data.allowed_origins),
-        status="active",
+        status=ProgramStatus.ACTIVE,
     )
     session.add(program)
     await session.flush()
@@ -79,5 +79,5 @@ async def update_program(
 
 
 def ensure_active(program: Program) -> None:
-    if program.status != "active":
+    if program.status != ProgramStatus.ACTIVE:
         raise ProgramNotActive(f"The program is {program.status}; it takes no new referrals.")

@@ -33,6 +33,7 @@ from app.rewards.schemas import (
     RuleOut,
     RuleUpdate,
 )
+from app.rewards.states import InvalidTransition
 
 router = APIRouter(tags=["rewards"], responses=problem_responses(*AUTHENTICATED_ERRORS))
 
@@ -130,9 +131,7 @@ def _rewards_csv(
     return csv_response("rewards.csv", REWARD_CSV_COLUMNS, rows)
 
 
-TRANSITION_ERRORS = problem_responses(
-    service.RewardNotFound, service.InvalidTransition, *POST_ERRORS
-)
+TRANSITION_ERRORS = problem_responses(service.RewardNotFound, InvalidTransition, *POST_ERRORS)
 
 
 @router.post(

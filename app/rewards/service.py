@@ -10,7 +10,7 @@ from uuid import UUID
 from sqlalchemy import Select, distinct, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.conversions.models import Conversion
+from app.conversions.models import Conversion, ConversionStatus
 from app.core.access import Principal, get_visible, program_scope, scoped
 from app.core.db import is_postgres, utcnow
 from app.core.errors import AppError
@@ -20,6 +20,16 @@ from app.programs.models import Program
 from app.referrers.models import Referrer
 from app.rewards.models import Reward, RewardRule
 from app.rewards.schemas import Balance, BalanceLine, RewardOut
+from app.rewards.states import (
+    Action,
+    EntryType,
+    Recipient,
+    RewardStatus,
+    RuleKind,
+    Trigger,
+    next_status,
+    statuses_allowing,
+)
 from app.tracking.models import Referral
 from app.webhooks.outbox import emit_reward_ids, emit_rewards
 
@@ -29,10 +39,6 @@ SWEEP_BATCH = 1000
 
 class RewardNotFound(AppError):
     status, code, title = 404, "reward_not_found", "Reward not found"
-
-
-class InvalidTransition(AppError):
-    status, code, title = 409, "invalid_transition", "The reward cannot make that transition"
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ async def create_rewards(
     rewards: list[Reward] = []
     successful_referrals: int | None = None
     for rule in rules:
-        if rule.trigger == "first_purchase" and not paid.is_first_purchase:
+        if rule.trigger == Trigger.FIRST_PURCHASE and not paid.is_first_purchase:
             continue
         if rule.min_order_amount is not None and conversion.amount < rule.min_order_amount:
             continue
@@ -67,7 +73,7 @@ async def create_rewards(
             "percent": rule.percent,
             "points": rule.points,
         }
-        if rule.tiers and rule.recipient == "referrer":
+        if rule.tiers and rule.recipient == Recipient.REFERRER:
             if successful_referrals is None:
                 successful_referrals = await _successful_referrals(session, paid.referrer.id)
             values = _tier_values(rule.tiers, successful_referrals) or values
@@ -86,15 +92,20 @@ async def create_rewards(
             recipient=rule.recipient,
             recipient_id=(
                 paid.referrer.external_id
-                if rule.recipient == "referrer"
+                if rule.recipient == Recipient.REFERRER
                 else paid.referral.customer_id
             ),
-            entry_type="reward",
+            entry_type=EntryType.REWARD,
             kind=rule.kind,
             unit=unit,
             amount=value,
             original_amount=value,
-            status="approved" if due else "pending",
+            # Born pending, and released at once when its hold is already over.
+            status=(
+                next_status(EntryType.REWARD, RewardStatus.PENDING, Action.RELEASE)
+                if due
+                else RewardStatus.PENDING
+            ),
             hold_until=hold_until,
             approved_at=now if due else None,
         )
@@ -105,10 +116,12 @@ async def create_rewards(
     return rewards
 
 
-def _reward_value(kind: str, values: dict[str, Any], conversion: Conversion) -> tuple[Decimal, str]:
-    if kind == "points":
+def _reward_value(
+    kind: RuleKind, values: dict[str, Any], conversion: Conversion
+) -> tuple[Decimal, str]:
+    if kind == RuleKind.POINTS:
         return Decimal(int(values["points"])), POINTS
-    if kind == "fixed":
+    if kind == RuleKind.FIXED:
         return Decimal(values["amount"]), conversion.currency
     share = conversion.amount * Decimal(values["percent"]) / 100
     return quantize(share, conversion.currency), conversion.currency
@@ -133,8 +146,8 @@ async def _rewards_given(session: AsyncSession, rule_id: UUID, referrer_id: UUID
         .where(
             Reward.rule_id == rule_id,
             Reward.referrer_id == referrer_id,
-            Reward.entry_type == "reward",
-            Reward.status != "reversed",
+            Reward.entry_type == EntryType.REWARD,
+            Reward.status != RewardStatus.REVERSED,
         )
     )
     return int(count or 0)
@@ -145,7 +158,7 @@ async def _successful_referrals(session: AsyncSession, referrer_id: UUID) -> int
     count = await session.scalar(
         select(func.count(distinct(Conversion.referral_id))).where(
             Conversion.referrer_id == referrer_id,
-            Conversion.status == "attributed",
+            Conversion.status == ConversionStatus.ATTRIBUTED,
             Conversion.referral_id.is_not(None),
         )
     )
@@ -162,25 +175,25 @@ async def adjust_for_refund(session: AsyncSession, conversion: Conversion, now: 
     rewards = list(
         await session.scalars(
             select(Reward)
-            .where(Reward.conversion_id == conversion.id, Reward.entry_type == "reward")
+            .where(Reward.conversion_id == conversion.id, Reward.entry_type == EntryType.REWARD)
             .order_by(Reward.created_at, Reward.id)
             .with_for_update()
         )
     )
     remaining = conversion.amount - conversion.refunded_amount
     for reward in rewards:
-        if reward.status == "reversed":
+        if reward.status == RewardStatus.REVERSED:
             continue
         target = _target_after_refund(reward, remaining, conversion.amount)
-        if reward.status in ("pending", "approved"):
+        if reward.status != RewardStatus.PAID:
             if target <= 0:
-                _reverse(reward, now, "refund")
+                _reverse(reward, now, "refund", Action.REFUND)
             else:
                 reward.amount = target
             continue
         clawed = await session.scalar(
             select(func.coalesce(func.sum(Reward.amount), 0)).where(
-                Reward.adjusts_reward_id == reward.id, Reward.status != "reversed"
+                Reward.adjusts_reward_id == reward.id, Reward.status != RewardStatus.REVERSED
             )
         )
         delta = target - (reward.amount + Decimal(clawed or 0))
@@ -195,13 +208,14 @@ async def adjust_for_refund(session: AsyncSession, conversion: Conversion, now: 
                     referrer_id=reward.referrer_id,
                     recipient=reward.recipient,
                     recipient_id=reward.recipient_id,
-                    entry_type="clawback",
+                    entry_type=EntryType.CLAWBACK,
                     adjusts_reward_id=reward.id,
                     kind=reward.kind,
                     unit=reward.unit,
                     amount=delta,
                     original_amount=delta,
-                    status="approved",
+                    # Owed back at once: it nets out of the next payout.
+                    status=RewardStatus.APPROVED,
                     hold_until=now,
                     approved_at=now,
                 )
@@ -213,7 +227,7 @@ async def adjust_for_refund(session: AsyncSession, conversion: Conversion, now: 
 def _target_after_refund(reward: Reward, remaining: Decimal, amount: Decimal) -> Decimal:
     if remaining <= 0:
         return Decimal(0)
-    if reward.kind != "percent":
+    if reward.kind != RuleKind.PERCENT:
         return reward.original_amount
     # Multiply before dividing, with room to spare: an exact half cent must round half-even,
     # not be pushed over by a rounded share (0.03 * 0.05 / 0.30 is 0.005, so 0.00).
@@ -223,8 +237,8 @@ def _target_after_refund(reward: Reward, remaining: Decimal, amount: Decimal) ->
     return quantize(share, reward.unit)
 
 
-def _reverse(reward: Reward, now: datetime, reason: str) -> None:
-    reward.status = "reversed"
+def _reverse(reward: Reward, now: datetime, reason: str, action: Action) -> None:
+    reward.status = next_status(reward.entry_type, reward.status, action)
     reward.reversed_at = now
     reward.reversal_reason = reason
 
@@ -241,7 +255,12 @@ async def approve_due(
 
     Safe with several replicas: on Postgres the rows are claimed with FOR UPDATE SKIP LOCKED.
     """
-    query = select(Reward.id).where(Reward.status == "pending", Reward.hold_until <= now)
+    releasable = statuses_allowing(EntryType.REWARD, Action.RELEASE)
+    query = select(Reward.id).where(
+        Reward.entry_type == EntryType.REWARD,
+        Reward.status.in_(releasable),
+        Reward.hold_until <= now,
+    )
     if program_ids is not None:
         query = query.where(Reward.program_id.in_(program_ids))
     if referrer_id is not None:
@@ -256,8 +275,8 @@ async def approve_due(
         return 0
     result = await session.execute(
         update(Reward)
-        .where(Reward.id.in_(ids), Reward.status == "pending")
-        .values(status="approved", approved_at=Reward.hold_until)
+        .where(Reward.id.in_(ids), Reward.status.in_(releasable))
+        .values(status=RewardStatus.APPROVED, approved_at=Reward.hold_until)
         .execution_options(synchronize_session=False)
     )
     await emit_reward_ids(session, "reward.approved", ids)
@@ -277,9 +296,7 @@ async def get_reward(
 async def approve(session: AsyncSession, principal: Principal, reward_id: UUID) -> RewardOut:
     """pending → approved, before the hold ends."""
     reward = await get_reward(session, principal, reward_id, for_update=True)
-    if reward.status != "pending":
-        raise InvalidTransition(f"A {reward.status} reward cannot be approved.")
-    reward.status = "approved"
+    reward.status = next_status(reward.entry_type, reward.status, Action.APPROVE)
     reward.approved_at = utcnow()
     await session.flush()
     await emit_rewards(session, "reward.approved", [reward])
@@ -292,11 +309,10 @@ async def mark_paid(
     """approved → paid (a pending reward whose hold has ended counts as approved)."""
     reward = await get_reward(session, principal, reward_id, for_update=True)
     now = utcnow()
-    if reward.status == "pending" and reward.hold_until <= now:
-        reward.status, reward.approved_at = "approved", reward.hold_until
-    if reward.status != "approved":
-        raise InvalidTransition(f"A {reward.status} reward cannot be paid; approve it first.")
-    reward.status = "paid"
+    if reward.status == RewardStatus.PENDING and reward.hold_until <= now:
+        reward.status = next_status(reward.entry_type, reward.status, Action.RELEASE)
+        reward.approved_at = reward.hold_until
+    reward.status = next_status(reward.entry_type, reward.status, Action.PAY)
     reward.paid_at = now
     reward.payout_reference = payout_reference
     await session.flush()
@@ -309,9 +325,7 @@ async def reverse(
 ) -> RewardOut:
     """pending or approved → reversed; a paid reward is clawed back by a refund instead."""
     reward = await get_reward(session, principal, reward_id, for_update=True)
-    if reward.status not in ("pending", "approved"):
-        raise InvalidTransition(f"A {reward.status} reward cannot be reversed.")
-    _reverse(reward, utcnow(), reason)
+    _reverse(reward, utcnow(), reason, Action.REVERSE)
     await session.flush()
     await emit_rewards(session, "reward.reversed", [reward])
     return RewardOut.model_validate(reward)

@@ -13,7 +13,7 @@ from app.core.access import Principal
 from app.core.config import Settings
 from app.core.db import insert_ignoring_conflicts, utcnow
 from app.core.errors import AppError
-from app.programs.models import Program
+from app.programs.models import Program, ProgramStatus
 from app.programs.service import ensure_active
 from app.referrers.codes import code_state
 from app.referrers.models import Code, Referrer
@@ -114,7 +114,7 @@ async def follow_link(
     Raises CodeNotFound for a code that does not exist.
     """
     code, program = await find_code(session, None, code_text, cache=cache)
-    if program.status != "active":
+    if program.status != ProgramStatus.ACTIVE:
         return None, code, program
     click = await _store_click(
         session, settings, code, program, details, visit, source="link", writer=writer
