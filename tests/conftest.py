@@ -54,7 +54,7 @@ def settings_for_tests(**overrides: object) -> Settings:
         # builds its own app with the limits on.
         "rate_limits_enabled": False,
         "cors_cache_seconds": 0,
-        # Caches make changes visible after a few seconds; tests/test_caches.py turns them on.
+        # Caches make changes visible after a few seconds; tests/test_hot_paths.py turns them on.
         "auth_cache_seconds": 0,
         "code_cache_seconds": 0,
     }

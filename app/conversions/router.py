@@ -15,7 +15,6 @@ from app.conversions.schemas import (
     RefundOut,
 )
 from app.core.access import Principal
-from app.core.csv import json_row
 from app.core.errors import POST_ERRORS, ValidationFailed, problem_responses
 from app.core.pagination import InvalidCursor, InvalidLimit, Page, PageParams
 from app.core.schemas import AwareDatetime
@@ -25,9 +24,8 @@ from app.http.exports import (
     CSV_RESPONSE,
     FORMAT_QUERY,
     Format,
-    all_pages,
     check_cursor,
-    csv_response,
+    paged_csv,
 )
 from app.programs.service import ProgramNotFound
 
@@ -109,9 +107,7 @@ def _conversions_csv(
     ) -> tuple[list[ConversionOut], str | None]:
         return await service.list_conversions(session, principal, filters, params)
 
-    pages = all_pages(request.app.state.sessionmaker, fetch, cursor)
-    rows = (json_row(conversion, CSV_COLUMNS) async for conversion in pages)
-    return csv_response("conversions.csv", CSV_COLUMNS, rows)
+    return paged_csv(request, "conversions.csv", CSV_COLUMNS, fetch, cursor)
 
 
 @router.get(

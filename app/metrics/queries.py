@@ -1,6 +1,10 @@
 """The SQL behind the metrics: rollups for whole time units, raw events for the rest.
 
-Every endpoint is one statement, so one snapshot. It sums rows of one shape — grouping keys
+Every set of measures is one statement, so one snapshot: the numbers of one funnel always agree
+with each other. (An answer made of several statements — cohorts reads its members, then its
+cells; a referrer's metrics add rewards and a balance — reads each at its own snapshot under
+READ COMMITTED, so a write landing between them can show in one part only.) A statement sums
+rows of one shape — grouping keys
 `k0…` and the eight additive measures — from parts combined with UNION ALL and grouped:
 
 - raw parts, one per event table (clicks, referrals, conversions, rewards), counting the events
@@ -57,6 +61,7 @@ from app.metrics.periods import Bucket, Window
 from app.metrics.rollups import GRAINS, Span, spans
 from app.referrers.models import Referrer
 from app.rewards.models import Reward
+from app.rewards.service import status_as_read
 from app.tracking.models import Click, Referral
 
 COSTED_STATUSES = ("pending", "approved", "paid")
@@ -722,21 +727,21 @@ class RewardSum:
     amount: Decimal
 
 
-async def referrer_rewards(session: AsyncSession, scope: Scope) -> list[RewardSum]:
-    """The referrer's rewards (both recipients) whose conversion occurred in the window."""
+async def referrer_rewards(session: AsyncSession, scope: Scope, now: datetime) -> list[RewardSum]:
+    """The referrer's rewards (both recipients) whose conversion occurred in the window, by
+    their status as a read shows it at `now` (a reward past its hold is approved)."""
     assert scope.referrer_id is not None
     sums = await _Sums.start(session)
+    status = status_as_read(now).label("status")
     query = (
-        select(
-            Reward.recipient, Reward.unit, Reward.status, sums.money(Reward.amount).label("amount")
-        )
+        select(Reward.recipient, Reward.unit, status, sums.money(Reward.amount).label("amount"))
         .join(Conversion, Conversion.id == Reward.conversion_id)
         .where(
             Reward.referrer_id == scope.referrer_id,
             Conversion.program_id == scope.program_id,
             _in_window(Conversion.occurred_at, scope.window),
         )
-        .group_by(Reward.recipient, Reward.unit, Reward.status)
+        .group_by(Reward.recipient, Reward.unit, status)
     )
     return [
         RewardSum(row.recipient, row.unit, row.status, sums.value(row.amount))

@@ -1,4 +1,8 @@
-"""Program metrics, counted straight from the raw events.
+"""Program metrics: the funnel, time series, leaderboards, channels and cohorts.
+
+The numbers come from app.metrics.queries: rollups for whole time units on Postgres (kept by the
+triggers of migration 0006) plus the raw events of the partial edges, so they equal a recount
+of the raw events.
 
 Definitions (exact; the README repeats them). A range is half-open, `[from, to)`, and every
 event counts at its own `occurred_at` — the time the click, referral or purchase happened, not
@@ -50,6 +54,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Principal
+from app.core.db import utcnow
 from app.core.money import quantize
 from app.metrics import queries
 from app.metrics.periods import Interval, Window, buckets, time_zone
@@ -237,14 +242,14 @@ async def referrer_metrics(
     """One referrer's funnel and rewards over the window, and their balance now.
 
     The funnel is counted through `reader`; the balance and the rewards by status come from
-    the session, which approves due rewards first (a write), so that those two agree.
+    the session, both read at the same `now`, so that they agree.
     """
     referrer, program = await get_referrer(session, principal, referrer_id)
-    # First: the balance approves rewards whose hold has ended, so both parts agree.
-    balance_now = await balance(session, referrer)
+    now = utcnow()
+    balance_now = await balance(session, referrer, now)
     scope = Scope(program.id, program.currency, window, referrer_id=referrer.id)
     counts = await queries.total(reader or session, scope)
-    sums = await queries.referrer_rewards(session, scope)
+    sums = await queries.referrer_rewards(session, scope, now)
     totals: dict[tuple[str, str], dict[str, Decimal]] = {}
     for line in sums:
         totals.setdefault((line.recipient, line.unit), {})[line.status] = line.amount

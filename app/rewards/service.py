@@ -7,12 +7,22 @@ from decimal import Decimal, localcontext
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, distinct, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    distinct,
+    func,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversions.models import Conversion, ConversionStatus
-from app.core.access import Principal, get_visible, program_scope, scoped
-from app.core.db import is_postgres, utcnow
+from app.core.access import Principal, get_visible, scoped
+from app.core.db import StrEnumText, is_postgres, utcnow
 from app.core.errors import AppError
 from app.core.money import quantize
 from app.core.pagination import PageParams, paginate
@@ -28,6 +38,7 @@ from app.rewards.states import (
     RuleKind,
     Trigger,
     next_status,
+    reads_as,
     statuses_allowing,
 )
 from app.tracking.models import Referral
@@ -243,14 +254,7 @@ def _reverse(reward: Reward, now: datetime, reason: str, action: Action) -> None
     reward.reversal_reason = reason
 
 
-async def approve_due(
-    session: AsyncSession,
-    now: datetime,
-    *,
-    program_ids: frozenset[UUID] | None = None,
-    referrer_id: UUID | None = None,
-    conversion_id: UUID | None = None,
-) -> int:
+async def approve_due(session: AsyncSession, now: datetime) -> int:
     """Approve pending rewards whose hold has ended; rows locked elsewhere are left for later.
 
     Safe with several replicas: on Postgres the rows are claimed with FOR UPDATE SKIP LOCKED.
@@ -261,12 +265,6 @@ async def approve_due(
         Reward.status.in_(releasable),
         Reward.hold_until <= now,
     )
-    if program_ids is not None:
-        query = query.where(Reward.program_id.in_(program_ids))
-    if referrer_id is not None:
-        query = query.where(Reward.referrer_id == referrer_id)
-    if conversion_id is not None:
-        query = query.where(Reward.conversion_id == conversion_id)
     query = query.limit(SWEEP_BATCH)
     if is_postgres(session):
         query = query.with_for_update(skip_locked=True)
@@ -291,6 +289,29 @@ async def get_reward(
         query = query.with_for_update()
     query = query.execution_options(populate_existing=True)
     return await get_visible(session, query, principal, RewardNotFound, Reward.program_id)
+
+
+def status_as_read(now: datetime) -> ColumnElement[RewardStatus]:
+    """Reward.status as a read shows it at `now` (see states.reads_as), for filters and sums."""
+    releasable = statuses_allowing(EntryType.REWARD, Action.RELEASE)
+    due = and_(
+        Reward.entry_type == EntryType.REWARD,
+        Reward.status.in_(releasable),
+        Reward.hold_until <= now,
+    )
+    released = next_status(EntryType.REWARD, RewardStatus.PENDING, Action.RELEASE)
+    return type_coerce(
+        case((due, released.value), else_=Reward.status), StrEnumText(RewardStatus, 16)
+    )
+
+
+def reward_out(reward: Reward, now: datetime) -> RewardOut:
+    """The entry as a read shows it: a reward past its hold reads approved since hold_until."""
+    out = RewardOut.model_validate(reward)
+    shown = reads_as(reward.entry_type, reward.status, reward.hold_until, now)
+    if shown != reward.status:
+        out = out.model_copy(update={"status": shown, "approved_at": reward.hold_until})
+    return out
 
 
 async def approve(session: AsyncSession, principal: Principal, reward_id: UUID) -> RewardOut:
@@ -341,13 +362,13 @@ class RewardFilters:
     created_to: datetime | None = None
 
 
-def _filtered(principal: Principal, filters: RewardFilters) -> Select[Any]:
+def _filtered(principal: Principal, filters: RewardFilters, now: datetime) -> Select[Any]:
     query = scoped(select(Reward), principal, Reward.program_id, Reward.referrer_id)
     conditions = [
         Reward.program_id == filters.program_id if filters.program_id else None,
         Reward.referrer_id == filters.referrer_id if filters.referrer_id else None,
         Reward.conversion_id == filters.conversion_id if filters.conversion_id else None,
-        Reward.status == filters.status if filters.status else None,
+        status_as_read(now) == filters.status if filters.status else None,
         Reward.created_at >= filters.created_from if filters.created_from else None,
         Reward.created_at < filters.created_to if filters.created_to else None,
     ]
@@ -357,31 +378,40 @@ def _filtered(principal: Principal, filters: RewardFilters) -> Select[Any]:
 async def list_rewards(
     session: AsyncSession, principal: Principal, filters: RewardFilters, params: PageParams
 ) -> tuple[list[RewardOut], str | None]:
-    """Ledger entries matching the filters; due rewards are approved first, so reads are current."""
-    # Approve only inside what the key may see: a read never touches another program.
-    scope = program_scope(principal, filters.program_id)
-    await approve_due(session, utcnow(), program_ids=scope, referrer_id=filters.referrer_id)
-    rows, next_cursor = await paginate(session, _filtered(principal, filters), Reward, params)
-    return [RewardOut.model_validate(row) for row in rows], next_cursor
+    """Ledger entries matching the filters, as a read shows them (states.reads_as)."""
+    now = utcnow()
+    rows, next_cursor = await paginate(session, _filtered(principal, filters, now), Reward, params)
+    return [reward_out(row, now) for row in rows], next_cursor
 
 
-async def rewards_of(session: AsyncSession, conversion_id: UUID) -> list[RewardOut]:
+async def rewards_of(
+    session: AsyncSession, conversion_ids: Sequence[UUID]
+) -> dict[UUID, list[RewardOut]]:
+    """The ledger entries of each conversion, oldest first, in one statement."""
+    now = utcnow()
+    found: dict[UUID, list[RewardOut]] = {conversion_id: [] for conversion_id in conversion_ids}
+    if not found:
+        return found
     rows = await session.scalars(
         select(Reward)
-        .where(Reward.conversion_id == conversion_id)
+        .where(Reward.conversion_id.in_(found))
         .order_by(Reward.created_at, Reward.id)
         .execution_options(populate_existing=True)
     )
-    return [RewardOut.model_validate(row) for row in rows]
+    for row in rows:
+        found[row.conversion_id].append(reward_out(row, now))
+    return found
 
 
-async def balance(session: AsyncSession, referrer: Referrer) -> Balance:
+async def balance(
+    session: AsyncSession, referrer: Referrer, now: datetime | None = None
+) -> Balance:
     """Per unit (currency or points): pending, approved, paid, owed and payable."""
-    await approve_due(session, utcnow(), referrer_id=referrer.id)
+    shown = status_as_read(now or utcnow())
     rows = await session.execute(
-        select(Reward.unit, Reward.status, func.sum(Reward.amount))
-        .where(Reward.referrer_id == referrer.id, Reward.recipient == "referrer")
-        .group_by(Reward.unit, Reward.status)
+        select(Reward.unit, shown, func.sum(Reward.amount))
+        .where(Reward.referrer_id == referrer.id, Reward.recipient == Recipient.REFERRER)
+        .group_by(Reward.unit, shown)
     )
     totals: dict[str, dict[str, Decimal]] = {}
     for unit, status, amount in rows:

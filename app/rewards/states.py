@@ -6,6 +6,7 @@ what a rule paid; a clawback entry is a negative entry that offsets a paid rewar
 refund, so it is never reversed (that would silently undo the refund's netting).
 """
 
+from datetime import datetime
 from enum import StrEnum
 
 from app.core.errors import AppError
@@ -96,6 +97,23 @@ def next_status(entry_type: EntryType, status: RewardStatus, action: Action) -> 
             f"A {status} {entry} cannot be {verb}" + (f": {hint}." if hint else ".")
         )
     return target
+
+
+def reads_as(
+    entry_type: EntryType, status: RewardStatus, hold_until: datetime, now: datetime
+) -> RewardStatus:
+    """What a read shows: a pending reward whose hold has ended is approved.
+
+    Reads never write: the approval sweep (app.background) makes the stored status agree within
+    a housekeeping interval, and emits `reward.approved` then.
+    """
+    if (
+        status == RewardStatus.PENDING
+        and hold_until <= now
+        and (entry_type, status, Action.RELEASE) in TRANSITIONS
+    ):
+        return TRANSITIONS[(entry_type, status, Action.RELEASE)]
+    return status
 
 
 def statuses_allowing(entry_type: EntryType, action: Action) -> frozenset[RewardStatus]:
