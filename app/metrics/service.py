@@ -56,7 +56,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.access import Principal
 from app.core.db import utcnow
 from app.core.money import quantize
-from app.metrics import queries
+from app.metrics import breakdowns, cohort_queries, queries
 from app.metrics.periods import Interval, Window, buckets, time_zone
 from app.metrics.queries import Counts, Scope
 from app.metrics.schemas import (
@@ -182,7 +182,7 @@ async def referrers(
 ) -> Leaderboard:
     """Referrers with activity in the window, by `order_by` descending, ties by external_id."""
     program = await get_program(session, principal, program_id)
-    rows = await queries.by_referrer(
+    rows = await breakdowns.by_referrer(
         reader or session, Scope(program.id, program.currency, window), order_by, limit
     )
     return Leaderboard(
@@ -214,7 +214,7 @@ async def channels(
     """The funnel per utm source / medium / campaign, by clicks, then conversions, then name."""
     program = await get_program(session, principal, program_id)
     scope = Scope(program.id, program.currency, window)
-    rows = await queries.by_channel(reader or session, scope, limit)
+    rows = await breakdowns.by_channel(reader or session, scope, limit)
     return Channels(
         program_id=program.id,
         currency=program.currency,
@@ -249,7 +249,7 @@ async def referrer_metrics(
     balance_now = await balance(session, referrer, now)
     scope = Scope(program.id, program.currency, window, referrer_id=referrer.id)
     counts = await queries.total(reader or session, scope)
-    sums = await queries.referrer_rewards(session, scope, now)
+    sums = await breakdowns.referrer_rewards(session, scope, now)
     totals: dict[tuple[str, str], dict[str, Decimal]] = {}
     for line in sums:
         totals.setdefault((line.recipient, line.unit), {})[line.status] = line.amount
@@ -292,7 +292,7 @@ async def cohorts(
     months = buckets(window, "month", zone)
     program = await get_program(session, principal, program_id)
     scope = Scope(program.id, program.currency, window)
-    found = await queries.cohorts(reader or session, scope, months)
+    found = await cohort_queries.cohorts(reader or session, scope, months)
     rows: list[Cohort] = []
     for kind in ("referred", "unattributed"):
         for month in months:
