@@ -46,10 +46,11 @@ async def get_program(program_id: UUID, session: SessionDep, principal: SecretKe
 @router.patch(
     "/{program_id}",
     response_model=ProgramOut,
-    responses=problem_responses(service.ProgramNotFound, *PATCH_ERRORS),
+    responses=problem_responses(service.ProgramNotFound, service.CurrencyLocked, *PATCH_ERRORS),
 )
 async def update_program(
     program_id: UUID, body: ProgramUpdate, session: SessionDep, principal: SecretKey
 ) -> ProgramOut:
+    """Change the fields given. The currency is locked (409) once rules or conversions exist."""
     program = await service.update_program(session, principal, program_id, body)
     return ProgramOut.model_validate(program)
