@@ -45,6 +45,10 @@ class AlreadyReferred(AppError):
     status, code, title = 409, "already_referred", "The customer is already referred"
 
 
+# Without the customer's id: a stored Idempotency-Key answer keeps no personal data of its own.
+ALREADY_REFERRED = "The customer is already referred in this program."
+
+
 class ClickNotFound(AppError):
     status, code, title = 422, "click_not_found", "No such click in this program"
 
@@ -201,7 +205,7 @@ async def redeem(
     ):
         raise SelfReferral("The customer is the code's own referrer.")
     if await _referral_exists(session, program.id, data.customer_id):
-        raise AlreadyReferred(f"Customer {data.customer_id!r} is already referred in this program.")
+        raise AlreadyReferred(ALREADY_REFERRED)
     click = await _customer_click(session, program.id, data.click_id) if data.click_id else None
     if not await increment_redemptions(session, code):
         raise CodeExhausted()
@@ -227,7 +231,7 @@ async def redeem(
     )
     if result.scalar() is None:
         # Lost a race with a concurrent redemption by the same customer; the code use rolls back.
-        raise AlreadyReferred(f"Customer {data.customer_id!r} is already referred in this program.")
+        raise AlreadyReferred(ALREADY_REFERRED)
     await emit_referral_created(session, referral_id)
     if click is not None and click.customer_id is None:
         click.customer_id = data.customer_id
