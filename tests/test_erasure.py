@@ -181,7 +181,7 @@ async def test_after_erasure_the_person_shows_nowhere(client: AsyncClient, app: 
 
 
 async def test_the_stand_in_is_a_keyed_hash(client: AsyncClient, app: Any, settings: Any) -> None:
-    admin, prog, alice = await setup_program(client, app)
+    admin, _, alice = await setup_program(client, app)
     redeemed = await client.post(
         "/v1/redemptions",
         json={"code": alice["default_code"]["code"], "customer_id": "jane@example.com"},
@@ -208,7 +208,7 @@ def test_production_refuses_the_default_pseudonym_key() -> None:
 
 
 async def test_a_person_erased_again_after_coming_back(client: AsyncClient, app: Any) -> None:
-    admin, prog, alice = await setup_program(client, app)
+    admin, _, alice = await setup_program(client, app)
     code = alice["default_code"]["code"]
     redemption = {"code": code, "customer_id": PERSON, "email": EMAIL}
     assert (await client.post("/v1/redemptions", json=redemption, headers=auth(admin))).is_success

@@ -24,7 +24,7 @@ ERASED_TEXT = "[erased]"
 # Characters an id is made of: a quoted id is one not touching any of them.
 _ID_CHARACTER = r"[A-Za-z0-9._@+\-]"
 # Printable ASCII that JSON writes unchanged, whatever its ensure_ascii.
-_VERBATIM = re.compile(r'[\x20-\x21\x23-\x5b\x5d-\x7e]+')
+_VERBATIM = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]+")
 
 
 def pseudonym(key: str, customer_id: str, generation: int = 0) -> str:

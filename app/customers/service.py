@@ -63,7 +63,7 @@ async def erase_customer(
         result = await session.execute(
             statement.values(**values).execution_options(synchronize_session=False)
         )
-        return int(result.rowcount or 0)
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     replacement = person.replacement
     clicks = await run(
@@ -190,9 +190,7 @@ async def _redact_idempotency_answers(
         if is_postgres(session)
         else cast(IdempotencyRecord.response_body, Text)
     )
-    records = await session.scalars(
-        select(IdempotencyRecord).where(_mentions(body, person))
-    )
+    records = await session.scalars(select(IdempotencyRecord).where(_mentions(body, person)))
     changed = 0
     for record in records:
         parsed = _json(record)
@@ -232,8 +230,10 @@ def _names_a_program(document: Any, programs: frozenset[UUID]) -> bool:
 
 async def _redact_integration_events(session: AsyncSession, person: Person, scoped: Any) -> int:
     """Stripe and Shopify events kept parked or rejected hold the purchase as it was mapped."""
-    text = func.coalesce(cast(IntegrationEvent.payload, Text), "") + " " + func.coalesce(
-        IntegrationEvent.detail, ""
+    text = (
+        func.coalesce(cast(IntegrationEvent.payload, Text), "")
+        + " "
+        + func.coalesce(IntegrationEvent.detail, "")
     )
     events: Sequence[IntegrationEvent] = list(
         await session.scalars(

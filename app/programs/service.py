@@ -44,6 +44,7 @@ async def create_program(
         attribution_window_days=data.attribution_window_days,
         referee_offer=data.referee_offer,
         allowed_origins=list(data.allowed_origins),
+        redemption_proof=data.redemption_proof,
         status="active",
     )
     session.add(program)
@@ -83,7 +84,8 @@ async def list_programs(
 async def update_program(
     session: AsyncSession, principal: Principal, program_id: UUID, data: ProgramUpdate
 ) -> Program:
-    """Change the fields given in the body; an explicit null is refused where one is required."""
+    """Change the fields given in the body; an explicit null is refused where one is required,
+    and the currency once amounts are counted in it (CurrencyLocked)."""
     program = await get_program(session, principal, program_id, for_update=True)
     changes = data.model_dump(exclude_unset=True)
     for field, value in changes.items():
