@@ -35,7 +35,7 @@ from httpx import ASGITransport, AsyncClient, Request, Response
 
 from app.http.openapi import build_schema
 from app.keys.service import create_key
-from tests.conftest import _empty_tables
+from tests.database import empty_tables
 from tests.factories import BROWSER_UA, assert_problem, auth
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
@@ -606,7 +606,7 @@ def _without_inputs(text: str, call: Call) -> str:
 @pytest.fixture(scope="module")
 async def world(app: Any) -> AsyncIterator[World]:
     """One world for the module: every call that changes something makes its own objects."""
-    await _empty_tables(app)
+    await empty_tables(app)
     keys: dict[str, str] = {}
     async with app.state.sessionmaker() as session:
         for kind in ("admin", "secret"):

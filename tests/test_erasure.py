@@ -20,9 +20,9 @@ from app.core.config import Settings
 from app.models import Base
 from app.webhooks.dispatcher import Dispatcher
 from app.webhooks.outbox import EVENT_TYPES
-from tests.conftest import settings_for_tests
 from tests.factories import assert_problem, auth, make_key
 from tests.money_factories import add_rule, list_all, rewards, setup_program
+from tests.settings import settings_for_tests
 from tests.test_integrations_shopify import SECRET as SHOPIFY_SECRET
 from tests.test_integrations_shopify import order, post_shopify
 

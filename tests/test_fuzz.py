@@ -31,7 +31,7 @@ from app.core.db import create_engine, create_sessionmaker
 from app.keys.service import create_key
 from app.main import create_app
 from app.models import Base
-from tests.conftest import ON_POSTGRES, settings_for_tests
+from tests.settings import ON_POSTGRES, settings_for_tests
 
 MAX_EXAMPLES = int(os.environ.get("REFERRAL_FUZZ_EXAMPLES", "25"))
 CHECKS = [

@@ -33,8 +33,8 @@ from app.rewards.models import Reward
 from app.rewards.service import approve_due
 from app.tracking.models import Click, Referral
 from app.tracking.service import ClickDetails, Visit, follow_link
-from tests.conftest import ON_POSTGRES
 from tests.factories import BROWSER_UA, auth, make_key, make_program, make_referrer
+from tests.settings import ON_POSTGRES
 
 SEED = 20260301
 HORIZON_DAYS = 75

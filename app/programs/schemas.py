@@ -1,14 +1,12 @@
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 from uuid import UUID
 
 from pydantic import Field, StringConstraints
 
 from app.core.schemas import Currency, HttpUrl, InputModel, OutputModel
+from app.programs.models import AttributionModel, ProgramStatus, RedemptionProof
 
-AttributionModel = Literal["last_touch", "first_touch"]
-ProgramStatus = Literal["active", "paused", "archived"]
-RedemptionProof = Literal["none", "click_or_token", "token"]
 PROOF_DESCRIPTION = (
     "What a publishable key's redemption must show: `none` (the default), `click_or_token` (a "
     "click_id of a click on the same code, not yet used by another customer, or a "
@@ -23,11 +21,13 @@ class ProgramCreate(InputModel):
     name: Name
     landing_url: HttpUrl
     currency: Currency
-    attribution_model: AttributionModel = "last_touch"
+    attribution_model: AttributionModel = AttributionModel.LAST_TOUCH
     attribution_window_days: WindowDays = 30
     referee_offer: Annotated[str, Field(max_length=500)] | None = None
     allowed_origins: Annotated[list[Origin], Field(max_length=20)] = []
-    redemption_proof: RedemptionProof = Field(default="none", description=PROOF_DESCRIPTION)
+    redemption_proof: RedemptionProof = Field(
+        default=RedemptionProof.NONE, description=PROOF_DESCRIPTION
+    )
 
 
 class ProgramUpdate(InputModel):

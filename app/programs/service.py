@@ -8,7 +8,7 @@ from app.core.access import Principal, get_visible, scoped, sees_every_program
 from app.core.db import utcnow
 from app.core.errors import AppError, Forbidden, Unprocessable
 from app.core.pagination import PageParams, paginate
-from app.programs.models import Program
+from app.programs.models import Program, ProgramStatus
 from app.programs.schemas import ProgramCreate, ProgramUpdate
 from app.rewards.models import RewardRule
 
@@ -45,7 +45,7 @@ async def create_program(
         referee_offer=data.referee_offer,
         allowed_origins=list(data.allowed_origins),
         redemption_proof=data.redemption_proof,
-        status="active",
+        status=ProgramStatus.ACTIVE,
     )
     session.add(program)
     await session.flush()
@@ -119,5 +119,5 @@ async def _ensure_currency_unused(session: AsyncSession, program: Program) -> No
 
 
 def ensure_active(program: Program) -> None:
-    if program.status != "active":
+    if program.status != ProgramStatus.ACTIVE:
         raise ProgramNotActive(f"The program is {program.status}; it takes no new referrals.")

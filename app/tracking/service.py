@@ -13,7 +13,7 @@ from app.core.access import ApiKeyPrincipal, KeyKind, Principal
 from app.core.config import Settings
 from app.core.db import insert_ignoring_conflicts, utcnow
 from app.core.errors import AppError
-from app.programs.models import Program
+from app.programs.models import Program, ProgramStatus, RedemptionProof
 from app.programs.service import ensure_active
 from app.programs.tokens import check_token
 from app.referrers.codes import code_state
@@ -131,7 +131,7 @@ async def follow_link(
     Raises CodeNotFound for a code that does not exist.
     """
     code, program = await find_code(session, None, code_text, cache=cache)
-    if program.status != "active":
+    if program.status != ProgramStatus.ACTIVE:
         return None, code, program
     click = await _store_click(
         session, settings, code, program, details, visit, source="link", writer=writer
@@ -277,7 +277,7 @@ async def _check_proof(
     if data.customer_token is not None:
         await check_token(session, program.id, data.customer_id, data.customer_token, utcnow())
     widget = isinstance(principal, ApiKeyPrincipal) and principal.kind == KeyKind.PUBLISHABLE
-    if not widget or program.redemption_proof == "none":
+    if not widget or program.redemption_proof == RedemptionProof.NONE:
         return False
     if data.click_id is not None:
         click = await _customer_click(session, program.id, data.click_id)
@@ -285,11 +285,11 @@ async def _check_proof(
             raise ClickCodeMismatch("The click_id is of a click on another code.")
     if data.customer_token is not None:
         return data.click_id is not None
-    if program.redemption_proof == "click_or_token" and data.click_id is not None:
+    if program.redemption_proof == RedemptionProof.CLICK_OR_TOKEN and data.click_id is not None:
         return True
     wanted = (
         "a customer_token"
-        if program.redemption_proof == "token"
+        if program.redemption_proof == RedemptionProof.TOKEN
         else "the click_id of a click on this code, or a customer_token"
     )
     raise RedemptionProofRequired(f"This program takes a widget's redemption with {wanted}.")
