@@ -210,6 +210,7 @@ async def test_public_targets_pass_and_production_wants_https() -> None:
     production = Settings(
         environment="production",
         ip_hash_salt="not-the-default",
+        pseudonym_key="not-the-default-either",
         database_url="postgresql+asyncpg://db.internal/referrals",
     )
     await check_target("https://8.8.8.8/hook", production)

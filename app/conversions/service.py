@@ -87,7 +87,8 @@ async def record_conversion(
     Returns the conversion and whether this call created it; a retry of the same body returns
     the first result, the same event_id with another body is EventConflict.
     """
-    program = await get_program(session, principal, data.program_id)
+    # Key-share: the currency read here stays the program's until this purchase commits.
+    program = await get_program(session, principal, data.program_id, key_share=True)
     if data.currency != program.currency:
         raise CurrencyMismatch(f"The program counts in {program.currency}, not {data.currency}.")
     if not has_valid_precision(data.amount, data.currency):

@@ -1,8 +1,9 @@
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+from uuid import UUID
 
-from sqlalchemy import JSON, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IdMixin, StrEnumText, UTCDateTime, utcnow
@@ -17,6 +18,14 @@ class ProgramStatus(StrEnum):
 class AttributionModel(StrEnum):
     LAST_TOUCH = "last_touch"
     FIRST_TOUCH = "first_touch"
+
+
+class RedemptionProof(StrEnum):
+    """What a publishable key's redemption must show (app.tracking.service)."""
+
+    NONE = "none"
+    CLICK_OR_TOKEN = "click_or_token"
+    TOKEN = "token"
 
 
 class Program(IdMixin, Base):
@@ -34,4 +43,18 @@ class Program(IdMixin, Base):
     currency: Mapped[str] = mapped_column(String(3))
     referee_offer: Mapped[str | None] = mapped_column(Text)
     allowed_origins: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    redemption_proof: Mapped[RedemptionProof] = mapped_column(
+        StrEnumText(RedemptionProof, 16), default=RedemptionProof.NONE, server_default="none"
+    )
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class CustomerTokenSecret(IdMixin, Base):
+    """A program's key for customer tokens (app.programs.tokens); two at once for rotation."""
+
+    __tablename__ = "customer_token_secrets"
+
+    program_id: Mapped[UUID] = mapped_column(ForeignKey("programs.id"), index=True)
+    # Stored as made: checking an HMAC needs the plain secret, and there is no KMS to wrap it.
+    secret: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16))
