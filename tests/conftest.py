@@ -1,5 +1,6 @@
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from httpx import ASGITransport, AsyncClient
@@ -9,6 +10,8 @@ from app.cli import migrate
 from app.core.config import Settings
 from app.main import create_app
 from tests.database import empty_tables, reset_postgres_schema
+from tests.factories import auth, make_key, make_program, make_referrer
+from tests.money_factories import Shop, setup_program
 from tests.settings import DATABASE_REASON, DATABASE_URL, ON_POSTGRES, settings_for_tests
 
 
@@ -63,3 +66,36 @@ async def session(app: object, client: AsyncClient) -> AsyncIterator[AsyncSessio
     async with app.state.sessionmaker() as db_session:  # type: ignore[attr-defined]
         yield db_session
         await db_session.commit()
+
+
+@pytest.fixture
+async def shop(client: AsyncClient, app: object) -> Shop:
+    """A program with referrer alice and an admin key (tests/money_factories.py Shop)."""
+    admin, program, alice = await setup_program(client, app)
+    return Shop(client, admin, program, alice)
+
+
+# The shared fixtures of the money and tracking tests. A module shapes them with constants:
+# PROGRAM = {...} (make_program overrides) and REFERRER = {...} (make_referrer overrides).
+@pytest.fixture
+async def admin(client: AsyncClient, app: object) -> str:
+    """An admin key, used once: its first last_used_at write is then no part of any race."""
+    key = await make_key(app)
+    assert (await client.get("/v1/programs", headers=auth(key))).status_code == 200
+    return key
+
+
+@pytest.fixture
+async def program(
+    request: pytest.FixtureRequest, client: AsyncClient, admin: str
+) -> dict[str, Any]:
+    return await make_program(client, admin, **getattr(request.module, "PROGRAM", {}))
+
+
+@pytest.fixture
+async def referrer(
+    request: pytest.FixtureRequest, client: AsyncClient, admin: str, program: dict[str, Any]
+) -> dict[str, Any]:
+    overrides = {"external_id": "ref_1"} | getattr(request.module, "REFERRER", {})
+    external_id = overrides.pop("external_id")
+    return await make_referrer(client, admin, program["id"], external_id, **overrides)

@@ -7,18 +7,13 @@ from uuid import uuid4
 import pytest
 from httpx import AsyncClient
 
-from tests.factories import assert_problem, auth, make_key, make_program
+from tests.factories import assert_problem, auth, make_program
 
 VALID = {
     "name": "Spring referrals",
     "landing_url": "https://shop.example.com/welcome",
     "currency": "EUR",
 }
-
-
-@pytest.fixture
-async def admin(client: AsyncClient, app: Any) -> str:
-    return await make_key(app)
 
 
 async def test_create_program_defaults_and_upper_cases_currency(
