@@ -8,7 +8,7 @@ from httpx import ASGITransport, AsyncClient
 
 from app.http.observability import ensure_metrics_protected
 from app.main import create_app
-from tests.conftest import settings_for_tests
+from tests.settings import settings_for_tests
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef"
 

@@ -19,8 +19,8 @@ from app.conversions.models import Conversion
 from app.idempotency.models import IdempotencyRecord
 from app.main import create_app
 from app.tracking.models import Referral
-from tests.conftest import settings_for_tests
 from tests.factories import assert_problem, auth, make_key, make_program, make_referrer
+from tests.settings import settings_for_tests
 
 
 async def _count(app: Any, model: Any) -> int:

@@ -21,9 +21,9 @@ from app.core.config import Settings
 from app.main import create_app
 from app.tracking.models import Click
 from app.tracking.service import hash_ip
-from tests.conftest import DATABASE_URL, settings_for_tests
 from tests.factories import BROWSER_UA, auth, make_key, make_program, make_referrer
 from tests.faults.server import create_admin_key, running_service, service_env
+from tests.settings import DATABASE_URL, settings_for_tests
 
 PROXY = "10.1.2.3"  # the load balancer the service sees connecting
 
@@ -108,12 +108,12 @@ async def test_per_ip_limits_count_the_client_behind_the_proxy(client: AsyncClie
 
 
 def test_the_setting_takes_addresses_and_networks_only() -> None:
-    settings = Settings(forwarded_allow_ips="10.0.0.1/8, 192.0.2.7 ,::1")  # type: ignore[arg-type]
+    settings = Settings(forwarded_allow_ips="10.0.0.1/8, 192.0.2.7 ,::1")
     assert settings.forwarded_allow_ips == ["10.0.0.0/8", "192.0.2.7", "::1"]
     assert Settings().forwarded_allow_ips == []
     for bad in ("*", "proxy.internal", "10.0.0.0/33"):
         with pytest.raises(ValidationError, match="REFERRAL_FORWARDED_ALLOW_IPS"):
-            Settings(forwarded_allow_ips=bad)  # type: ignore[arg-type]
+            Settings(forwarded_allow_ips=bad)
 
 
 @pytest.mark.parametrize("via_cli", [True, False], ids=["referral-service serve", "uvicorn"])
