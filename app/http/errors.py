@@ -1,7 +1,9 @@
 """Problem answers over HTTP: the exception handlers and the raw ASGI sender for middleware.
 
 Both render the body with app.core.errors.problem_document, so a problem reads the same
-whether a handler or a middleware answered it.
+whether a handler or a middleware answered it. The handlers also note in the request's state
+whether the answer is final (AppError.final), for app.http.unit_of_work to decide whether it
+is stored under an Idempotency-Key.
 """
 
 import logging
@@ -32,6 +34,9 @@ from app.core.errors import (
 )
 
 logger = logging.getLogger("app.http.errors")
+
+# The request-state entry (scope["state"]) saying whether the problem answered is final.
+ANSWER_IS_FINAL = "answer_is_final"
 
 # Starlette's own HTTP errors (routing, method), rendered as the AppError of the same status.
 _HTTP_ERRORS: dict[int, type[AppError]] = {
@@ -66,6 +71,12 @@ def problem_start_and_body(error: AppError) -> tuple[dict[str, Any], dict[str, A
     return start, {"type": "http.response.body", "body": body, "more_body": False}
 
 
+def answer_problem(request: Request, error: AppError) -> JSONResponse:
+    """The problem answer of a handler, noting whether a retry could be answered otherwise."""
+    setattr(request.state, ANSWER_IS_FINAL, error.final)
+    return problem_response(error)
+
+
 async def send_problem(send: Send, error: AppError) -> None:
     start, body = problem_start_and_body(error)
     await send(start)
@@ -95,34 +106,35 @@ def _http_error(exc: StarletteHTTPException) -> AppError:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
-    async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
-        return problem_response(exc)
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        return answer_problem(request, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _validation_errors(exc)
         first = errors[0] if errors else {"loc": [], "msg": "invalid"}
         where = ".".join(part for part in first["loc"] if part != "body") or "request"
-        return problem_response(ValidationFailed(f"{where}: {first['msg']}", errors=errors))
+        return answer_problem(request, ValidationFailed(f"{where}: {first['msg']}", errors=errors))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem_response(_http_error(exc))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return answer_problem(request, _http_error(exc))
 
     @app.exception_handler(DBAPIError)
-    async def _database_error(_request: Request, exc: DBAPIError) -> JSONResponse:
+    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
         # Handled here, inside the unit of work, so that it sees the answer and rolls back.
         error = error_for_database_exception(exc)
         if error is None:
             raise exc
         logger.warning("database error answered %s: %s", error.code, type(exc.orig).__name__)
-        return problem_response(error)
+        return answer_problem(request, error)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Runs outside the unit of work (Starlette's outermost layer), which has rolled back.
         error = error_for_database_exception(exc)
         if error is not None:
             logger.warning("database error answered %s: %s", error.code, type(exc).__name__)
-            return problem_response(error)
+            return answer_problem(request, error)
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(InternalError("An unexpected error occurred."))
+        return answer_problem(request, InternalError("An unexpected error occurred."))
