@@ -22,6 +22,7 @@ from app.http.cors import CorsMiddleware, OriginCache
 from app.http.errors import install_error_handlers
 from app.http.load_shedding import LoadSheddingMiddleware
 from app.http.observability import RequestLogMiddleware, configure_logging, metrics_body
+from app.http.paths import TrailingSlashMiddleware
 from app.http.ratelimit import RateLimiter
 from app.http.unit_of_work import UnitOfWorkMiddleware
 from app.integrations.router import management as integrations_router
@@ -108,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Referral codes and links, clicks, redemptions, conversions, rewards and metrics.",
         lifespan=lifespan,
+        # No 307 to the other spelling: app.http.paths serves both the same.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -126,7 +129,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         CorsMiddleware, origins=OriginCache(app.state.sessionmaker, settings.cors_cache_seconds)
     )
     app.add_middleware(LoadSheddingMiddleware, max_in_flight=settings.max_in_flight_requests)
-    app.add_middleware(RequestLogMiddleware)  # outermost: sees every answer, even a 413
+    app.add_middleware(RequestLogMiddleware)  # sees every answer, even a 413
+    app.add_middleware(TrailingSlashMiddleware)  # outermost: every layer sees the one path
     for router in (
         programs_router,
         referrers_router,
