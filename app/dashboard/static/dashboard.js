@@ -20,8 +20,10 @@
     explicit_click: "Click on the order",
     last_touch: "Last touch",
     first_touch: "First touch",
-    organic: "Organic",
     self_referral: "Self-referral",
+    outside_window: "Outside the window",
+    no_eligible_touch: "No eligible touch",
+    organic: "Organic",
   };
 
   const $ = (id) => document.getElementById(id);
