@@ -145,7 +145,7 @@ def test_every_reason_is_documented_and_labelled() -> None:
     missing = set(WON_REASONS + UNATTRIBUTED_REASONS + LOSS_REASONS) - documented
     assert not missing, f"README's Attribution does not name {sorted(missing)}"
     # the dashboard labels every reason a conversion can have
-    script = (ROOT / "app" / "dashboard" / "static" / "dashboard.js").read_text()
+    script = (ROOT / "app" / "dashboard" / "static" / "panels.js").read_text()
     labels = script.split("const REASONS = {", 1)[1].split("};", 1)[0]
     labelled = set(re.findall(r"^\s*([a-z_]+):", labels, re.MULTILINE))
     assert labelled == set(WON_REASONS + UNATTRIBUTED_REASONS)
