@@ -31,7 +31,7 @@ from app.core.db import create_engine, create_sessionmaker
 from app.keys.service import create_key
 from app.main import create_app
 from app.models import Base
-from tests.conftest import ON_POSTGRES, settings_for_tests
+from tests.settings import ON_POSTGRES, settings_for_tests
 
 MAX_EXAMPLES = int(os.environ.get("REFERRAL_FUZZ_EXAMPLES", "25"))
 CHECKS = [
@@ -73,10 +73,9 @@ async def _reset_and_make_keys() -> dict[str, str]:
     return {"admin": admin.secret, "secret": secret.secret}
 
 
-def _ok(response: Any, *statuses: int) -> dict[str, Any]:
+def _ok(response: Any, *statuses: int) -> Any:
     assert response.status_code in statuses, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return response.json()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -84,7 +83,7 @@ def seeded() -> Iterator[None]:
     """Empty tables, two keys, and one of each object the paths name."""
     KEYS.update(asyncio.run(_reset_and_make_keys()))
     headers = {"Authorization": f"Bearer {KEYS['admin']}"}
-    with asgi.get_client(app) as http:
+    with asgi.get_client(app) as http:  # type: ignore[arg-type]
         program = _ok(
             http.post(
                 "/v1/programs",
@@ -131,7 +130,7 @@ def seeded() -> Iterator[None]:
             ),
             201,
         )
-        keys = _ok(http.get("/v1/api-keys", headers=headers), 200)
+        keys: list[dict[str, Any]] = _ok(http.get("/v1/api-keys", headers=headers), 200)
     assert conversion["rewards"], conversion
     REAL.update(
         program_id=pid,

@@ -51,7 +51,7 @@ async def test_every_endpoint_answers_the_same_with_a_trailing_slash(
     assert len(calls) > 40
     for method, path in calls:
         for headers in ({}, auth(admin)):
-            body = {} if method in ("POST", "PATCH") else None
+            body: dict[str, Any] | None = {} if method in ("POST", "PATCH") else None
             plain = await client.request(method, path, json=body, headers=headers)
             slashed = await client.request(method, path + "/", json=body, headers=headers)
             assert slashed.status_code not in (307, 308), (method, path)

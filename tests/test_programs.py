@@ -38,7 +38,8 @@ async def test_create_program_defaults_and_upper_cases_currency(
     assert program["referee_offer"] is None
     assert program["allowed_origins"] == []
     created = datetime.fromisoformat(program["created_at"])
-    assert created.utcoffset() is not None and created.utcoffset().total_seconds() == 0
+    offset = created.utcoffset()
+    assert offset is not None and offset.total_seconds() == 0
 
     fetched = await client.get(f"/v1/programs/{program['id']}", headers=auth(admin))
     assert fetched.status_code == 200

@@ -21,7 +21,15 @@ from tests.factories import (
 
 # Spelled out rather than imported, so that a change to the alphabet is a visible decision.
 UNAMBIGUOUS = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
-LOOKUP_KEYS = {"code", "valid", "state", "program_name", "referee_offer"}
+LOOKUP_KEYS = {
+    "code",
+    "valid",
+    "state",
+    "program_name",
+    "referee_offer",
+    "attribution_model",
+    "attribution_window_days",
+}
 
 
 @pytest.fixture
@@ -335,6 +343,8 @@ async def test_lookup_code_shows_only_what_a_widget_may(
             "state": "valid",
             "program_name": "Friends of the shop",
             "referee_offer": "$10 off",
+            "attribution_model": "last_touch",
+            "attribution_window_days": 30,
         }
 
 

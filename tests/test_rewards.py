@@ -372,23 +372,28 @@ async def _end_hold(app: Any, reward_id: str) -> datetime:
     return ended
 
 
-async def test_due_rewards_are_approved_on_read(app: Any, shop: Shop) -> None:
+async def test_due_rewards_read_as_approved_without_a_write(app: Any, shop: Shop) -> None:
     await shop.rule(
         recipient="referrer", kind="fixed", amount="5.00", hold_days=30, trigger="every_purchase"
     )
     first = await shop.buy("bob", "20.00")
     second = await shop.buy("carol", "20.00")
     third = await shop.buy("dave", "20.00")
-    ended = await _end_hold(app, first["rewards"][0]["id"])
+    await _end_hold(app, first["rewards"][0]["id"])
     assert (await balance(shop.client, shop.admin, shop.alice["id"]))["USD"]["approved"] == "5.00"
-    await _end_hold(app, second["rewards"][0]["id"])
+    second_ended = await _end_hold(app, second["rewards"][0]["id"])
     seen = only(await shop.ledger(conversion_id=second["id"]))
     assert seen["status"] == "approved"
     await _end_hold(app, third["rewards"][0]["id"])
-    assert only(await shop.rewards_of(third))["status"] == "approved"
+    shown = only(await shop.rewards_of(third))
+    assert shown["status"] == "approved"
     # approved when the hold ended, not when someone happened to look
+    assert datetime.fromisoformat(seen["approved_at"]) == second_ended
+    assert await shop.ledger(status="pending") == []
+    assert len(await shop.ledger(status="approved")) == 3
+    # and a read changed nothing: the sweep moves the stored status
     [row] = await db_all(app, select(Reward).where(Reward.id == UUID(first["rewards"][0]["id"])))
-    assert row.approved_at == ended
+    assert (row.status, row.approved_at) == ("pending", None)
 
 
 async def test_background_sweep_approves_due_rewards(app: Any, shop: Shop) -> None:
@@ -1084,7 +1089,7 @@ async def test_patching_other_fields_keeps_the_money(client: AsyncClient, app: A
 async def test_reading_rewards_never_approves_another_programs_rewards(
     client: AsyncClient, app: Any
 ) -> None:
-    """Approve-on-read stays inside what the key may see, even when it names another program."""
+    """A read shows due rewards as approved, inside what the key may see, and writes nothing."""
     admin, prog, referrer = await setup_program(client, app)
     await add_rule(
         client, admin, prog["id"], recipient="referrer", kind="fixed", amount="5.00", hold_days=3
@@ -1108,3 +1113,6 @@ async def test_reading_rewards_never_approves_another_programs_rewards(
         assert row is not None and row.status == "pending"
     mine = await client.get("/v1/rewards", params={"program_id": prog["id"]}, headers=auth(admin))
     assert [r["status"] for r in mine.json()["data"]] == ["approved"]
+    async with app.state.sessionmaker() as session:
+        row = await session.get(Reward, UUID(reward["id"]))
+        assert row is not None and row.status == "pending"

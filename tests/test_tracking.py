@@ -55,7 +55,7 @@ def code(referrer: dict[str, Any]) -> str:
 
 def client_at(app: Any, ip: str) -> AsyncClient:
     """A client whose requests come from `ip`."""
-    transport = ASGITransport(app=app, client=(ip, 40000))  # type: ignore[arg-type]
+    transport = ASGITransport(app=app, client=(ip, 40000))
     return AsyncClient(transport=transport, base_url="http://testserver")
 
 
