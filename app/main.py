@@ -30,6 +30,7 @@ from app.http.observability import (
     metrics_body,
     require_metrics_token,
 )
+from app.http.paths import TrailingSlashMiddleware
 from app.http.ratelimit import RateLimiter
 from app.http.unit_of_work import UnitOfWorkMiddleware
 from app.integrations.router import management as integrations_router
@@ -124,6 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # No badge from swagger.io's online validator: the page loads nothing from elsewhere.
         swagger_ui_parameters={"validatorUrl": None},
+        # No 307 to the other spelling: app.http.paths serves both the same.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -143,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(LoadSheddingMiddleware, max_in_flight=settings.max_in_flight_requests)
     app.add_middleware(RequestLogMiddleware)  # sees every answer, even a 413
+    app.add_middleware(TrailingSlashMiddleware)  # every layer below sees the one path
     if settings.forwarded_allow_ips:
         # Outermost: everything else sees the client, the right-most untrusted X-Forwarded-For
         # address. Here rather than in uvicorn, so that it holds however the app is served

@@ -169,7 +169,12 @@ COMMON_ERRORS: tuple[type[AppError], ...] = (
 )
 # A body (or its absence) is read and checked on every POST and PATCH; a POST may carry an
 # Idempotency-Key.
-PATCH_ERRORS: tuple[type[AppError], ...] = (ValidationFailed, MalformedBody, PayloadTooLarge)
+PATCH_ERRORS: tuple[type[AppError], ...] = (
+    ValidationFailed,
+    MalformedBody,
+    PayloadTooLarge,
+    UnsupportedMediaType,  # a body sent without Content-Type: application/json
+)
 POST_ERRORS: tuple[type[AppError], ...] = (
     *PATCH_ERRORS,
     IdempotencyKeyInProgress,

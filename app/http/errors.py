@@ -27,11 +27,11 @@ from app.core.errors import (
     PayloadTooLarge,
     Unauthorized,
     UnsupportedMediaType,
-    ValidationFailed,
     error_for_database_exception,
     problem_bytes,
     problem_document,
 )
+from app.http.validation import validation_problem
 
 logger = logging.getLogger("app.http.errors")
 
@@ -83,24 +83,23 @@ async def send_problem(send: Send, error: AppError) -> None:
     await send(body)
 
 
-def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    return [
-        {
-            "loc": [str(part) for part in error.get("loc", ())],
-            "msg": str(error.get("msg", "")),
-            "type": str(error.get("type", "")),
-        }
-        for error in exc.errors()
-    ]
+# FastAPI's words for a body it could not decode (e.g. not UTF-8), and ours.
+FASTAPI_UNREADABLE_BODY = "There was an error parsing the body"
+UNREADABLE_BODY = "The body could not be read: send UTF-8 encoded JSON."
 
 
-def _http_error(exc: StarletteHTTPException) -> AppError:
+def _http_error(request: Request, exc: StarletteHTTPException) -> AppError:
     error_class = _HTTP_ERRORS.get(exc.status_code)
     if error_class is None:
         error = AppError(str(exc.detail), headers=dict(exc.headers) if exc.headers else None)
         error.status, error.code, error.title = exc.status_code, "http_error", "HTTP error"
         return error
     detail = exc.detail if isinstance(exc.detail, str) else None
+    if exc.status_code == 404 and "endpoint" not in request.scope:
+        # The router found no endpoint (a domain's own 404s are AppErrors).
+        detail = f"No endpoint at {request.url.path}; the API is listed at /docs."
+    elif exc.status_code == 400 and detail == FASTAPI_UNREADABLE_BODY:
+        detail = UNREADABLE_BODY
     return error_class(detail, headers=dict(exc.headers) if exc.headers else None)
 
 
@@ -111,14 +110,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _validation_errors(exc)
-        first = errors[0] if errors else {"loc": [], "msg": "invalid"}
-        where = ".".join(part for part in first["loc"] if part != "body") or "request"
-        return answer_problem(request, ValidationFailed(f"{where}: {first['msg']}", errors=errors))
+        return answer_problem(request, validation_problem(request, exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return answer_problem(request, _http_error(exc))
+        return answer_problem(request, _http_error(request, exc))
 
     @app.exception_handler(DBAPIError)
     async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
