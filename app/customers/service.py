@@ -3,12 +3,14 @@
 import hashlib
 from uuid import UUID
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversions.models import Conversion
 from app.core.access import Principal, program_scope
+from app.core.db import utcnow
 from app.customers.schemas import ErasureOut
+from app.referrer_sessions.models import ReferrerSession
 from app.referrers.models import Referrer
 from app.tracking.models import Click, Referral
 
@@ -54,10 +56,25 @@ async def erase_customer(
         Conversion.customer_id == customer_id,
         {"customer_id": replacement, "email": None, "metadata_": {}},
     )
+    # An erased referrer's sessions end: nothing of theirs is read through a token any more.
+    await run(
+        ReferrerSession,
+        ReferrerSession.referrer_id.in_(
+            select(Referrer.id).where(Referrer.external_id == customer_id)
+        )
+        & ReferrerSession.revoked_at.is_(None),
+        {"revoked_at": utcnow()},
+    )
     referrers = await run(
         Referrer,
         Referrer.external_id == customer_id,
-        {"external_id": replacement, "email": None, "name": None, "metadata_": {}},
+        {
+            "external_id": replacement,
+            "email": None,
+            "name": None,
+            "leaderboard_name": None,
+            "metadata_": {},
+        },
     )
     return ErasureOut(
         customer_id=customer_id,
