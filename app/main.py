@@ -19,7 +19,7 @@ from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
 from app.customers.router import router as customers_router
 from app.dashboard.router import router as dashboard_router
-from app.http.auth import principal_cache
+from app.http.auth import principal_cache, session_cache
 from app.http.cors import CorsMiddleware, OriginCache
 from app.http.errors import install_error_handlers
 from app.http.load_shedding import LoadSheddingMiddleware
@@ -36,8 +36,10 @@ from app.http.unit_of_work import UnitOfWorkMiddleware
 from app.integrations.router import management as integrations_router
 from app.integrations.router import webhooks as integration_webhooks_router
 from app.keys.router import router as keys_router
+from app.me.router import router as me_router
 from app.metrics.router import router as metrics_router
 from app.programs.router import router as programs_router
+from app.referrer_sessions.router import router as referrer_sessions_router
 from app.referrers.router import router as referrers_router
 from app.referrers.service import code_cache
 from app.rewards.router import router as rewards_router
@@ -134,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.read_sessionmaker = create_sessionmaker(read_engine) if read_engine else None
     app.state.rate_limiter = RateLimiter(settings)
     app.state.principal_cache = principal_cache(settings)
+    app.state.session_cache = session_cache(settings)
     app.state.code_cache = code_cache(settings)
     app.state.click_writer = ClickWriter(
         app.state.sessionmaker, timedelta(hours=settings.duplicate_click_window_hours)
@@ -164,6 +167,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         integrations_router,
         integration_webhooks_router,
         webhooks_router,
+        referrer_sessions_router,
+        me_router,
         dashboard_router,
         storefront_router,
     ):

@@ -7,6 +7,7 @@ from app.integrations.models import IntegrationEvent, IntegrationReference, Inte
 from app.keys.models import ApiKey
 from app.metrics.models import channel_rollups, program_rollups, referrer_rollups
 from app.programs.models import CustomerTokenSecret, Program
+from app.referrer_sessions.models import ReferrerSession
 from app.referrers.models import Code, Referrer
 from app.rewards.models import Reward, RewardRule, RewardRuleVersion
 from app.tracking.models import Click, Referral
@@ -26,6 +27,7 @@ __all__ = [
     "Program",
     "Referral",
     "Referrer",
+    "ReferrerSession",
     "Refund",
     "Reward",
     "RewardRule",

@@ -1,11 +1,16 @@
 """Every endpoint of the OpenAPI schema, for every kind of caller, → the documented answer.
 
 Callers: no key, a bad key, a publishable key (limited to program A, as a widget's is), a secret
-key, an admin key, and a secret key limited to another program (B). The objects named are
-program A's. Expected (OWASP API1/API5):
+key, an admin key, a secret key limited to another program (B), a referrer session of A's
+referrer, and a referrer session of a referrer of program B. The objects named are program A's.
+Expected (OWASP API1/API5):
 
 - no key or a bad key: 401 `unauthorized`;
 - a key kind the endpoint does not admit: 403 `forbidden`;
+- a referrer session on any endpoint but `/v1/me…`: 403 `referrer_session_not_allowed`; an API
+  key on `/v1/me…`: 403 `referrer_session_required`;
+- the referrer session of program B on `/v1/me…`: its own data only (a 2xx without any of A's),
+  and for one of A's objects the same 404 as for an object that does not exist;
 - the key limited to program B: for an endpoint naming one of A's objects, the same 404 as for an
   object that does not exist (same status, code, title and detail); for a list, a 2xx without
   any of A's rows; for an endpoint its kind may not call, 403;
@@ -39,11 +44,22 @@ from tests.database import empty_tables
 from tests.factories import BROWSER_UA, assert_problem, auth
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
-CALLERS = ("none", "bad", "publishable", "secret", "admin", "other_program")
+CALLERS = (
+    "none",
+    "bad",
+    "publishable",
+    "secret",
+    "admin",
+    "other_program",
+    "referrer_session",
+    "other_referrer",
+)
+SESSIONS = frozenset({"referrer_session", "other_referrer"})
 PUBLIC = frozenset({"none"})
 WIDGET = frozenset({"publishable", "secret", "admin"})
 SECRET = frozenset({"secret", "admin"})
 ADMIN = frozenset({"admin"})
+REFERRER = frozenset({"referrer_session"})
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "authorization.md"
 DOC_START = "<!-- matrix:start -->"
 DOC_END = "<!-- matrix:end -->"
@@ -56,6 +72,8 @@ class Call:
     json: Any = None
     params: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # A referrer session caller sends a session minted for this call (the call ends it).
+    fresh_session: bool = False
 
     def text(self) -> str:
         return " ".join([self.url, json.dumps(self.json), json.dumps(self.params)])
@@ -79,6 +97,8 @@ class World:
         self.referrer: dict[str, Any] = {}
         self.conversion: dict[str, Any] = {}
         self.rule: dict[str, Any] = {}
+        # The referrer of program B that the "other_referrer" session belongs to.
+        self.other_referrer_id = ""
 
     def unique(self, prefix: str) -> str:
         self.count += 1
@@ -165,6 +185,9 @@ class World:
         # The world rule's reward (pending); rules made by other calls may pay at once.
         return next(r["id"] for r in conversion["rewards"] if r["rule_id"] == self.rule["id"])
 
+    async def new_session(self, referrer_id: str) -> dict[str, Any]:
+        return await self.admin_post(f"/v1/referrers/{referrer_id}/sessions")
+
     async def new_key(self) -> str:
         created = await self.admin_post("/v1/api-keys", {"kind": "publishable"})
         return str(created["id"])
@@ -179,7 +202,7 @@ def _pick(value: Any, missing: bool, unknown: str | None = None) -> str:
 
 MISSING_CODE = "ZZZZZZZZZZZZ"
 Builder = Callable[[World, bool], Awaitable[Call]]
-Scope = Literal["object", "list"]
+Scope = Literal["object", "list", "self"]
 
 
 @dataclass(frozen=True)
@@ -189,8 +212,9 @@ class Expectation:
     kinds: frozenset[str]
     ok: int
     build: Builder
-    # How the key limited to program B is answered when its kind is admitted: "object": 404 as
-    # for a missing object; "list": the success status, without A's rows.
+    # How the key limited to program B (or program B's referrer session) is answered when its
+    # kind is admitted: "object": 404 as for a missing object; "list": the success status,
+    # without A's rows; "self" (/v1/me…): the success status, with its own referrer's data.
     scope: Scope = "object"
     note: str = ""
 
@@ -205,6 +229,8 @@ def _call(method: str, url: str, **kwargs: Any) -> Builder:
             "code": _pick(w.referrer["default_code"]["code"], missing, MISSING_CODE),
             "conversion_id": _pick(w.conversion["id"], missing),
             "rule_id": _pick(w.rule["id"], missing),
+            "reward_id": _pick(w.conversion["rewards"][0]["id"], missing),
+            "referral_id": _pick(w.conversion["referral_id"], missing),
         }
         return Call(method, url.format(**values), **kwargs)
 
@@ -285,6 +311,26 @@ async def _create_key(w: World, missing: bool) -> Call:
 
 async def _revoke_key(w: World, missing: bool) -> Call:
     return Call("POST", f"/v1/api-keys/{_pick(await w.new_key(), missing)}/revoke")
+
+
+async def _revoke_session(w: World, missing: bool) -> Call:
+    created = await w.new_session(w.referrer["id"])
+    return Call("POST", f"/v1/referrer-sessions/{_pick(created['session_id'], missing)}/revoke")
+
+
+async def _revoke_all_sessions(w: World, missing: bool) -> Call:
+    # A referrer of its own: revoking the world referrer's sessions would end the session caller.
+    referrer = await w.new_referrer()
+    await w.new_session(referrer["id"])
+    return Call("POST", f"/v1/referrers/{_pick(referrer['id'], missing)}/sessions/revoke")
+
+
+async def _sign_out(w: World, missing: bool) -> Call:
+    return Call("DELETE", "/v1/me/session", fresh_session=True)
+
+
+def _me(method: str, path: str = "", **kwargs: Any) -> Builder:
+    return _call(method, "/v1/me" + path, **kwargs)
 
 
 def _list(url: str, **params: Any) -> Builder:
@@ -563,6 +609,34 @@ MATRIX: dict[str, Expectation] = {
         SECRET, 200, _endpoint_call("GET", "/deliveries")
     ),
     "POST /v1/webhook-deliveries/{delivery_id}/redeliver": Expectation(SECRET, 202, _redeliver),
+    # referrer sessions: minted and revoked by the merchant's backend
+    "POST /v1/referrers/{referrer_id}/sessions": Expectation(
+        SECRET, 201, _call("POST", "/v1/referrers/{referrer_id}/sessions")
+    ),
+    "POST /v1/referrers/{referrer_id}/portal-links": Expectation(
+        SECRET, 201, _call("POST", "/v1/referrers/{referrer_id}/portal-links", json={})
+    ),
+    "POST /v1/referrers/{referrer_id}/sessions/revoke": Expectation(
+        SECRET, 200, _revoke_all_sessions
+    ),
+    "POST /v1/referrer-sessions/{session_id}/revoke": Expectation(SECRET, 200, _revoke_session),
+    # /v1/me…: the referrer session, and nothing else
+    "GET /v1/me": Expectation(REFERRER, 200, _me("GET"), "self"),
+    "PATCH /v1/me": Expectation(
+        REFERRER, 200, _me("PATCH", json={"leaderboard_name": "Matrix"}), "self"
+    ),
+    "DELETE /v1/me/session": Expectation(REFERRER, 204, _sign_out, "self", note="signs out"),
+    "GET /v1/me/referrals": Expectation(REFERRER, 200, _me("GET", "/referrals"), "self"),
+    "GET /v1/me/referrals/{referral_id}": Expectation(
+        REFERRER, 200, _me("GET", "/referrals/{referral_id}")
+    ),
+    "GET /v1/me/rewards": Expectation(REFERRER, 200, _me("GET", "/rewards"), "self"),
+    "GET /v1/me/rewards/{reward_id}": Expectation(
+        REFERRER, 200, _me("GET", "/rewards/{reward_id}")
+    ),
+    "GET /v1/me/balance": Expectation(REFERRER, 200, _me("GET", "/balance"), "self"),
+    "GET /v1/me/progress": Expectation(REFERRER, 200, _me("GET", "/progress"), "self"),
+    "GET /v1/me/leaderboard": Expectation(REFERRER, 200, _me("GET", "/leaderboard"), "self"),
     # ops
     "GET /healthz": Expectation(PUBLIC, 200, _call("GET", "/healthz"), note="probe"),
     "GET /readyz": Expectation(PUBLIC, 200, _call("GET", "/readyz"), note="probe"),
@@ -587,12 +661,26 @@ def expected_status(expectation: Expectation, caller: str) -> int:
         return expectation.ok
     if caller in ("none", "bad"):
         return 401
+    if caller in SESSIONS:
+        if "referrer_session" not in expectation.kinds:
+            return 403
+        if caller == "other_referrer" and expectation.scope == "object":
+            return 404
+        return expectation.ok
     kind = "secret" if caller == "other_program" else caller
     if kind not in expectation.kinds:
         return 403
     if caller == "other_program" and expectation.scope == "object":
         return 404
     return expectation.ok
+
+
+def _forbidden_code(expectation: Expectation, caller: str) -> str:
+    if caller in SESSIONS:
+        return "referrer_session_not_allowed"
+    if expectation.kinds == REFERRER:
+        return "referrer_session_required"
+    return "forbidden"
 
 
 def _without_inputs(text: str, call: Call) -> str:
@@ -627,12 +715,21 @@ async def world(app: Any) -> AsyncIterator[World]:
         keys["publishable"] = publishable.secret
         keys["other_program"] = other.secret
         keys["bad"] = "rk_sec_" + "x" * 43
+        keys["referrer_session"] = (await w.new_session(w.referrer["id"]))["token"]
+        other_referrer = await w.admin_post(
+            f"/v1/programs/{program_b['id']}/referrers", {"external_id": "b-referrer"}
+        )
+        w.other_referrer_id = other_referrer["id"]
+        keys["other_referrer"] = (await w.new_session(w.other_referrer_id))["token"]
         yield w
 
 
 async def _send(w: World, caller: str, call: Call) -> Response:
     headers = dict(call.headers)
-    if caller != "none":
+    if call.fresh_session and caller in SESSIONS:
+        referrer_id = w.referrer["id"] if caller == "referrer_session" else w.other_referrer_id
+        headers |= auth((await w.new_session(referrer_id))["token"])
+    elif caller != "none":
         headers |= auth(w.keys[caller])
     return await w.client.request(
         call.method, call.url, json=call.json, params=call.params, headers=headers
@@ -666,8 +763,8 @@ async def test_endpoint_answers_each_caller_as_documented(world: World, operatio
         if status == 401:
             assert_problem(response, 401, "unauthorized")
         elif status == 403:
-            assert_problem(response, 403, "forbidden")
-        elif status == 404 and caller == "other_program":
+            assert_problem(response, 403, _forbidden_code(expectation, caller))
+        elif status == 404 and caller in ("other_program", "other_referrer"):
             twin_call = await expectation.build(world, True)
             twin = await _send(world, caller, twin_call)
             theirs, missing = response.json(), twin.json()
@@ -676,7 +773,7 @@ async def test_endpoint_answers_each_caller_as_documented(world: World, operatio
             assert _without_inputs(theirs["detail"], call) == _without_inputs(
                 missing["detail"], twin_call
             ), (theirs, missing)
-        refused = caller in ("none", "bad", "other_program") or status >= 400
+        refused = caller in ("none", "bad", "other_program", "other_referrer") or status >= 400
         if refused and expectation.kinds != PUBLIC:
             sent = call.text()
             leaked = sorted(m for m in world.markers if m in response.text and m not in sent)
@@ -725,6 +822,10 @@ async def test_endpoint_answers_each_caller_as_documented(world: World, operatio
         ("POST", "/v1/api-keys", "key", "key", "rk_adm_chosen"),
         ("POST", "/v1/api-keys", "key", "prefix", "rk_adm_"),
         ("POST", "/v1/api-keys", "key", "revoked_at", None),
+        ("POST", "/v1/referrers/{referrer_id}/sessions", None, "token", "rk_ref_chosen"),
+        ("POST", "/v1/referrers/{referrer_id}/sessions", None, "expires_at", "2030-01-01T00:00Z"),
+        ("POST", "/v1/referrers/{referrer_id}/sessions", None, "referrer_id", "{uuid}"),
+        ("POST", "/v1/referrers/{referrer_id}/portal-links", None, "url", "https://evil.example"),
     ],
 )
 async def test_fields_a_caller_may_not_set_are_refused(
@@ -797,19 +898,21 @@ def test_every_request_body_refuses_unknown_fields() -> None:
 # --- the documented table ------------------------------------------------------------------
 
 KIND_COLUMNS = ("publishable", "secret", "admin")
+SESSION_COLUMNS = ("referrer_session", "other_referrer")
 
 
 def render_table() -> str:
     """The matrix as a Markdown table (the section of docs/authorization.md between markers)."""
     lines = [
         "| endpoint | no key / bad key | publishable | secret | admin "
-        "| secret key of another program | notes |",
-        "|---|---|---|---|---|---|---|",
+        "| secret key of another program | referrer session "
+        "| referrer session of another program | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for operation in sorted(MATRIX, key=lambda op: (op.split(" ", 1)[1], op)):
         expectation = MATRIX[operation]
         cells = [f"`{operation}`"]
-        for caller in ("none", *KIND_COLUMNS, "other_program"):
+        for caller in ("none", *KIND_COLUMNS, "other_program", *SESSION_COLUMNS):
             status = expected_status(expectation, caller)
             cells.append(_cell(status, expectation, caller))
         cells.append(expectation.note)
@@ -821,6 +924,8 @@ def _cell(status: int, expectation: Expectation, caller: str) -> str:
     if status < 400:
         if caller == "other_program" and expectation.scope == "list":
             return f"{status}, none of A's rows"
+        if caller == "other_referrer" and expectation.scope == "self":
+            return f"{status}, its own data only"
         return f"✅ {status}"
     return {401: "401", 403: "403", 404: "404 (as missing)"}[status]
 

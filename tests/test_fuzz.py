@@ -1,6 +1,7 @@
 """schemathesis over every operation of the OpenAPI schema: no 5xx, every answer as documented.
 
-The app is called in process (ASGI) with an admin or a secret key. Path parameters are either
+The app is called in process (ASGI) with an admin or a secret key, or a referrer session token
+(which reaches /v1/me… and is refused everywhere else). Path parameters are either
 generated or, half of the time, the ids of objects seeded first, so that the fuzzer reaches past
 the 404s into the handlers. `REFERRAL_FUZZ_EXAMPLES` (default 25) sets the examples per operation
 and phase; `make fuzz` runs many more.
@@ -14,6 +15,7 @@ import json
 import os
 from collections.abc import Iterator
 from typing import Any
+from uuid import UUID
 
 import pytest
 import schemathesis
@@ -27,10 +29,12 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy import inspect, text
 
+from app.core.access import OPERATOR
 from app.core.db import create_engine, create_sessionmaker
 from app.keys.service import create_key
 from app.main import create_app
 from app.models import Base
+from app.referrer_sessions.service import mint_session
 from tests.settings import ON_POSTGRES, settings_for_tests
 
 MAX_EXAMPLES = int(os.environ.get("REFERRAL_FUZZ_EXAMPLES", "25"))
@@ -71,6 +75,19 @@ async def _reset_and_make_keys() -> dict[str, str]:
     finally:
         await engine.dispose()
     return {"admin": admin.secret, "secret": secret.secret}
+
+
+async def _mint_session(referrer_id: str) -> str:
+    """A fresh referrer session token (a fuzzed revocation may have ended the last one)."""
+    settings = settings_for_tests()
+    engine = create_engine(settings.database_url, settings)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            created = await mint_session(session, OPERATOR, settings, UUID(referrer_id), None)
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return created.token
 
 
 def _ok(response: Any, *statuses: int) -> Any:
@@ -131,6 +148,7 @@ def seeded() -> Iterator[None]:
             201,
         )
         keys: list[dict[str, Any]] = _ok(http.get("/v1/api-keys", headers=headers), 200)
+        spare = _ok(http.post(f"/v1/referrers/{referrer['id']}/sessions", headers=headers), 201)
     assert conversion["rewards"], conversion
     REAL.update(
         program_id=pid,
@@ -139,27 +157,33 @@ def seeded() -> Iterator[None]:
         rule_id=rule["id"],
         conversion_id=conversion["id"],
         reward_id=conversion["rewards"][0]["id"],
+        referral_id=conversion["referral_id"],
+        session_id=spare["session_id"],
         customer_id="fuzz_cust",
         # The secret key's id: revoking it does not stop the run (the admin key stays).
         key_id=next(k["id"] for k in keys if k["kind"] == "secret"),
     )
+    KEYS["session"] = asyncio.run(_mint_session(referrer["id"]))
     yield
     asgi.shutdown_lifespans()
 
 
 @schema.parametrize()
-@schema.given(kind=st.sampled_from(["admin", "secret"]), real_ids=st.booleans())
+@schema.given(kind=st.sampled_from(["admin", "secret", "session"]), real_ids=st.booleans())
 def test_api_answers_as_documented(case: schemathesis.Case, kind: str, real_ids: bool) -> None:
     if real_ids and case.path_parameters:
         # Name the seeded objects, so that the case reaches past the 404 into the handler.
         for name in case.path_parameters:
             if name in REAL:
                 case.path_parameters[name] = REAL[name]
-    case.call_and_validate(
+    response = case.call_and_validate(
         headers={"Authorization": f"Bearer {KEYS[kind]}"},
         checks=CHECKS,
         allow_redirects=False,
     )
+    if kind == "session" and response.status_code == 401:
+        # Signed out or revoked by an earlier case: later cases get a live session again.
+        KEYS["session"] = asyncio.run(_mint_session(REAL["referrer_id"]))
 
 
 def test_every_operation_declares_its_problem_answers() -> None:

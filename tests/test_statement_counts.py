@@ -221,3 +221,82 @@ async def test_no_get_writes(client: AsyncClient, app: Any, seeded: dict[str, An
     for path in paths:
         statements = await _count(client, app, admin, path, {})
         assert statements.writes() == [], (path, statements.writes())
+
+
+# --- /v1/me…: a referrer session's own lists ---------------------------------------------------
+
+
+@pytest.fixture
+async def referrer_session(client: AsyncClient, app: Any) -> dict[str, Any]:
+    """A referrer with ROWS friends (redeemed, some bought, one refunded) and their rewards."""
+    admin = await make_key(app)
+    prog = await make_program(client, admin)
+    await add_rule(client, admin, prog["id"], recipient="referrer", kind="fixed", amount="5.00")
+    await add_rule(client, admin, prog["id"], recipient="referrer", kind="points", points=10)
+    star = await make_referrer(client, admin, prog["id"], "star")
+    other = await make_referrer(client, admin, prog["id"], "other")
+    code = star["default_code"]["code"]
+    for n in range(ROWS):
+        redeemed = await client.post(
+            "/v1/redemptions",
+            json={"code": code, "customer_id": f"friend_{n}", "email": f"f{n}@example.com"},
+            headers=auth(admin),
+        )
+        assert redeemed.status_code == 201, redeemed.text
+        if n % 4:
+            bought = await purchase(client, admin, prog, f"order_{n}", f"friend_{n}", "20.00")
+            if n % 4 == 3:
+                refund = await client.post(
+                    f"/v1/conversions/{bought['id']}/refunds", json={}, headers=auth(admin)
+                )
+                assert refund.status_code == 201
+        await purchase(
+            client,
+            admin,
+            prog,
+            f"o_{n}",
+            f"o_friend_{n}",
+            "9.00",
+            code=other["default_code"]["code"],
+        )
+    minted = await client.post(f"/v1/referrers/{star['id']}/sessions", headers=auth(admin))
+    assert minted.status_code == 201
+    return {"token": minted.json()["token"]}
+
+
+ME_LISTS = ["/v1/me/referrals", "/v1/me/rewards"]
+ME_GETS = ["/v1/me", "/v1/me/balance", "/v1/me/progress", "/v1/me/leaderboard"]
+
+
+async def _count_me(
+    client: AsyncClient, app: Any, token: str, path: str, params: dict[str, Any]
+) -> Statements:
+    with counting(app) as statements:
+        response = await client.get(path, params=params, headers=auth(token))
+    assert response.status_code == 200, response.text
+    return statements
+
+
+@pytest.mark.parametrize("path", ME_LISTS)
+async def test_a_referrers_page_costs_the_same_whatever_its_size(
+    client: AsyncClient, app: Any, referrer_session: dict[str, Any], path: str
+) -> None:
+    token = referrer_session["token"]
+    small = await _count_me(client, app, token, path, {"limit": SMALL})
+    large = await _count_me(client, app, token, path, {"limit": LARGE})
+    listed = (await client.get(path, params={"limit": LARGE}, headers=auth(token))).json()
+    assert len(listed["data"]) == LARGE, "the seed must fill the larger page"
+    assert small.reads() == large.reads(), (path, small.seen, large.seen)
+    assert large.writes() == [], large.writes()
+
+
+async def test_no_me_get_writes_and_the_leaderboard_takes_one_ranking_statement(
+    client: AsyncClient, app: Any, referrer_session: dict[str, Any]
+) -> None:
+    token = referrer_session["token"]
+    for path in ME_GETS + ME_LISTS:
+        statements = await _count_me(client, app, token, path, {})
+        assert statements.writes() == [], (path, statements.writes())
+    board = await _count_me(client, app, token, "/v1/me/leaderboard", {"limit": 100})
+    # The session's token, the referrer with its program, the ranking.
+    assert board.reads() == 3, board.seen

@@ -113,6 +113,15 @@ class Settings(BaseSettings):
             )
         return value
 
+    # Referrer sessions (/v1/me…): how long a minted token lives unless the merchant asks for
+    # another lifetime (ttl_seconds, up to the maximum); a portal link's token lives longer,
+    # since it waits in an email.
+    referrer_session_ttl_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
+    referrer_session_max_ttl_seconds: int = Field(default=7 * 86400, ge=60, le=30 * 86400)
+    referrer_portal_link_ttl_seconds: int = Field(default=86400, ge=60, le=30 * 86400)
+    rate_limit_me_per_session: str = "120/minute"
+    rate_limit_me_per_ip: str = "600/minute"
+
     @model_validator(mode="after")
     def _safe_in_production(self) -> Self:
         if self.environment == "production":
@@ -122,4 +131,14 @@ class Settings(BaseSettings):
                 raise ValueError("set REFERRAL_PSEUDONYM_KEY to a secret value in production")
             if self.database_url.startswith("sqlite"):
                 raise ValueError("production needs PostgreSQL, not SQLite (REFERRAL_DATABASE_URL)")
+        return self
+
+    @model_validator(mode="after")
+    def _session_lifetimes_within_the_maximum(self) -> Self:
+        longest = self.referrer_session_max_ttl_seconds
+        if max(self.referrer_session_ttl_seconds, self.referrer_portal_link_ttl_seconds) > longest:
+            raise ValueError(
+                "the referrer session and portal link lifetimes may not exceed "
+                "REFERRAL_REFERRER_SESSION_MAX_TTL_SECONDS"
+            )
         return self

@@ -24,11 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.conversions.models import Conversion
 from app.core.access import Principal, program_scope
 from app.core.config import Settings
-from app.core.db import is_postgres
+from app.core.db import is_postgres, utcnow
 from app.customers.redaction import Person, pseudonym, redact, redact_detail
 from app.customers.schemas import ErasureOut
 from app.idempotency.models import IdempotencyRecord
 from app.integrations.models import IntegrationEvent
+from app.referrer_sessions.models import ReferrerSession
 from app.referrers.models import Referrer
 from app.rewards.models import Reward
 from app.tracking.models import Click, Referral
@@ -86,10 +87,25 @@ async def erase_customer(
         Conversion.customer_id == customer_id,
         {"customer_id": replacement, "email": None, "metadata_": {}},
     )
+    # An erased referrer's sessions end: nothing of theirs is read through a token any more.
+    await run(
+        ReferrerSession,
+        ReferrerSession.referrer_id.in_(
+            select(Referrer.id).where(Referrer.external_id == customer_id)
+        )
+        & ReferrerSession.revoked_at.is_(None),
+        {"revoked_at": utcnow()},
+    )
     referrers = await run(
         Referrer,
         Referrer.external_id == customer_id,
-        {"external_id": replacement, "email": None, "name": None, "metadata_": {}},
+        {
+            "external_id": replacement,
+            "email": None,
+            "name": None,
+            "leaderboard_name": None,
+            "metadata_": {},
+        },
     )
     rewards = await run(Reward, Reward.recipient_id == customer_id, {"recipient_id": replacement})
     return ErasureOut(

@@ -1,10 +1,11 @@
-"""CORS for storefront widgets: only the publishable endpoints, only the programs' origins.
+"""CORS for storefront widgets: only the widget endpoints, only the programs' origins.
 
 Secret endpoints never send a CORS allowance, so a browser page can never read them. The
-publishable ones (clicks, redemptions, code lookup) allow the storefront origins configured on
-the programs. A preflight carries no API key, so it is answered against the origins of all
-programs; the request itself is then checked against the key's own programs
-(`require_allowed_origin`).
+publishable ones (clicks, redemptions, code lookup) and the referrer session's `/v1/me…` allow
+the storefront origins configured on the programs. A preflight carries no credential, so it is
+answered against the origins of all programs; the request itself is then checked against the
+key's own programs (`require_allowed_origin`) or the session's program
+(`require_session_origin`).
 """
 
 import time
@@ -15,9 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.access import ApiKeyPrincipal, KeyKind, scoped
+from app.core.access import ApiKeyPrincipal, KeyKind, ReferrerPrincipal, scoped
 from app.core.errors import AppError
-from app.http.auth import AnyKey
+from app.http.auth import AnyKey, AnyReferrerSession
 from app.http.dependencies import SessionDep
 from app.programs.models import Program, ProgramStatus
 
@@ -32,7 +33,13 @@ class OriginNotAllowed(AppError):
 def is_public_path(method: str, path: str) -> bool:
     if path in ("/v1/clicks", "/v1/redemptions"):
         return method in ("POST", "OPTIONS")
+    if is_me_path(path):
+        return method in ("GET", "PATCH", "DELETE", "OPTIONS")
     return path.startswith("/v1/codes/") and path.count("/") == 3 and method in ("GET", "OPTIONS")
+
+
+def is_me_path(path: str) -> bool:
+    return path == "/v1/me" or path.startswith("/v1/me/")
 
 
 class OriginCache:
@@ -74,7 +81,7 @@ class CorsMiddleware:
             if allowed:
                 headers += [
                     (b"access-control-allow-origin", origin.encode()),
-                    (b"access-control-allow-methods", b"GET, POST"),
+                    (b"access-control-allow-methods", _methods(scope["path"])),
                     (b"access-control-allow-headers", ALLOW_HEADERS),
                     (b"access-control-max-age", b"600"),
                 ]
@@ -102,6 +109,10 @@ class CorsMiddleware:
         await self.app(scope, receive, send_with_cors)
 
 
+def _methods(path: str) -> bytes:
+    return b"GET, PATCH, DELETE" if is_me_path(path) else b"GET, POST"
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key == name:
@@ -124,3 +135,21 @@ async def require_allowed_origin(
 
 
 WidgetKey = Annotated[ApiKeyPrincipal, Depends(require_allowed_origin)]
+
+
+async def require_session_origin(
+    request: Request, principal: AnyReferrerSession, session: SessionDep
+) -> ReferrerPrincipal:
+    """A browser call to /v1/me… must come from a storefront origin of the session's program."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return principal
+    origins = await session.scalar(
+        select(Program.allowed_origins).where(Program.id == principal.program_id)
+    )
+    if origin not in (origins or []):
+        raise OriginNotAllowed(f"{origin} is not a storefront origin of this program.")
+    return principal
+
+
+MeSession = Annotated[ReferrerPrincipal, Depends(require_session_origin)]

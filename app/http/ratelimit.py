@@ -9,6 +9,7 @@ import logging
 import math
 import time
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import Depends, Request
 from limits import RateLimitItem, parse
@@ -43,6 +44,8 @@ class RateLimiter:
         self.public_per_key = parse(settings.rate_limit_public_per_key)
         self.code_lookup_per_ip = parse(settings.rate_limit_code_lookup_per_ip)
         self.failed_auth_per_ip = parse(settings.rate_limit_failed_auth_per_ip)
+        self.me_per_session = parse(settings.rate_limit_me_per_session)
+        self.me_per_ip = parse(settings.rate_limit_me_per_ip)
 
     async def hit(self, item: RateLimitItem, *identifiers: str) -> None:
         """Count one request; raise RateLimited (with Retry-After) when over the limit."""
@@ -84,6 +87,18 @@ async def limit_code_lookup(request: Request) -> None:
     """Code lookups are how codes get guessed: a tighter limit per client IP."""
     limiter = rate_limiter(request)
     await limiter.hit(limiter.code_lookup_per_ip, "lookup", client_ip(request) or "-")
+
+
+async def limit_me_per_ip(request: Request) -> None:
+    """/v1/me… per client IP, before the token is looked up."""
+    limiter = rate_limiter(request)
+    await limiter.hit(limiter.me_per_ip, "me-ip", client_ip(request) or "-")
+
+
+async def limit_me_per_session(request: Request, session_id: UUID) -> None:
+    """/v1/me… per referrer session: a widget polling too fast, or a leaked token, is slowed."""
+    limiter = rate_limiter(request)
+    await limiter.hit(limiter.me_per_session, "me-session", str(session_id))
 
 
 PublicRateLimit = Annotated[None, Depends(limit_public)]

@@ -17,6 +17,8 @@ class Referrer(IdMixin, Base):
     email: Mapped[str | None] = mapped_column(String(320))
     name: Mapped[str | None] = mapped_column(String(200))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    # Chosen by the referrer (PATCH /v1/me): shown on the leaderboard only when set.
+    leaderboard_name: Mapped[str | None] = mapped_column(String(40))
 
 
 class Code(IdMixin, Base):

@@ -95,3 +95,35 @@ class ReferrerOut(OutputModel):
     metadata: dict[str, Any]
     default_code: CodeOut | None
     created_at: datetime
+
+
+class EmailShare(OutputModel):
+    subject: str
+    body: str
+    link: str = Field(description="The referral link, marked utm_source=email")
+    share_url: str = Field(description="A mailto: URL that opens the mail app with the text")
+
+
+class MessageShare(OutputModel):
+    text: str = Field(description="The message, with the link in it")
+    link: str = Field(description="The referral link, marked with this channel as utm_source")
+    share_url: str = Field(description="Opens the channel's composer with the text")
+
+
+class LinkShare(OutputModel):
+    link: str = Field(description="The referral link, marked with this channel as utm_source")
+    share_url: str = Field(description="The channel's share dialog (it takes only a URL)")
+
+
+class Share(OutputModel):
+    """Ready-made texts and share URLs, per channel, for one code."""
+
+    code: str
+    link: str
+    offer: str | None = Field(description="What the referee gets (the program's referee_offer)")
+    email: EmailShare
+    whatsapp: MessageShare
+    x: MessageShare
+    facebook: LinkShare
+    linkedin: LinkShare
+    sms: MessageShare

@@ -86,7 +86,7 @@ async def create_rewards(
         }
         if rule.tiers and rule.recipient == Recipient.REFERRER:
             if successful_referrals is None:
-                successful_referrals = await _successful_referrals(session, paid.referrer.id)
+                successful_referrals = await count_successful_referrals(session, paid.referrer.id)
             values = _tier_values(rule.tiers, successful_referrals) or values
         value, unit = _reward_value(rule.kind, values, conversion)
         if value <= 0:
@@ -139,10 +139,9 @@ def _reward_value(
 
 
 def _tier_values(tiers: list[dict[str, Any]], successful_referrals: int) -> dict[str, Any] | None:
-    reached = [tier for tier in tiers if successful_referrals >= int(tier["from_referral"])]
-    if not reached:
+    tier = tier_reached(tiers, successful_referrals)
+    if tier is None:
         return None
-    tier = max(reached, key=lambda t: int(t["from_referral"]))
     return {
         "amount": tier.get("amount"),
         "percent": tier.get("percent"),
@@ -150,30 +149,68 @@ def _tier_values(tiers: list[dict[str, Any]], successful_referrals: int) -> dict
     }
 
 
+def _counts_toward_cap(referrer_id: UUID) -> ColumnElement[bool]:
+    return and_(
+        Reward.referrer_id == referrer_id,
+        Reward.entry_type == EntryType.REWARD,
+        Reward.status != RewardStatus.REVERSED,
+    )
+
+
 async def _rewards_given(session: AsyncSession, rule_id: UUID, referrer_id: UUID) -> int:
     count = await session.scalar(
         select(func.count())
         .select_from(Reward)
-        .where(
-            Reward.rule_id == rule_id,
-            Reward.referrer_id == referrer_id,
-            Reward.entry_type == EntryType.REWARD,
-            Reward.status != RewardStatus.REVERSED,
-        )
+        .where(Reward.rule_id == rule_id, _counts_toward_cap(referrer_id))
     )
     return int(count or 0)
 
 
-async def _successful_referrals(session: AsyncSession, referrer_id: UUID) -> int:
+async def rewards_given_by_rule(
+    session: AsyncSession, referrer_id: UUID, rule_ids: Sequence[UUID]
+) -> dict[UUID, int]:
+    """The referrer's rewards per rule as `max_rewards_per_referrer` counts them; one statement."""
+    if not rule_ids:
+        return {}
+    rows = await session.execute(
+        select(Reward.rule_id, func.count())
+        .where(Reward.rule_id.in_(rule_ids), _counts_toward_cap(referrer_id))
+        .group_by(Reward.rule_id)
+    )
+    return {rule_id: int(count) for rule_id, count in rows}
+
+
+# A successful referral: a referral with at least one attributed purchase. Tiers count them
+# (count_successful_referrals), and so do the referrer's progress and the leaderboard (app.me).
+SUCCESSFUL_REFERRALS = func.count(distinct(Conversion.referral_id))
+MAKES_A_REFERRAL_SUCCESSFUL = and_(
+    Conversion.status == ConversionStatus.ATTRIBUTED, Conversion.referral_id.is_not(None)
+)
+
+
+async def count_successful_referrals(session: AsyncSession, referrer_id: UUID) -> int:
     """Referrals of the referrer with at least one attributed purchase (this one included)."""
     count = await session.scalar(
-        select(func.count(distinct(Conversion.referral_id))).where(
-            Conversion.referrer_id == referrer_id,
-            Conversion.status == ConversionStatus.ATTRIBUTED,
-            Conversion.referral_id.is_not(None),
+        select(SUCCESSFUL_REFERRALS).where(
+            Conversion.referrer_id == referrer_id, MAKES_A_REFERRAL_SUCCESSFUL
         )
     )
     return int(count or 0)
+
+
+def successful_referrals_by_referrer(program_id: UUID) -> Select[UUID | None, int]:
+    """(referrer_id, successful_referrals) of every referrer of the program who has any."""
+    return (
+        select(Conversion.referrer_id, SUCCESSFUL_REFERRALS.label("successful_referrals"))
+        .where(Conversion.program_id == program_id, MAKES_A_REFERRAL_SUCCESSFUL)
+        .group_by(Conversion.referrer_id)
+    )
+
+
+def tier_reached(tiers: list[dict[str, Any]], successful_referrals: int) -> dict[str, Any] | None:
+    """The tier a referrer with that many successful referrals is paid at; None: the base."""
+    reached = [tier for tier in tiers if successful_referrals >= int(tier["from_referral"])]
+    return max(reached, key=lambda t: int(t["from_referral"])) if reached else None
 
 
 async def adjust_for_refund(session: AsyncSession, conversion: Conversion, now: datetime) -> None:
