@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.cli import migrate
 from app.core.config import Settings
 from app.main import create_app
+from tests.attribution_factories import World, make_world
 from tests.database import empty_tables, reset_postgres_schema
 from tests.factories import auth, make_key, make_program, make_referrer
 from tests.money_factories import Shop, setup_program
@@ -99,3 +100,9 @@ async def referrer(
     overrides = {"external_id": "ref_1"} | getattr(request.module, "REFERRER", {})
     external_id = overrides.pop("external_id")
     return await make_referrer(client, admin, program["id"], external_id, **overrides)
+
+
+@pytest.fixture
+async def world(client: AsyncClient, app: object) -> World:
+    """A program with referrers alice and bob (tests/attribution_factories.py World)."""
+    return await make_world(client, app)
