@@ -30,6 +30,7 @@ from app.core.errors import (
     problem_bytes,
     problem_document,
 )
+from app.core.json_input import parse_failure
 
 logger = logging.getLogger("app.http.errors")
 
@@ -84,6 +85,11 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 def _http_error(exc: StarletteHTTPException) -> AppError:
+    # FastAPI answers a body its JSON parser raised on (too deep, a number too long) with a
+    # bare 400; like a syntax error, that is a 422 that says what is wrong.
+    refused = parse_failure(exc.__cause__) if exc.__cause__ is not None else None
+    if exc.status_code == 400 and refused is not None:
+        return ValidationFailed(f"request: {refused}")
     error_class = _HTTP_ERRORS.get(exc.status_code)
     if error_class is None:
         error = AppError(str(exc.detail), headers=dict(exc.headers) if exc.headers else None)
