@@ -191,3 +191,24 @@ async def test_signed_shopify_bodies_that_cannot_be_taken_are_400(
         assert_problem(response, 400, "invalid_payload")
     assert await count(app, IntegrationEvent) == 0
     assert await count(app, Conversion) == 0
+
+
+@pytest.mark.parametrize("obj", [None, [], "cs_1", 5])
+async def test_a_signed_stripe_event_whose_object_is_not_an_object_is_rejected(
+    client: AsyncClient, app: Any, obj: Any
+) -> None:
+    # Found by the fuzz test: this was an AttributeError, a 500.
+    admin, prog, _ = await setup_program(client, app)
+    await connect(client, admin, prog["id"])
+    body = json.dumps(event("checkout.session.completed", obj)).encode()
+    response = await client.post(
+        f"/v1/integrations/stripe/{prog['id']}/webhook",
+        content=body,
+        headers={
+            "Stripe-Signature": stripe_header(body.decode(), STRIPE_SECRET),
+            "Content-Type": "application/json",
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["outcome"] == "rejected"
+    assert await count(app, Conversion) == 0

@@ -79,7 +79,7 @@ def map_event(event: dict[str, Any]) -> Mapped:
             return _invoice(obj, occurred_at)
         if event_type == "charge.refunded":
             return _charge_refunded(obj)
-    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError, ArithmeticError) as exc:
         return Skipped("rejected", f"the {event_type} event lacks what is needed: {exc!r}")
     return Skipped("ignored", f"{event_type or 'this event type'} is not used")
 
