@@ -9,13 +9,14 @@ from app.metrics.models import channel_rollups, program_rollups, referrer_rollup
 from app.programs.models import Program
 from app.referrers.models import Code, Referrer
 from app.rewards.models import Reward, RewardRule, RewardRuleVersion
-from app.tracking.models import Click, Referral
+from app.tracking.models import Click, ClickClaim, Referral
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 __all__ = [
     "ApiKey",
     "Base",
     "Click",
+    "ClickClaim",
     "Code",
     "Conversion",
     "IdempotencyRecord",
