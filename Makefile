@@ -20,7 +20,7 @@ help:
 	@echo "make run                  migrate, print a first admin key, seed a demo into an empty database, serve on :$(PORT)"
 	@echo "make test                 run the test suite (PYTEST_ARGS='-k redeem -x' passes options)"
 	@echo "make fuzz                 schemathesis over every operation, FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) per operation"
-	@echo "make lint                 ruff check, ruff format --check, mypy"
+	@echo "make lint                 ruff check, ruff format --check, mypy, import contracts"
 	@echo "make fmt                  sort imports and format with ruff"
 	@echo "make migrate              apply migrations (alembic upgrade head)"
 	@echo "make revision m='...'     autogenerate a migration from the models"
@@ -56,6 +56,7 @@ lint: venv
 	echo "ruff check"; $(BIN)/ruff check . || status=1; \
 	echo "ruff format --check"; $(BIN)/ruff format --check . || status=1; \
 	echo "mypy"; $(BIN)/mypy || status=1; \
+	echo "lint-imports"; $(BIN)/lint-imports --no-cache || status=1; \
 	exit $$status
 
 fmt: venv

@@ -23,6 +23,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversions import service as conversions
+from app.conversions.models import ConversionStatus
 from app.conversions.schemas import ConversionCreate, RefundCreate
 from app.core.access import ApiKeyPrincipal, KeyKind
 from app.core.config import Settings
@@ -424,7 +425,7 @@ class _Seeder:
         )
         conversion, _ = await conversions.record_conversion(self.session, SEEDER, body)
         self.conversions += 1
-        if conversion.status == "attributed":
+        if conversion.status == ConversionStatus.ATTRIBUTED:
             self._attributed.append((conversion.id, event.at, amount))
 
     async def _move_clicks(self) -> None:

@@ -32,6 +32,7 @@ from app.programs.router import router as programs_router
 from app.referrers.router import router as referrers_router
 from app.referrers.service import code_cache
 from app.rewards.router import router as rewards_router
+from app.storefront.router import router as storefront_router
 from app.tracking.click_writer import ClickWriter
 from app.tracking.router import router as tracking_router
 from app.webhooks.dispatcher import Dispatcher
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         integration_webhooks_router,
         webhooks_router,
         dashboard_router,
+        storefront_router,
     ):
         app.include_router(router)
 

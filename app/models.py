@@ -6,7 +6,7 @@ from app.idempotency.models import IdempotencyRecord
 from app.integrations.models import IntegrationEvent, IntegrationReference, IntegrationSecret
 from app.keys.models import ApiKey
 from app.metrics.models import channel_rollups, program_rollups, referrer_rollups
-from app.programs.models import Program
+from app.programs.models import CustomerTokenSecret, Program
 from app.referrers.models import Code, Referrer
 from app.rewards.models import Reward, RewardRule, RewardRuleVersion
 from app.tracking.models import Click, ClickClaim, Referral
@@ -19,6 +19,7 @@ __all__ = [
     "ClickClaim",
     "Code",
     "Conversion",
+    "CustomerTokenSecret",
     "IdempotencyRecord",
     "IntegrationEvent",
     "IntegrationReference",

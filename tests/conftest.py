@@ -1,19 +1,18 @@
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cli import migrate
 from app.core.config import Settings
 from app.main import create_app
-from app.models import Base
-from tests.database import choose_database_url, reset_postgres_schema
-
-DATABASE_URL, DATABASE_REASON = choose_database_url()
-ON_POSTGRES = DATABASE_URL.startswith("postgresql")
+from tests.database import empty_tables, reset_postgres_schema
+from tests.factories import auth, make_key, make_program, make_referrer
+from tests.money_factories import Shop, setup_program
+from tests.settings import DATABASE_REASON, DATABASE_URL, ON_POSTGRES, settings_for_tests
 
 
 def pytest_report_header() -> list[str]:
@@ -40,28 +39,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def settings_for_tests(**overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "database_url": DATABASE_URL,
-        "environment": "test",
-        "ip_hash_salt": "test-salt",
-        "housekeeping_interval_seconds": 0,
-        # Tests run dispatch rounds themselves, against receivers on loopback.
-        "webhook_dispatch_interval_seconds": 0,
-        "webhook_allow_private_targets": True,
-        "database_pool_size": 30,
-        # The suite sends thousands of requests from one address; tests/test_rate_limits.py
-        # builds its own app with the limits on.
-        "rate_limits_enabled": False,
-        "cors_cache_seconds": 0,
-        # Caches make changes visible after a few seconds; tests/test_caches.py turns them on.
-        "auth_cache_seconds": 0,
-        "code_cache_seconds": 0,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return settings_for_tests()
@@ -74,22 +51,10 @@ async def app(settings: Settings) -> AsyncIterator[object]:
         yield application
 
 
-async def _empty_tables(application: object) -> None:
-    engine = application.state.engine  # type: ignore[attr-defined]
-    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
-    # Rollups last: deleting the events writes their negative deltas (app.metrics.models).
-    tables.sort(key=lambda name: name.startswith("metrics_"))
-    # DELETE, not TRUNCATE: on tables this small it is many times faster, and it takes no
-    # ACCESS EXCLUSIVE lock that would wait on a straggling connection.
-    async with engine.begin() as connection:
-        for table in tables:
-            await connection.execute(text(f"DELETE FROM {table}"))
-
-
 @pytest.fixture
 async def client(app: object) -> AsyncIterator[AsyncClient]:
     """An HTTP client over the app, on empty tables."""
-    await _empty_tables(app)
+    await empty_tables(app)
     transport = ASGITransport(app=app)  # type: ignore[arg-type]
     async with AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
@@ -101,3 +66,36 @@ async def session(app: object, client: AsyncClient) -> AsyncIterator[AsyncSessio
     async with app.state.sessionmaker() as db_session:  # type: ignore[attr-defined]
         yield db_session
         await db_session.commit()
+
+
+@pytest.fixture
+async def shop(client: AsyncClient, app: object) -> Shop:
+    """A program with referrer alice and an admin key (tests/money_factories.py Shop)."""
+    admin, program, alice = await setup_program(client, app)
+    return Shop(client, admin, program, alice)
+
+
+# The shared fixtures of the money and tracking tests. A module shapes them with constants:
+# PROGRAM = {...} (make_program overrides) and REFERRER = {...} (make_referrer overrides).
+@pytest.fixture
+async def admin(client: AsyncClient, app: object) -> str:
+    """An admin key, used once: its first last_used_at write is then no part of any race."""
+    key = await make_key(app)
+    assert (await client.get("/v1/programs", headers=auth(key))).status_code == 200
+    return key
+
+
+@pytest.fixture
+async def program(
+    request: pytest.FixtureRequest, client: AsyncClient, admin: str
+) -> dict[str, Any]:
+    return await make_program(client, admin, **getattr(request.module, "PROGRAM", {}))
+
+
+@pytest.fixture
+async def referrer(
+    request: pytest.FixtureRequest, client: AsyncClient, admin: str, program: dict[str, Any]
+) -> dict[str, Any]:
+    overrides = {"external_id": "ref_1"} | getattr(request.module, "REFERRER", {})
+    external_id = overrides.pop("external_id")
+    return await make_referrer(client, admin, program["id"], external_id, **overrides)

@@ -6,6 +6,9 @@ import tempfile
 from pathlib import Path
 
 import asyncpg
+from sqlalchemy import text
+
+from app.models import Base
 
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
@@ -44,3 +47,16 @@ async def reset_postgres_schema(url: str) -> None:
         await connection.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
     finally:
         await connection.close()
+
+
+async def empty_tables(application: object) -> None:
+    """Delete every row (the schema stays): each test starts on empty tables."""
+    engine = application.state.engine  # type: ignore[attr-defined]
+    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    # Rollups last: deleting the events writes their negative deltas (app.metrics.models).
+    tables.sort(key=lambda name: name.startswith("metrics_"))
+    # DELETE, not TRUNCATE: on tables this small it is many times faster, and it takes no
+    # ACCESS EXCLUSIVE lock that would wait on a straggling connection.
+    async with engine.begin() as connection:
+        for table in tables:
+            await connection.execute(text(f"DELETE FROM {table}"))

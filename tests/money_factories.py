@@ -134,3 +134,64 @@ def total(rows: list[dict[str, Any]], unit: str, *statuses: str) -> Decimal:
         ),
         Decimal(0),
     )
+
+
+class Shop:
+    """A program with referrer alice; `buy` posts a purchase with alice's code."""
+
+    def __init__(
+        self, client: AsyncClient, admin: str, program: dict[str, Any], alice: dict[str, Any]
+    ):
+        self.client = client
+        self.admin = admin
+        self.program = program
+        self.alice = alice
+        self.events = 0
+
+    @property
+    def pid(self) -> str:
+        return str(self.program["id"])
+
+    async def rule(self, **rule: Any) -> dict[str, Any]:
+        return await add_rule(self.client, self.admin, self.pid, **rule)
+
+    async def buy(
+        self, customer_id: str, amount: str, code: str | None = "alice", **extra: Any
+    ) -> dict[str, Any]:
+        self.events += 1
+        if code == "alice":
+            code = self.alice["default_code"]["code"]
+        return await purchase(
+            self.client,
+            self.admin,
+            self.program,
+            f"ev_{self.events}",
+            customer_id,
+            amount,
+            **({"code": code} if code else {}) | extra,
+        )
+
+    async def refund(self, conversion: dict[str, Any], **body: Any) -> Any:
+        return await post_refund(self.client, self.admin, conversion["id"], **body)
+
+    async def ledger(self, **params: Any) -> list[dict[str, Any]]:
+        return await rewards(self.client, self.admin, **({"program_id": self.pid} | params))
+
+    async def rewards_of(self, conversion: dict[str, Any]) -> list[dict[str, Any]]:
+        return (await get_conversion(self.client, self.admin, conversion["id"]))["rewards"]
+
+
+async def make_shop(client: AsyncClient, app: Any, **program: Any) -> Shop:
+    admin, prog, alice = await setup_program(client, app, **program)
+    return Shop(client, admin, prog, alice)
+
+
+def only(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def by_recipient(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    found = {row["recipient"]: row for row in rows}
+    assert len(found) == len(rows), rows
+    return found

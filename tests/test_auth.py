@@ -18,23 +18,11 @@ from tests.factories import (
     redeem,
 )
 
+PROGRAM = {"name": "Program A"}
+REFERRER = {"external_id": "ref_a"}
+
 PREFIXES = {"admin": "rk_adm_", "secret": "rk_sec_", "publishable": "rk_pub_"}
 PROGRAM_BODY = {"name": "x", "landing_url": "https://x.example", "currency": "USD"}
-
-
-@pytest.fixture
-async def admin(client: AsyncClient, app: Any) -> str:
-    return await make_key(app)
-
-
-@pytest.fixture
-async def program(client: AsyncClient, admin: str) -> dict[str, Any]:
-    return await make_program(client, admin, name="Program A")
-
-
-@pytest.fixture
-async def referrer(client: AsyncClient, admin: str, program: dict[str, Any]) -> dict[str, Any]:
-    return await make_referrer(client, admin, program["id"], "ref_a")
 
 
 # --- authentication --------------------------------------------------------------------------
@@ -405,6 +393,7 @@ async def test_revoked_key_is_401(client: AsyncClient, app: Any, admin: str) -> 
 async def test_revoked_publishable_key_cannot_redeem(
     client: AsyncClient, app: Any, admin: str, referrer: dict[str, Any]
 ) -> None:
+
     created = await client.post("/v1/api-keys", json={"kind": "publishable"}, headers=auth(admin))
     await client.post(f"/v1/api-keys/{created.json()['id']}/revoke", headers=auth(admin))
     response = await redeem(client, created.json()["key"], referrer["default_code"]["code"], "c")
@@ -417,9 +406,10 @@ async def test_revoke_unknown_key_is_404(client: AsyncClient, admin: str) -> Non
     assert_problem(response, 404, "not_found")
 
 
-async def test_last_used_at_is_recorded(client: AsyncClient, app: Any, admin: str) -> None:
+async def test_last_used_at_is_recorded(client: AsyncClient, app: Any) -> None:
+    fresh = await make_key(app)
     [before] = await db_all(app, select(ApiKey))
     assert before.last_used_at is None
-    await client.get("/v1/programs", headers=auth(admin))
+    await client.get("/v1/programs", headers=auth(fresh))
     [after] = await db_all(app, select(ApiKey))
     assert after.last_used_at is not None

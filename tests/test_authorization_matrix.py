@@ -35,7 +35,7 @@ from httpx import ASGITransport, AsyncClient, Request, Response
 
 from app.http.openapi import build_schema
 from app.keys.service import create_key
-from tests.conftest import _empty_tables
+from tests.database import empty_tables
 from tests.factories import BROWSER_UA, assert_problem, auth
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
@@ -358,6 +358,28 @@ async def _delete_secret(w: World, missing: bool) -> Call:
     return Call("DELETE", f"/v1/programs/{program_id}/integrations/shopify/secrets/{secret_id}")
 
 
+async def _fresh_token_secret(w: World) -> str:
+    """A new customer token secret of A, after removing A's others (two at most)."""
+    path = f"/v1/programs/{w.pid}/customer-token-secrets"
+    listed = await w.client.get(path, headers=auth(w.keys["admin"]))
+    for row in listed.json():
+        removed = await w.client.delete(f"{path}/{row['id']}", headers=auth(w.keys["admin"]))
+        assert removed.status_code == 204, removed.text
+    created = await w.admin_post(path)
+    return str(created["id"])
+
+
+async def _create_token_secret(w: World, missing: bool) -> Call:
+    await _fresh_token_secret(w)
+    return Call("POST", f"/v1/programs/{_pick(w.pid, missing)}/customer-token-secrets")
+
+
+async def _delete_token_secret(w: World, missing: bool) -> Call:
+    secret_id = await _fresh_token_secret(w)
+    url = f"/v1/programs/{_pick(w.pid, missing)}/customer-token-secrets/{secret_id}"
+    return Call("DELETE", url)
+
+
 async def _new_endpoint(w: World) -> str:
     endpoint = await w.admin_post(
         "/v1/webhook-endpoints",
@@ -413,6 +435,15 @@ MATRIX: dict[str, Expectation] = {
         SECRET,
         200,
         _call("PATCH", "/v1/programs/{program_id}", json={"attribution_window_days": 30}),
+    ),
+    "POST /v1/programs/{program_id}/customer-token-secrets": Expectation(
+        SECRET, 201, _create_token_secret, note="the secret is shown once"
+    ),
+    "GET /v1/programs/{program_id}/customer-token-secrets": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/customer-token-secrets")
+    ),
+    "DELETE /v1/programs/{program_id}/customer-token-secrets/{secret_id}": Expectation(
+        SECRET, 204, _delete_token_secret
     ),
     # referrers and codes
     "POST /v1/programs/{program_id}/referrers": Expectation(SECRET, 201, _upsert_referrer),
@@ -575,7 +606,7 @@ def _without_inputs(text: str, call: Call) -> str:
 @pytest.fixture(scope="module")
 async def world(app: Any) -> AsyncIterator[World]:
     """One world for the module: every call that changes something makes its own objects."""
-    await _empty_tables(app)
+    await empty_tables(app)
     keys: dict[str, str] = {}
     async with app.state.sessionmaker() as session:
         for kind in ("admin", "secret"):

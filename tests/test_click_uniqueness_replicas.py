@@ -21,10 +21,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from tests.conftest import DATABASE_URL
 from tests.factories import BROWSER_UA
 from tests.faults.server import ServiceProcess, create_admin_key, service_env
 from tests.faults.traffic import Seeded, auth, seed_program
+from tests.settings import DATABASE_URL
 
 pytestmark = pytest.mark.postgres
 

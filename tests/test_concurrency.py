@@ -15,8 +15,6 @@ from tests.factories import (
     code_row,
     db_all,
     make_code,
-    make_key,
-    make_program,
     make_referrer,
     redeem,
 )
@@ -24,25 +22,6 @@ from tests.factories import (
 pytestmark = pytest.mark.postgres
 
 N = 20
-
-
-@pytest.fixture
-async def admin(client: AsyncClient, app: Any) -> str:
-    key = await make_key(app)
-    # Use the key once: a stale last_used_at makes every request update the key's row, which
-    # would serialize the requests below and hide the races these tests are about.
-    assert (await client.get("/v1/programs", headers=auth(key))).status_code == 200
-    return key
-
-
-@pytest.fixture
-async def program(client: AsyncClient, admin: str) -> dict[str, Any]:
-    return await make_program(client, admin)
-
-
-@pytest.fixture
-async def referrer(client: AsyncClient, admin: str, program: dict[str, Any]) -> dict[str, Any]:
-    return await make_referrer(client, admin, program["id"], "ref_1")
 
 
 def by_status(responses: list[Response]) -> dict[int, list[Response]]:

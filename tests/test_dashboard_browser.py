@@ -25,7 +25,7 @@ import uvicorn
 from app.dashboard.router import CONTENT_SECURITY_POLICY
 from app.demo import DEMO_PROGRAM_NAME, ensure_demo
 from app.main import create_app
-from tests.conftest import DATABASE_URL, settings_for_tests
+from tests.settings import DATABASE_URL, settings_for_tests
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

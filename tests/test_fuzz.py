@@ -38,7 +38,7 @@ from app.keys.service import create_key
 from app.main import create_app
 from app.models import Base
 from tests import hostile_json
-from tests.conftest import ON_POSTGRES, settings_for_tests
+from tests.settings import ON_POSTGRES, settings_for_tests
 from tests.test_integrations_shopify import SECRET as SHOPIFY_SECRET
 from tests.test_integrations_shopify import order, refund, shopify_hmac
 from tests.test_integrations_stripe import SECRET as STRIPE_SECRET
@@ -84,10 +84,9 @@ async def _reset_and_make_keys() -> dict[str, str]:
     return {"admin": admin.secret, "secret": secret.secret}
 
 
-def _ok(response: Any, *statuses: int) -> dict[str, Any]:
+def _ok(response: Any, *statuses: int) -> Any:
     assert response.status_code in statuses, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return response.json()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -95,7 +94,7 @@ def seeded() -> Iterator[None]:
     """Empty tables, two keys, and one of each object the paths name."""
     KEYS.update(asyncio.run(_reset_and_make_keys()))
     headers = {"Authorization": f"Bearer {KEYS['admin']}"}
-    with asgi.get_client(app) as http:
+    with asgi.get_client(app) as http:  # type: ignore[arg-type]
         program = _ok(
             http.post(
                 "/v1/programs",
@@ -142,7 +141,7 @@ def seeded() -> Iterator[None]:
             ),
             201,
         )
-        keys = _ok(http.get("/v1/api-keys", headers=headers), 200)
+        keys: list[dict[str, Any]] = _ok(http.get("/v1/api-keys", headers=headers), 200)
         for provider, secret in (("stripe", STRIPE_SECRET), ("shopify", SHOPIFY_SECRET)):
             _ok(
                 http.post(
@@ -290,7 +289,7 @@ def test_signed_platform_bodies_never_answer_5xx(
             "X-Shopify-Hmac-Sha256": shopify_hmac(body, SHOPIFY_SECRET),
             "X-Shopify-Webhook-Id": f"fuzz-{n}",
         }
-    with asgi.get_client(app) as http:
+    with asgi.get_client(app) as http:  # type: ignore[arg-type]
         response = http.post(
             f"/v1/integrations/{provider}/{REAL['program_id']}/webhook",
             data=body,

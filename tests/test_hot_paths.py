@@ -11,8 +11,8 @@ from sqlalchemy import event, func, select
 from app.core.telemetry import WRITE_BATCH_SIZE
 from app.main import create_app
 from app.tracking.models import Click
-from tests.conftest import settings_for_tests
 from tests.factories import auth, make_key, make_program, make_referrer
+from tests.settings import settings_for_tests
 
 
 @pytest.fixture

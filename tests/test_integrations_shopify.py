@@ -259,7 +259,7 @@ async def test_a_refund_before_its_order_waits_for_it(client: AsyncClient, app: 
 
 async def test_other_topics_are_acknowledged_and_ignored(client: AsyncClient, app: Any) -> None:
     _, prog, _ = await connected_program(client, app)
-    response = await post_shopify(client, prog["id"], "orders/updated", order())
+    response = await post_shopify(client, prog["id"], "orders/fulfilled", order())
     assert response.status_code == 200 and response.json()["outcome"] == "ignored"
     assert await stored(app, Conversion) == 0
 

@@ -15,9 +15,9 @@ from stripe import WebhookSignature
 from app.conversions.models import Conversion, Refund
 from app.integrations.models import IntegrationEvent
 from app.webhooks.dispatcher import Dispatcher
-from tests.conftest import settings_for_tests
 from tests.factories import assert_problem, auth, make_code, make_key, make_program
 from tests.money_factories import add_rule, get_conversion, setup_program
+from tests.settings import settings_for_tests
 from tests.webhook_receiver import Receiver, receiver_fixture  # noqa: F401
 
 SECRET = "whsec_test_9f8e7d6c5b4a39281706f5e4d3c2b1a0"

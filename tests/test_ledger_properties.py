@@ -466,10 +466,10 @@ async def test_ledger_matches_the_rules_by_hand(
             if CUSTOMERS[op["customer"]] is not None:
                 body["email"] = CUSTOMERS[op["customer"]]
 
-            async def send(body: dict[str, Any] = body) -> Response:
+            async def send_purchase(body: dict[str, Any] = body) -> Response:
                 return await client.post("/v1/conversions", json=body, headers=auth(admin))
 
-            first, second = await twice(send)
+            first, second = await twice(send_purchase)
             assert first.status_code == 201, first.text
             assert_retry(first, second)
             conversion = ConversionModel(
@@ -507,7 +507,7 @@ async def test_ledger_matches_the_rules_by_hand(
                 mine.id = next(
                     r["id"] for r in got["rewards"] if _rule_index(model, r["rule_id"]) == mine.rule
                 )
-            requests.append(("purchase", send))
+            requests.append(("purchase", send_purchase))
 
         elif op["op"] == "refund" and model.conversions:
             conversion = model.conversions[-1 - op["target"] % len(model.conversions)]
@@ -518,19 +518,21 @@ async def test_ledger_matches_the_rules_by_hand(
             )
             body = {"refund_id": f"rf_{step}"} | ({"amount": str(amount)} if amount else {})
 
-            async def send(body: dict[str, Any] = body, cid: str = conversion.id) -> Response:
+            async def send_refund(
+                body: dict[str, Any] = body, cid: str = conversion.id
+            ) -> Response:
                 return await client.post(
                     f"/v1/conversions/{cid}/refunds", json=body, headers=auth(admin)
                 )
 
-            first, second = await twice(send)
+            first, second = await twice(send_refund)
             status, code = model.refund(conversion, amount)
             assert first.status_code == status, (first.text, op)
             if code is not None:
                 assert first.json()["code"] == code
             assert_retry(first, second)
             if status == 201:
-                requests.append(("refund", send))
+                requests.append(("refund", send_refund))
 
         elif op["op"] == "pay":
             payable = [r for r in model.rewards if r.entry_type == "reward"]
@@ -561,10 +563,12 @@ async def test_ledger_matches_the_rules_by_hand(
                 changes = {"points": op["points"]}
             url = f"/v1/reward-rules/{rule.id}"
 
-            async def send(url: str = url, changes: dict[str, Any] = changes) -> Response:
+            async def send_rule_change(
+                url: str = url, changes: dict[str, Any] = changes
+            ) -> Response:
                 return await client.patch(url, json=changes, headers=auth(admin))
 
-            first, second = await twice(send)
+            first, second = await twice(send_rule_change)
             model.change_rule(rule, changes)
             assert first.status_code == 200, first.text
             assert first.json()["version"] == rule.version

@@ -339,7 +339,9 @@ async def test_timeseries_adds_up_to_the_summary(client: AsyncClient, app: Any) 
         key: EXPECTED_SUMMARY[key] for key in additive
     }
     for money in ("revenue", "reward_cost"):
-        assert sum(Decimal(b[money]) for b in series["buckets"]) == Decimal(EXPECTED_SUMMARY[money])
+        assert sum(Decimal(b[money]) for b in series["buckets"]) == Decimal(
+            str(EXPECTED_SUMMARY[money])
+        )
 
 
 async def test_referrers_leaderboard(client: AsyncClient, app: Any) -> None:

@@ -13,12 +13,12 @@ import io
 import random
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import partial
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -33,8 +33,8 @@ from app.rewards.models import Reward
 from app.rewards.service import approve_due
 from app.tracking.models import Click, Referral
 from app.tracking.service import ClickDetails, Visit, follow_link
-from tests.conftest import ON_POSTGRES
 from tests.factories import BROWSER_UA, auth, make_key, make_program, make_referrer
+from tests.settings import ON_POSTGRES
 
 SEED = 20260301
 HORIZON_DAYS = 75
@@ -62,7 +62,7 @@ UTMS = [
     ("google", "cpc", "brand"),
 ]
 MINOR_UNITS = {"USD": 2, "EUR": 2, "JPY": 0}
-PROGRAMS = [
+PROGRAMS: list[dict[str, Any]] = [
     {
         "name": "Shop US",
         "currency": "USD",
@@ -159,7 +159,7 @@ async def gather_in_batches(calls: list[Any], size: int) -> list[Any]:
 WORKERS = 8 if ON_POSTGRES else 1  # SQLite has one writer: more would only wait
 
 
-async def run_all(tasks: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
+async def run_all(tasks: Sequence[Callable[[], Awaitable[Any]]]) -> list[Any]:
     """Run the tasks, WORKERS at a time; the answers in task order."""
     gate = asyncio.Semaphore(WORKERS)
 
@@ -413,7 +413,7 @@ class Tables:
     rewards: list[Reward]
 
     def __post_init__(self) -> None:
-        self.click_by_id = {c.id: c for c in self.clicks}
+        self.click_by_id: dict[UUID | None, Any] = {c.id: c for c in self.clicks}
         self.conversion_by_id = {c.id: c for c in self.conversions}
         self.converted = {
             c.referral_id
@@ -733,8 +733,8 @@ async def test_every_endpoint_equals_a_recount(client: AsyncClient, app: Any) ->
                 start, end, interval, zone
             )
             for bucket in body["buckets"]:
-                expected = funnel_json(tallies.get(bucket["label"], Tally()), currency)
-                assert funnel_of(bucket) == expected, (
+                expected_json = funnel_json(tallies.get(bucket["label"], Tally()), currency)
+                assert funnel_of(bucket) == expected_json, (
                     program["name"],
                     interval,
                     tz,
@@ -748,7 +748,10 @@ async def test_every_endpoint_equals_a_recount(client: AsyncClient, app: Any) ->
             for order_by in ("conversions", "revenue", "referrals", "clicks"):
                 active = [(who, tally) for who, tally in tallies.items() if tally.active()]
                 active.sort(
-                    key=lambda item: (-getattr(item[1], order_by), t.referrers[item[0]].external_id)
+                    key=lambda item: (
+                        -getattr(item[1], order_by),
+                        t.referrers[cast(UUID, item[0])].external_id,
+                    )
                 )
                 for limit in (3, 500):
                     body = (
@@ -859,7 +862,9 @@ async def test_every_endpoint_equals_a_recount(client: AsyncClient, app: Any) ->
                 ],
             ),
         ):
-            params = window | ({"tz": "America/New_York"} if endpoint != "summary" else {})
+            params: dict[str, Any] = window | (
+                {"tz": "America/New_York"} if endpoint != "summary" else {}
+            )
             params |= {"limit": 500} if endpoint in ("referrers", "channels") else {}
             body = (await answer(f"{base}/{endpoint}", **params)).json()
             exported = csv_rows(await answer(f"{base}/{endpoint}", format="csv", **params))

@@ -14,7 +14,7 @@ from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.background import compact_metrics_rollups
-from app.metrics import queries, rollups
+from app.metrics import breakdowns, queries, rollups
 from app.metrics.models import ROLLUP_TABLES
 from app.metrics.periods import Window, buckets, time_zone
 from app.tracking.models import Click, Referral
@@ -63,11 +63,11 @@ async def answers(session: AsyncSession, program_id: UUID, now: datetime, rollup
         for tz in ("UTC", "Asia/Kathmandu"):
             periods = buckets(window, "day", time_zone(tz))
             found.append(await queries.by_bucket(session, scope, periods, rollups=rollups_))
-        found.append(await queries.by_channel(session, scope, 500, rollups=rollups_))
+        found.append(await breakdowns.by_channel(session, scope, 500, rollups=rollups_))
         for order_by in ORDERS:
             for limit in (2, 500):
                 found.append(
-                    await queries.by_referrer(session, scope, order_by, limit, rollups=rollups_)
+                    await breakdowns.by_referrer(session, scope, order_by, limit, rollups=rollups_)
                 )
     return found
 

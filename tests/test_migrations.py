@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.cli import alembic_config
 from app.core.db import configure_sqlite
 from app.models import Base
-from tests.conftest import DATABASE_URL
+from tests.settings import DATABASE_URL
 
 
 def _config() -> Any:

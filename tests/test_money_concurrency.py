@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from app.conversions.models import Conversion, Refund
 from app.rewards.models import Reward
 from app.tracking.models import Referral
-from tests.factories import auth, db_all, make_key, make_program, make_referrer, redeem
+from tests.factories import db_all, make_referrer, redeem
 from tests.money_factories import (
     add_rule,
     get_conversion,
@@ -25,19 +25,6 @@ from tests.money_factories import (
 )
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-async def admin(client: AsyncClient, app: Any) -> str:
-    key = await make_key(app)
-    # One request first, so that the key's last_used_at write is not part of the race.
-    assert (await client.get("/v1/programs", headers=auth(key))).status_code == 200
-    return key
-
-
-@pytest.fixture
-async def program(client: AsyncClient, admin: str) -> dict[str, Any]:
-    return await make_program(client, admin)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import pytest
 from httpx import AsyncClient
 
 from app.main import create_app
-from tests.conftest import settings_for_tests
 from tests.factories import assert_problem, auth
 from tests.money_factories import (
     add_rule,
@@ -18,6 +17,7 @@ from tests.money_factories import (
     rewards,
     setup_program,
 )
+from tests.settings import settings_for_tests
 
 # What Decimal() (or a JSON number) would take, and money refuses.
 LOOSE = [

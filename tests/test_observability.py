@@ -45,9 +45,9 @@ async def test_access_log_has_no_personal_data(
     records = [r for r in caplog.records if r.name == "app.access"]
     assert records, "no access log line"
     line = records[-1]
-    assert line.route == "/v1/redemptions"
-    assert line.status == 201
-    assert line.key_id is not None
+    assert getattr(line, "route", None) == "/v1/redemptions"
+    assert getattr(line, "status", None) == 201
+    assert getattr(line, "key_id", None) is not None
     text = json.dumps(line.__dict__, default=str)
     for secret in ("leak@example.com", "203.0.113.9", "127.0.0.1", admin):
         assert secret not in text

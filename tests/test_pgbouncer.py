@@ -29,7 +29,6 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import DATABASE_URL
 from tests.faults.server import create_admin_key, free_port, running_service, service_env
 from tests.faults.traffic import (
     Load,
@@ -42,6 +41,7 @@ from tests.faults.traffic import (
     read_stored,
     seed_program,
 )
+from tests.settings import DATABASE_URL
 
 pytestmark = pytest.mark.postgres
 

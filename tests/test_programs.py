@@ -7,18 +7,13 @@ from uuid import uuid4
 import pytest
 from httpx import AsyncClient
 
-from tests.factories import assert_problem, auth, make_key, make_program
+from tests.factories import assert_problem, auth, make_program
 
 VALID = {
     "name": "Spring referrals",
     "landing_url": "https://shop.example.com/welcome",
     "currency": "EUR",
 }
-
-
-@pytest.fixture
-async def admin(client: AsyncClient, app: Any) -> str:
-    return await make_key(app)
 
 
 async def test_create_program_defaults_and_upper_cases_currency(
@@ -38,7 +33,8 @@ async def test_create_program_defaults_and_upper_cases_currency(
     assert program["referee_offer"] is None
     assert program["allowed_origins"] == []
     created = datetime.fromisoformat(program["created_at"])
-    assert created.utcoffset() is not None and created.utcoffset().total_seconds() == 0
+    offset = created.utcoffset()
+    assert offset is not None and offset.total_seconds() == 0
 
     fetched = await client.get(f"/v1/programs/{program['id']}", headers=auth(admin))
     assert fetched.status_code == 200

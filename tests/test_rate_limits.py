@@ -7,8 +7,8 @@ import pytest
 from httpx import ASGITransport, AsyncClient
 
 from app.main import create_app
-from tests.conftest import settings_for_tests
 from tests.factories import auth, make_key, make_program, make_referrer
+from tests.settings import settings_for_tests
 
 
 def _redis_answers() -> bool:

@@ -19,24 +19,20 @@ from tests.factories import (
     redeem,
 )
 
+PROGRAM = {"name": "Friends of the shop", "referee_offer": "$10 off"}
+REFERRER = {"external_id": "cust_1", "email": "ann@example.com"}
+
 # Spelled out rather than imported, so that a change to the alphabet is a visible decision.
 UNAMBIGUOUS = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
-LOOKUP_KEYS = {"code", "valid", "state", "program_name", "referee_offer"}
-
-
-@pytest.fixture
-async def admin(client: AsyncClient, app: Any) -> str:
-    return await make_key(app)
-
-
-@pytest.fixture
-async def program(client: AsyncClient, admin: str) -> dict[str, Any]:
-    return await make_program(client, admin, name="Friends of the shop", referee_offer="$10 off")
-
-
-@pytest.fixture
-async def referrer(client: AsyncClient, admin: str, program: dict[str, Any]) -> dict[str, Any]:
-    return await make_referrer(client, admin, program["id"], "cust_1", email="ann@example.com")
+LOOKUP_KEYS = {
+    "code",
+    "valid",
+    "state",
+    "program_name",
+    "referee_offer",
+    "attribution_model",
+    "attribution_window_days",
+}
 
 
 def _in_past() -> str:
@@ -335,6 +331,8 @@ async def test_lookup_code_shows_only_what_a_widget_may(
             "state": "valid",
             "program_name": "Friends of the shop",
             "referee_offer": "$10 off",
+            "attribution_model": "last_touch",
+            "attribution_window_days": 30,
         }
 
 
@@ -451,6 +449,7 @@ async def test_patch_code_refuses_bad_input(
 async def test_patch_code_refuses_null_disabled(
     client: AsyncClient, admin: str, app: Any, referrer: dict[str, Any]
 ) -> None:
+
     code = referrer["default_code"]["code"]
     response = await client.patch(
         f"/v1/codes/{code}", json={"disabled": None, "max_redemptions": 3}, headers=auth(admin)

@@ -27,25 +27,13 @@ from tests.factories import (
 
 LANDING = "https://shop.example.com/welcome?lang=en"
 
-
-@pytest.fixture
-async def admin(client: AsyncClient, app: Any) -> str:
-    return await make_key(app)
+PROGRAM = {"landing_url": LANDING}
+REFERRER = {"email": "Ref.One@Example.com"}
 
 
 @pytest.fixture
 async def publishable(client: AsyncClient, app: Any) -> str:
     return await make_key(app, "publishable")
-
-
-@pytest.fixture
-async def program(client: AsyncClient, admin: str) -> dict[str, Any]:
-    return await make_program(client, admin, landing_url=LANDING)
-
-
-@pytest.fixture
-async def referrer(client: AsyncClient, admin: str, program: dict[str, Any]) -> dict[str, Any]:
-    return await make_referrer(client, admin, program["id"], "ref_1", email="Ref.One@Example.com")
 
 
 @pytest.fixture
@@ -55,7 +43,7 @@ def code(referrer: dict[str, Any]) -> str:
 
 def client_at(app: Any, ip: str) -> AsyncClient:
     """A client whose requests come from `ip`."""
-    transport = ASGITransport(app=app, client=(ip, 40000))  # type: ignore[arg-type]
+    transport = ASGITransport(app=app, client=(ip, 40000))
     return AsyncClient(transport=transport, base_url="http://testserver")
 
 
@@ -649,6 +637,7 @@ async def test_redeem_refuses_bad_input(
 async def test_code_row_counts_only_successes(
     client: AsyncClient, app: Any, publishable: str, code: str
 ) -> None:
+
     for i in range(3):
         assert (await redeem(client, publishable, code, f"new_{i}")).status_code == 201
     for i in range(3):

@@ -26,10 +26,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from app.main import create_app
-from tests.conftest import DATABASE_URL, settings_for_tests
 from tests.factories import BROWSER_UA, make_key, make_program
 from tests.faults.server import ServiceProcess, create_admin_key, service_env
 from tests.faults.traffic import REWARD_AMOUNT, Seeded, auth, seed_program
+from tests.settings import DATABASE_URL, settings_for_tests
 
 pytestmark = pytest.mark.postgres
 

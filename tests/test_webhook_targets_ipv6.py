@@ -10,13 +10,14 @@ from httpx import ASGITransport, AsyncClient
 from app.core.config import Settings
 from app.main import create_app
 from app.webhooks.targets import UnsafeTarget, check_target, embedded_ipv4
-from tests.conftest import settings_for_tests
 from tests.factories import assert_problem, auth, make_key
+from tests.settings import settings_for_tests
 
 STRICT = settings_for_tests(webhook_allow_private_targets=False)
 PRODUCTION = Settings(
     environment="production",
     ip_hash_salt="not-the-default",
+    pseudonym_key="not-the-default-either",
     database_url="postgresql+asyncpg://db.internal/referrals",
 )
 

@@ -20,9 +20,9 @@ from app.webhooks.dispatcher import Dispatcher
 from app.webhooks.models import WebhookDelivery, WebhookEvent
 from app.webhooks.outbox import EVENT_TYPES
 from app.webhooks.targets import UnsafeTarget, check_target
-from tests.conftest import settings_for_tests
 from tests.factories import assert_problem, auth, make_key, make_program, redeem
 from tests.money_factories import add_rule, post_refund, purchase, setup_program, transition
+from tests.settings import settings_for_tests
 from tests.webhook_receiver import Receiver, receiver_fixture  # noqa: F401
 
 FAR = timedelta(days=1)
@@ -210,6 +210,7 @@ async def test_public_targets_pass_and_production_wants_https() -> None:
     production = Settings(
         environment="production",
         ip_hash_salt="not-the-default",
+        pseudonym_key="not-the-default-either",
         database_url="postgresql+asyncpg://db.internal/referrals",
     )
     await check_target("https://8.8.8.8/hook", production)

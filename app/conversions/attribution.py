@@ -12,7 +12,7 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.programs.models import Program
+from app.programs.models import AttributionModel, Program
 from app.referrers.codes import normalize
 from app.referrers.models import Code, Referrer
 from app.tracking.models import Click, Referral
@@ -120,7 +120,7 @@ async def attribute(session: AsyncSession, purchase: Purchase) -> Decision:
         else:
             eligible.append(touch)
     if eligible:
-        pick = max if program.attribution_model == "last_touch" else min
+        pick = max if program.attribution_model == AttributionModel.LAST_TOUCH else min
         chosen = pick(eligible, key=lambda t: (t.occurred_at, t.kind == "redemption"))
         # History loses to an explicit winner by priority, to another history touch by the model.
         explicit_won = winner is not None

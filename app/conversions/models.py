@@ -1,14 +1,20 @@
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import JSON, ForeignKey, Index, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, IdMixin, UTCDateTime
+from app.core.db import Base, IdMixin, StrEnumText, UTCDateTime
 
 MONEY = Numeric(20, 4)
+
+
+class ConversionStatus(StrEnum):
+    ATTRIBUTED = "attributed"
+    UNATTRIBUTED = "unattributed"
 
 
 class Conversion(IdMixin, Base):
@@ -31,7 +37,7 @@ class Conversion(IdMixin, Base):
     amount: Mapped[Decimal] = mapped_column(MONEY)
     currency: Mapped[str] = mapped_column(String(3))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    status: Mapped[str] = mapped_column(String(16))  # attributed / unattributed
+    status: Mapped[ConversionStatus] = mapped_column(StrEnumText(ConversionStatus, 16))
     attribution_reason: Mapped[str] = mapped_column(String(32))
     attribution: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     referrer_id: Mapped[UUID | None] = mapped_column(ForeignKey("referrers.id"), index=True)

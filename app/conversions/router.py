@@ -1,4 +1,4 @@
-from typing import Annotated, Literal
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
@@ -6,6 +6,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversions import service
+from app.conversions.models import ConversionStatus
 from app.conversions.schemas import (
     Attribution,
     ConversionCreate,
@@ -14,7 +15,6 @@ from app.conversions.schemas import (
     RefundOut,
 )
 from app.core.access import Principal
-from app.core.csv import json_row
 from app.core.errors import POST_ERRORS, ValidationFailed, problem_responses
 from app.core.pagination import InvalidCursor, InvalidLimit, Page, PageParams
 from app.core.schemas import AwareDatetime
@@ -24,9 +24,8 @@ from app.http.exports import (
     CSV_RESPONSE,
     FORMAT_QUERY,
     Format,
-    all_pages,
     check_cursor,
-    csv_response,
+    paged_csv,
 )
 from app.programs.service import ProgramNotFound
 
@@ -76,7 +75,7 @@ async def list_conversions(
     program_id: UUID | None = None,
     referrer_id: UUID | None = None,
     customer_id: Annotated[str | None, Query(max_length=200)] = None,
-    status: Literal["attributed", "unattributed"] | None = None,
+    status: ConversionStatus | None = None,
     occurred_from: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     occurred_to: Annotated[AwareDatetime | None, Query(alias="to")] = None,
     format_: Annotated[Format, FORMAT_QUERY] = "json",
@@ -108,9 +107,7 @@ def _conversions_csv(
     ) -> tuple[list[ConversionOut], str | None]:
         return await service.list_conversions(session, principal, filters, params)
 
-    pages = all_pages(request.app.state.sessionmaker, fetch, cursor)
-    rows = (json_row(conversion, CSV_COLUMNS) async for conversion in pages)
-    return csv_response("conversions.csv", CSV_COLUMNS, rows)
+    return paged_csv(request, "conversions.csv", CSV_COLUMNS, fetch, cursor)
 
 
 @router.get(

@@ -5,6 +5,7 @@ from uuid import UUID
 
 from pydantic import Field, StringConstraints, model_validator
 
+from app.conversions.models import ConversionStatus
 from app.core.money import for_display
 from app.core.schemas import (
     AwareDatetime,
@@ -42,7 +43,7 @@ class ConversionOut(OutputModel):
     amount: Decimal
     currency: str
     occurred_at: datetime
-    status: Literal["attributed", "unattributed"]
+    status: ConversionStatus
     attribution_reason: str
     referrer_id: UUID | None
     referral_id: UUID | None
@@ -79,7 +80,7 @@ class Candidate(OutputModel):
 
 class Attribution(OutputModel):
     conversion_id: UUID
-    status: Literal["attributed", "unattributed"]
+    status: ConversionStatus
     reason: str
     model: str
     window_days: int

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversions.attribution import Decision, Purchase, attribute
-from app.conversions.models import Conversion, Refund
+from app.conversions.models import Conversion, ConversionStatus, Refund
 from app.conversions.schemas import (
     Attribution,
     Candidate,
@@ -31,6 +32,7 @@ from app.programs.service import get_program
 from app.referrers.models import Code, Referrer
 from app.rewards import service as ledger
 from app.rewards.rules import active_rules
+from app.rewards.schemas import RewardOut
 from app.tracking.models import Click, Referral
 from app.webhooks.outbox import emit, emit_referral_created
 
@@ -85,7 +87,8 @@ async def record_conversion(
     Returns the conversion and whether this call created it; a retry of the same body returns
     the first result, the same event_id with another body is EventConflict.
     """
-    program = await get_program(session, principal, data.program_id)
+    # Key-share: the currency read here stays the program's until this purchase commits.
+    program = await get_program(session, principal, data.program_id, key_share=True)
     if data.currency != program.currency:
         raise CurrencyMismatch(f"The program counts in {program.currency}, not {data.currency}.")
     if not has_valid_precision(data.amount, data.currency):
@@ -112,7 +115,7 @@ async def record_conversion(
                 "amount": data.amount,
                 "currency": data.currency,
                 "occurred_at": occurred_at,
-                "status": "unattributed",
+                "status": ConversionStatus.UNATTRIBUTED,
                 "attribution_reason": "organic",
                 "attribution": {},
                 "refunded_amount": Decimal(0),
@@ -182,12 +185,12 @@ async def _apply(
         .where(
             Conversion.program_id == program.id,
             Conversion.customer_id == conversion.customer_id,
-            Conversion.status == "attributed",
+            Conversion.status == ConversionStatus.ATTRIBUTED,
             Conversion.id != conversion.id,
         )
         .limit(1)
     )
-    conversion.status = "attributed"
+    conversion.status = ConversionStatus.ATTRIBUTED
     conversion.referrer_id = referrer.id
     conversion.code_id = winner.code_id
     conversion.click_id = winner.click_id
@@ -265,11 +268,28 @@ def _attribution_record(program: Program, decision: Decision) -> dict[str, Any]:
 
 
 async def conversion_out(session: AsyncSession, conversion: Conversion) -> ConversionOut:
-    code = (
-        await session.scalar(select(Code.code).where(Code.id == conversion.code_id))
-        if (conversion.code_id)
-        else None
-    )
+    return (await conversions_out(session, [conversion]))[0]
+
+
+async def conversions_out(
+    session: AsyncSession, conversions: Sequence[Conversion]
+) -> list[ConversionOut]:
+    """The answers for a page of conversions: two statements whatever the page size."""
+    code_ids = {c.code_id for c in conversions if c.code_id is not None}
+    codes: dict[UUID, str] = {}
+    if code_ids:
+        found = await session.execute(select(Code.id, Code.code).where(Code.id.in_(code_ids)))
+        codes = {code_id: code for code_id, code in found}
+    rewards = await ledger.rewards_of(session, [c.id for c in conversions])
+    return [
+        _conversion_out(c, codes.get(c.code_id) if c.code_id else None, rewards[c.id])
+        for c in conversions
+    ]
+
+
+def _conversion_out(
+    conversion: Conversion, code: str | None, rewards: list[RewardOut]
+) -> ConversionOut:
     return ConversionOut(
         id=conversion.id,
         program_id=conversion.program_id,
@@ -286,7 +306,7 @@ async def conversion_out(session: AsyncSession, conversion: Conversion) -> Conve
         click_id=conversion.click_id,
         refunded_amount=conversion.refunded_amount,
         metadata=conversion.metadata_,
-        rewards=await ledger.rewards_of(session, conversion.id),
+        rewards=rewards,
         created_at=conversion.created_at,
     )
 
@@ -305,7 +325,6 @@ async def read_conversion(
     session: AsyncSession, principal: Principal, conversion_id: UUID
 ) -> ConversionOut:
     conversion = await get_conversion(session, principal, conversion_id)
-    await ledger.approve_due(session, utcnow(), conversion_id=conversion.id)
     return await conversion_out(session, conversion)
 
 
@@ -351,7 +370,7 @@ async def list_conversions(
     ]
     query = query.where(*(condition for condition in conditions if condition is not None))
     rows, next_cursor = await paginate(session, query, Conversion, params)
-    return [await conversion_out(session, row) for row in rows], next_cursor
+    return await conversions_out(session, rows), next_cursor
 
 
 async def refund(

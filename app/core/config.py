@@ -4,6 +4,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_IP_HASH_SALT = "dev-only-ip-salt-change-me"
+DEFAULT_PSEUDONYM_KEY = "dev-only-pseudonym-key-change-me"
 
 
 class Settings(BaseSettings):
@@ -26,6 +27,8 @@ class Settings(BaseSettings):
 
     public_base_url: str = "http://localhost:8000"
     ip_hash_salt: str = DEFAULT_IP_HASH_SALT
+    # Keys the HMAC that stands in for an erased customer's id (app.customers.redaction).
+    pseudonym_key: str = DEFAULT_PSEUDONYM_KEY
     trust_forwarded_for: bool = False
 
     code_length: int = Field(default=10, ge=9, le=32)
@@ -67,6 +70,8 @@ class Settings(BaseSettings):
         if self.environment == "production":
             if self.ip_hash_salt == DEFAULT_IP_HASH_SALT:
                 raise ValueError("set REFERRAL_IP_HASH_SALT to a secret value in production")
+            if self.pseudonym_key == DEFAULT_PSEUDONYM_KEY:
+                raise ValueError("set REFERRAL_PSEUDONYM_KEY to a secret value in production")
             if self.database_url.startswith("sqlite"):
                 raise ValueError("production needs PostgreSQL, not SQLite (REFERRAL_DATABASE_URL)")
         return self

@@ -1,7 +1,7 @@
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 
 from app.core.errors import problem_responses
 from app.customers import service
@@ -15,9 +15,14 @@ router = APIRouter(tags=["customers"], responses=problem_responses(*AUTHENTICATE
 @router.delete("/v1/customers/{customer_id}", response_model=ErasureOut)
 async def erase_customer(
     customer_id: Annotated[str, Path(min_length=1, max_length=200)],
+    request: Request,
     session: SessionDep,
     principal: SecretKey,
     program_id: UUID | None = None,
 ) -> ErasureOut:
-    """GDPR erasure: anonymise the customer's personal fields; metrics stay exact."""
-    return await service.erase_customer(session, principal, customer_id, program_id)
+    """GDPR erasure: the customer's id becomes a keyed pseudonym and their personal fields go,
+    in every row and every stored copy (answers, webhook payloads, platform events); metrics
+    stay exact."""
+    return await service.erase_customer(
+        session, request.app.state.settings, principal, customer_id, program_id
+    )

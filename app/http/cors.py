@@ -19,7 +19,7 @@ from app.core.access import ApiKeyPrincipal, KeyKind, scoped
 from app.core.errors import AppError
 from app.http.auth import AnyKey
 from app.http.dependencies import SessionDep
-from app.programs.models import Program
+from app.programs.models import Program, ProgramStatus
 
 ALLOW_HEADERS = b"authorization, content-type, idempotency-key, x-request-id"
 EXPOSE_HEADERS = b"x-request-id, retry-after, idempotent-replayed"
@@ -48,7 +48,7 @@ class OriginCache:
         if time.monotonic() - self._read_at > self.ttl:
             async with self.sessionmaker() as session:
                 rows = await session.scalars(
-                    select(Program.allowed_origins).where(Program.status != "archived")
+                    select(Program.allowed_origins).where(Program.status != ProgramStatus.ARCHIVED)
                 )
                 self._origins = frozenset(origin for row in rows for origin in row or [])
             self._read_at = time.monotonic()

@@ -3,14 +3,16 @@
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal, TypeVar
 
-from fastapi import Query
+from fastapi import Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.csv import CsvTable, encode_rows
+from app.core.csv import CsvTable, encode_rows, json_row
 from app.core.pagination import PageParams, decode_cursor
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 Format = Literal["json", "csv"]
 FORMAT_QUERY = Query(alias="format", description="json (default) or csv: a streamed CSV export")
@@ -73,6 +75,24 @@ async def all_pages(
             yield row
         if cursor is None:
             return
+
+
+def paged_csv(
+    request: Request,
+    filename: str,
+    columns: Sequence[str],
+    fetch: Callable[[AsyncSession, PageParams], Awaitable[tuple[list[M], str | None]]],
+    cursor: str | None,
+) -> StreamingResponse:
+    """A list endpoint's every page as CSV, one JSON answer row per line.
+
+    Read from the read replica when one is set (REFERRAL_DATABASE_READ_URL): exports only read.
+    """
+    state = request.app.state
+    sessionmaker = state.read_sessionmaker or state.sessionmaker
+    pages = all_pages(sessionmaker, fetch, cursor)
+    rows = (json_row(row, columns) async for row in pages)
+    return csv_response(filename, columns, rows)
 
 
 def check_cursor(cursor: str | None) -> None:

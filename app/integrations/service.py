@@ -79,6 +79,7 @@ class PlatformRefund:
     amount: Decimal | None = None  # this refund alone (Shopify)
     refunded_total: Decimal | None = None  # everything refunded so far (Stripe)
     reason: str | None = None
+    remainder: bool = False  # all that is not refunded yet (a cancelled order)
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,7 @@ async def _record_purchase(
         return
     try:
         async with session.begin_nested():
-            conversion, _ = await record_conversion(session, principal, data)
+            conversion, created = await record_conversion(session, principal, data)
     except EventConflict:
         # The same platform object through another event type (say, the invoice of a
         # subscription checkout): the first one recorded stands.
@@ -320,7 +321,12 @@ async def _record_purchase(
     except AppError as exc:
         _reject(event, f"{exc.code}: {exc.detail}", purchase)
         return
-    event.outcome, event.conversion_id = "recorded", conversion.id
+    event.conversion_id = conversion.id
+    if created:
+        event.outcome = "recorded"
+    else:
+        # Another topic of the same order (orders/create, then orders/paid) said the same.
+        event.outcome, event.detail = "duplicate", "the purchase was recorded by another event"
     for reference in dict.fromkeys(purchase.references):
         await session.execute(
             insert_ignoring_conflicts(
@@ -393,6 +399,7 @@ async def _apply_parked_refunds(
                 else None
             ),
             reason=stored.get("reason"),
+            remainder=bool(stored.get("remainder", False)),
         )
         event.awaiting, event.payload = None, None
         await _apply_refund(session, principal, event, conversion_id, refund_data)
@@ -446,7 +453,9 @@ async def _apply_refund(
             Refund.conversion_id == conversion.id, Refund.refund_id == data.refund_id
         )
     )
-    if data.refunded_total is not None:
+    if data.remainder:
+        amount = conversion.amount - conversion.refunded_amount
+    elif data.refunded_total is not None:
         # Stripe says how much is refunded in all: refund what is not refunded yet.
         amount = data.refunded_total - conversion.refunded_amount
     else:

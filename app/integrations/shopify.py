@@ -1,8 +1,16 @@
 """Shopify webhooks: the `X-Shopify-Hmac-Sha256` check and the topics that become conversions.
 
-- `orders/create` → a conversion: total_price in the shop currency, the customer's id (or the
-  order's email), and the referral code from the discount codes, a `referral_code` note
-  attribute, or the `ref` the referral link put on the landing page URL.
+- `orders/paid`, and `orders/create` / `orders/updated` of an order whose financial_status says
+  its money was captured (`paid`, or `partially_refunded` / `refunded` for one paid earlier) →
+  a conversion: total_price in the shop currency, the customer's id (or the order's email), and
+  the referral code from the discount codes, a `referral_code` note attribute, or the `ref` the
+  referral link put on the landing page URL. Every topic of one order maps to the same
+  event_id, so the order is one purchase however many of them arrive. An order that is
+  `pending` (cash on delivery, bank transfer), `authorized` (not captured yet),
+  `partially_paid`, `voided` or `expired` earns nothing: it is recorded when it is paid.
+- `orders/cancelled`, or any order topic whose order has `cancelled_at`, → a full refund of
+  what is not refunded yet, once per order (its refund_id is the order's), parked like any
+  refund when the purchase is not recorded yet, so a cancelled order never earns.
 - `refunds/create` → a refund of the successful refund transactions, found by order id.
 - Other topics are acknowledged and ignored. Redeliveries carry the same
   X-Shopify-Webhook-Id and are answered `duplicate`.
@@ -28,6 +36,9 @@ from app.integrations.service import (
 
 CODE_ATTRIBUTES = ("referral_code", "ref")
 CLICK_ATTRIBUTES = ("click_id", "referral_click_id")
+ORDER_TOPICS = ("orders/create", "orders/updated", "orders/paid", "orders/cancelled")
+# An order whose money was captured; refunds since then arrive as refunds/create.
+PAID_STATUSES = frozenset({"paid", "partially_refunded", "refunded"})
 
 
 def verify_signature(body: bytes, header: str | None, secrets: list[str]) -> None:
@@ -45,8 +56,8 @@ def verify_signature(body: bytes, header: str | None, secrets: list[str]) -> Non
 
 def map_event(topic: str, payload: dict[str, Any]) -> Mapped:
     try:
-        if topic == "orders/create":
-            return _order(payload)
+        if topic in ORDER_TOPICS:
+            return _order(topic, payload)
         if topic == "refunds/create":
             return _refund(payload)
     except (KeyError, TypeError, ValueError, ArithmeticError, InvalidOperation) as exc:
@@ -100,13 +111,26 @@ def _uuid(*candidates: str | None) -> UUID | None:
     return None
 
 
-def _order(order: dict[str, Any]) -> Mapped:
+def _order_gid(order: dict[str, Any], order_id: str) -> str:
+    return _text(order.get("admin_graphql_api_id")) or f"gid://shopify/Order/{order_id}"
+
+
+def _order(topic: str, order: dict[str, Any]) -> Mapped:
     order_id = _text(order["id"])
     if order_id is None:
         raise ValueError("the order has no id")
     currency = str(order["currency"]).upper()
     if not is_currency(currency):
         raise ValueError(f"unknown currency {currency}")
+    if topic == "orders/cancelled" or _text(order.get("cancelled_at")):
+        return _cancellation(order, order_id, currency)
+    status = _text(order["financial_status"])
+    if status not in PAID_STATUSES:
+        return Skipped(
+            "ignored",
+            f"the order is {status or 'without a financial status'}, not paid: "
+            "it earns when it is paid (orders/paid)",
+        )
     customer: dict[str, Any] = order["customer"] if isinstance(order.get("customer"), dict) else {}
     email = (
         _text(order.get("email"))
@@ -127,7 +151,7 @@ def _order(order: dict[str, Any]) -> Mapped:
     ]
     occurred = _text(order.get("processed_at")) or _text(order.get("created_at"))
     return PlatformPurchase(
-        event_id=_text(order.get("admin_graphql_api_id")) or f"gid://shopify/Order/{order_id}",
+        event_id=_order_gid(order, order_id),
         customer_id=_text(customer.get("id")) or email,
         email=email.lower() if email else None,
         amount=_money(order["total_price"], currency),
@@ -143,6 +167,19 @@ def _order(order: dict[str, Any]) -> Mapped:
             "shopify_order_id": order_id,
             "shopify_order_name": _text(order.get("name")),
         },
+    )
+
+
+def _cancellation(order: dict[str, Any], order_id: str, currency: str) -> Mapped:
+    """A cancelled order gives back all that is left of it, whatever was refunded before."""
+    reason = _text(order.get("cancel_reason"))
+    return PlatformRefund(
+        # One per order: orders/cancelled and an orders/updated of the cancelled order agree.
+        refund_id=f"{_order_gid(order, order_id)}/cancellation",
+        references=[order_id],
+        currency=currency,
+        remainder=True,
+        reason=f"shopify: order cancelled ({reason})" if reason else "shopify: order cancelled",
     )
 
 

@@ -4,6 +4,9 @@
   payment methods) and `invoice.paid` → a conversion. Its event_id is the Stripe object id;
   a checkout that made an invoice (subscriptions, invoice_creation) uses the invoice id, so
   that the matching `invoice.paid` is the same purchase, not a second one.
+- Only paid money counts, as for Shopify: a checkout whose payment_status is not `paid` (a
+  delayed payment method, `unpaid` until it settles) is ignored until
+  `checkout.session.async_payment_succeeded`; `async_payment_failed` records nothing.
 - `charge.refunded` → a refund of what `amount_refunded` (cumulative) adds to what is
   already refunded, found through the payment intent, invoice or charge id.
 - Every other type is acknowledged and ignored.
@@ -79,6 +82,8 @@ def map_event(event: dict[str, Any]) -> Mapped:
             return _invoice(obj, occurred_at)
         if event_type == "charge.refunded":
             return _charge_refunded(obj)
+        if event_type == "checkout.session.async_payment_failed":
+            return Skipped("ignored", "the delayed payment failed: the checkout earns nothing")
     except (KeyError, TypeError, AttributeError, ValueError, ArithmeticError) as exc:
         return Skipped("rejected", f"the {event_type} event lacks what is needed: {exc!r}")
     return Skipped("ignored", f"{event_type or 'this event type'} is not used")
@@ -144,8 +149,14 @@ def _codes(*candidates: Any) -> list[str]:
 
 
 def _checkout_session(session: dict[str, Any], occurred_at: datetime) -> Mapped:
-    if session.get("payment_status") not in ("paid", None):
-        return Skipped("ignored", f"the checkout is {session.get('payment_status')}, not paid")
+    # "unpaid": a delayed method (bank debit, voucher) that async_payment_succeeded completes.
+    status = session["payment_status"]
+    if status != "paid":
+        return Skipped(
+            "ignored",
+            f"the checkout is {status}, not paid: "
+            "it earns when it is paid (checkout.session.async_payment_succeeded)",
+        )
     currency = _currency(session)
     metadata = _metadata(session)
     details = session.get("customer_details") or {}

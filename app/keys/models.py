@@ -4,13 +4,14 @@ from typing import Any
 from sqlalchemy import JSON, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, IdMixin, UTCDateTime
+from app.core.access import KeyKind
+from app.core.db import Base, IdMixin, StrEnumText, UTCDateTime
 
 
 class ApiKey(IdMixin, Base):
     __tablename__ = "api_keys"
 
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[KeyKind] = mapped_column(StrEnumText(KeyKind, 16))
     name: Mapped[str | None] = mapped_column(String(200))
     prefix: Mapped[str] = mapped_column(String(32))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -1,12 +1,11 @@
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 from uuid import UUID
 
 from pydantic import Field
 
+from app.core.access import KeyKind
 from app.core.schemas import InputModel, OutputModel
-
-KeyKind = Literal["admin", "secret", "publishable"]
 
 
 class ApiKeyCreate(InputModel):

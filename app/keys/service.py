@@ -37,14 +37,14 @@ def hash_key(raw_key: str) -> str:
 
 async def create_key(
     session: AsyncSession,
-    kind: KeyKind,
+    kind: KeyKind | str,
     program_ids: list[UUID] | None = None,
     name: str | None = None,
 ) -> CreatedKey:
     """Make a key of `kind`, optionally limited to `program_ids`; the secret is returned once."""
     if kind not in KIND_PREFIXES:
         raise Unprocessable(f"kind must be one of {', '.join(KIND_PREFIXES)}")
-    kind = KeyKind(kind)
+    kind = KeyKind(kind)  # validated just above; a plain string from the CLI or tests is fine
     if program_ids:
         found = set(await session.scalars(select(Program.id).where(Program.id.in_(program_ids))))
         missing = [str(pid) for pid in program_ids if pid not in found]

@@ -1,6 +1,10 @@
 """The SQL behind the metrics: rollups for whole time units, raw events for the rest.
 
-Every endpoint is one statement, so one snapshot. It sums rows of one shape — grouping keys
+Every set of measures is one statement, so one snapshot: the numbers of one funnel always agree
+with each other. (An answer made of several statements — cohorts reads its members, then its
+cells; a referrer's metrics add rewards and a balance — reads each at its own snapshot under
+READ COMMITTED, so a write landing between them can show in one part only.) A statement sums
+rows of one shape — grouping keys
 `k0…` and the eight additive measures — from parts combined with UNION ALL and grouped:
 
 - raw parts, one per event table (clicks, referrals, conversions, rewards), counting the events
@@ -50,12 +54,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import Grouping as ParenthesisGroup
 
-from app.conversions.models import Conversion
+from app.conversions.models import Conversion, ConversionStatus
 from app.core.db import UTCDateTime, is_postgres
 from app.metrics.models import channel_rollups, program_rollups, referrer_rollups
 from app.metrics.periods import Bucket, Window
 from app.metrics.rollups import GRAINS, Span, spans
-from app.referrers.models import Referrer
 from app.rewards.models import Reward
 from app.tracking.models import Click, Referral
 
@@ -111,14 +114,14 @@ ACTIVITY = ("clicks", "referrals", "conversions")
 SOURCES = ("clicks", "referrals", "conversions", "rewards")
 
 
-class _Sums:
+class Sums:
     """Exact money sums for the session's dialect."""
 
     def __init__(self, session: AsyncSession):
         self.postgres = is_postgres(session)
 
     @classmethod
-    async def start(cls, session: AsyncSession) -> "_Sums":
+    async def start(cls, session: AsyncSession) -> "Sums":
         sums = cls(session)
         if sums.postgres:
             # JIT would spend longer compiling these statements than they take to run; a
@@ -190,7 +193,7 @@ class _Ranges:
     def join(self, query: Select[Any], moment: Any) -> Select[Any]:
         if self.table is None:
             return query
-        return query.join(self.table, _within(moment, self.table))
+        return query.join(self.table, within(moment, self.table))
 
     def bucket(self, moment: Any) -> ColumnElement[Any]:
         if self.table is not None:
@@ -290,11 +293,11 @@ class ByChannel(Grouping):
         return [table.c[name].label(f"k{i}") for i, name in enumerate(self.NAMES)]
 
 
-def _within(moment: Any, periods: Any) -> ColumnElement[bool]:
+def within(moment: Any, periods: Any) -> ColumnElement[bool]:
     return and_(moment >= periods.c.lo, moment < periods.c.hi)
 
 
-def _in_window(moment: Any, window: Window) -> ColumnElement[bool]:
+def in_window(moment: Any, window: Window) -> ColumnElement[bool]:
     return and_(moment >= window.start, moment < window.end)
 
 
@@ -323,10 +326,10 @@ def _measure_row(**given: Any) -> list[ColumnElement[Any]]:
     return [given.get(name, ZERO).label(name) for name in COUNT_COLUMNS]
 
 
-def _raw_parts(
+def raw_parts(
     scope: Scope,
     grouping: Grouping,
-    sums: _Sums,
+    sums: Sums,
     raw: Sequence[Span],
     sources: Sequence[str] = SOURCES,
     referrers: Any = None,
@@ -372,7 +375,9 @@ def _raw_parts(
         purchase = aliased(Conversion, name="purchase")
         converted = (
             exists()
-            .where(purchase.referral_id == Referral.id, purchase.status == "attributed")
+            .where(
+                purchase.referral_id == Referral.id, purchase.status == ConversionStatus.ATTRIBUTED
+            )
             .correlate(Referral)
         )
         parts.extend(
@@ -401,7 +406,7 @@ def _raw_parts(
                 ).select_from(Conversion),
                 source,
                 Conversion.program_id == scope.program_id,
-                Conversion.status == "attributed",
+                Conversion.status == ConversionStatus.ATTRIBUTED,
             )
         )
     if "rewards" in sources:
@@ -428,9 +433,7 @@ def _raw_parts(
     return parts
 
 
-def _rollup_filters(
-    scope: Scope, table: Table, rolled: Sequence[Span]
-) -> list[ColumnElement[bool]]:
+def rollup_filters(scope: Scope, table: Table, rolled: Sequence[Span]) -> list[ColumnElement[bool]]:
     """The rollup rows of the units inside `rolled`: a plain range of one grain each.
 
     One part per range keeps every part an index range scan; many ranges share one condition.
@@ -468,11 +471,11 @@ def _rollup_parts(
         query = query.where(rows.referrer_id == scope.referrer_id)
     if referrers is not None:
         query = query.where(rows.referrer_id.in_(referrers))
-    return [query.where(within) for within in _rollup_filters(scope, table, rolled)]
+    return [query.where(within) for within in rollup_filters(scope, table, rolled)]
 
 
 @dataclass(frozen=True)
-class _Plan:
+class Plan:
     """Which parts of the ranges come from which rollup table, and which are counted raw."""
 
     table: Table | None
@@ -483,7 +486,7 @@ class _Plan:
         self,
         scope: Scope,
         grouping: Grouping,
-        sums: _Sums,
+        sums: Sums,
         sources: Sequence[str] = SOURCES,
         referrers: Any = None,
     ) -> list[Select[Any]]:
@@ -491,28 +494,28 @@ class _Plan:
         if self.table is not None and self.rolled:
             parts += _rollup_parts(scope, grouping, self.table, self.rolled, referrers)
         if self.raw:
-            parts += _raw_parts(scope, grouping, sums, self.raw, sources, referrers)
+            parts += raw_parts(scope, grouping, sums, self.raw, sources, referrers)
         return parts
 
 
-def _plan(
+def make_plan(
     scope: Scope,
     grouping: Grouping,
-    sums: _Sums,
+    sums: Sums,
     ranges: Sequence[tuple[int, datetime, datetime]],
     rollups: bool,
-) -> _Plan:
+) -> Plan:
     table = grouping.rollup_table(scope) if rollups and sums.postgres else None
     grains = GRAINS[table.name] if table is not None else ()
     found = [piece for i, lo, hi in ranges for piece in spans(i, lo, hi, grains)]
-    return _Plan(
+    return Plan(
         table,
         [piece for piece in found if piece.grain is not None],
         [piece for piece in found if piece.grain is None],
     )
 
 
-def _combined(parts: Sequence[Select[Any]], size: int) -> tuple[list[Any], dict[str, Any]]:
+def combined(parts: Sequence[Select[Any]], size: int) -> tuple[list[Any], dict[str, Any]]:
     """The parts as one subquery: its key columns, and each measure summed over the parts."""
     combined = union_all(*parts).subquery("parts")
     keys = [combined.c[f"k{i}"] for i in range(size)]
@@ -520,11 +523,11 @@ def _combined(parts: Sequence[Select[Any]], size: int) -> tuple[list[Any], dict[
     return keys, measures
 
 
-def _active(measures: dict[str, Any]) -> ColumnElement[bool]:
+def active(measures: dict[str, Any]) -> ColumnElement[bool]:
     return or_(*(measures[name] > 0 for name in ACTIVITY))
 
 
-def _counts(row: Any, sums: _Sums) -> Counts:
+def counts_of(row: Any, sums: Sums) -> Counts:
     mapping = row._mapping
     values_: dict[str, Any] = {}
     for name in COUNT_COLUMNS:
@@ -537,307 +540,29 @@ def _counts(row: Any, sums: _Sums) -> Counts:
     return Counts(**values_)
 
 
-def _whole(scope: Scope) -> list[tuple[int, datetime, datetime]]:
+def whole(scope: Scope) -> list[tuple[int, datetime, datetime]]:
     return [(0, scope.window.start, scope.window.end)]
 
 
 async def total(session: AsyncSession, scope: Scope, *, rollups: bool = True) -> Counts:
     """The measures over the whole scope."""
-    sums = await _Sums.start(session)
+    sums = await Sums.start(session)
     grouping = Grouping()
-    plan = _plan(scope, grouping, sums, _whole(scope), rollups)
-    _, measures = _combined(plan.parts(scope, grouping, sums), 0)
+    plan = make_plan(scope, grouping, sums, whole(scope), rollups)
+    _, measures = combined(plan.parts(scope, grouping, sums), 0)
     row = (await session.execute(select(*measures.values()))).one()
-    return _counts(row, sums)
+    return counts_of(row, sums)
 
 
 async def by_bucket(
     session: AsyncSession, scope: Scope, periods: Sequence[Bucket], *, rollups: bool = True
 ) -> list[Counts]:
     """The measures per bucket, in bucket order, empty buckets included."""
-    sums = await _Sums.start(session)
+    sums = await Sums.start(session)
     grouping = ByBucket()
     ranges = [(bucket.index, bucket.start, bucket.end) for bucket in periods]
-    plan = _plan(scope, grouping, sums, ranges, rollups)
-    keys, measures = _combined(plan.parts(scope, grouping, sums), 1)
+    plan = make_plan(scope, grouping, sums, ranges, rollups)
+    keys, measures = combined(plan.parts(scope, grouping, sums), 1)
     query = select(*keys, *measures.values()).group_by(*keys)
-    found = {row.k0: _counts(row, sums) for row in await session.execute(query)}
+    found = {row.k0: counts_of(row, sums) for row in await session.execute(query)}
     return [found.get(bucket.index, Counts()) for bucket in periods]
-
-
-@dataclass(frozen=True)
-class ReferrerCounts:
-    referrer_id: UUID
-    external_id: str
-    name: str | None
-    counts: Counts
-
-
-# Sparse measures the leaderboard ranks by from a partial index of the referrer rollups:
-# the event table they come from, and the index's predicate.
-RANKABLE = {
-    "conversions": (
-        "conversions",
-        or_(referrer_rollups.c.conversions != ZERO, referrer_rollups.c.revenue != ZERO),
-    ),
-    "revenue": (
-        "conversions",
-        or_(referrer_rollups.c.conversions != ZERO, referrer_rollups.c.revenue != ZERO),
-    ),
-    "referrals": ("referrals", referrer_rollups.c.referrals != ZERO),
-}
-
-
-async def by_referrer(
-    session: AsyncSession, scope: Scope, order_by: str, limit: int, *, rollups: bool = True
-) -> list[ReferrerCounts]:
-    """Referrers with a click, referral or conversion in the window, best first by `order_by`.
-
-    Ties go to the smaller external_id. From rollups, a sparse order (conversions, revenue,
-    referrals) first ranks only the referrers whose measure is positive, then sums every
-    measure of the top `limit`; when fewer than `limit` have a positive measure, the rest are
-    ties at zero and every active referrer is summed instead.
-    """
-    sums = await _Sums.start(session)
-    grouping = ByReferrer()
-    plan = _plan(scope, grouping, sums, _whole(scope), rollups)
-    if plan.table is not None and order_by in RANKABLE:
-        top = _top_referrers(scope, grouping, sums, plan, order_by, limit)
-        rows = await _leaderboard(session, scope, grouping, sums, plan, order_by, limit, top)
-        if len(rows) == limit:
-            return rows
-    return await _leaderboard(session, scope, grouping, sums, plan, order_by, limit, None)
-
-
-def _top_referrers(
-    scope: Scope, grouping: Grouping, sums: _Sums, plan: _Plan, order_by: str, limit: int
-) -> CTE:
-    """The `limit` referrers with the largest positive `order_by`, from the sparse rows only."""
-    source, predicate = RANKABLE[order_by]
-    parts: list[Select[Any]] = []
-    if plan.rolled:
-        rows = referrer_rollups.c
-        sparse = select(rows.referrer_id.label("k0"), rows[order_by].label("m")).where(predicate)
-        for within in _rollup_filters(scope, referrer_rollups, plan.rolled):
-            parts.append(sparse.where(within))
-    if plan.raw:
-        for part in _raw_parts(scope, grouping, sums, plan.raw, (source,), name="rank_periods"):
-            raw = part.subquery()
-            parts.append(select(raw.c.k0, raw.c[order_by].label("m")))
-    combined = union_all(*parts).subquery("ranked_parts")
-    measure = func.sum(combined.c.m)
-    # The largest `limit` measures with their ties first: only those need an external_id.
-    ranked = (
-        select(combined.c.k0, measure.label("m"))
-        .group_by(combined.c.k0)
-        .having(measure > 0)
-        .order_by(measure.desc())
-        .fetch(limit, with_ties=True)
-        .subquery("ranked")
-    )
-    return (
-        select(ranked.c.k0)
-        .join(Referrer, Referrer.id == ranked.c.k0)
-        .order_by(ranked.c.m.desc(), Referrer.external_id, Referrer.id)
-        .limit(limit)
-        .cte("top_referrers")
-    )
-
-
-async def _leaderboard(
-    session: AsyncSession,
-    scope: Scope,
-    grouping: Grouping,
-    sums: _Sums,
-    plan: _Plan,
-    order_by: str,
-    limit: int,
-    top: CTE | None,
-) -> list[ReferrerCounts]:
-    referrers = select(top.c.k0) if top is not None else None
-    parts = plan.parts(scope, grouping, sums, referrers=referrers)
-    keys, measures = _combined(parts, 1)
-    totals = (
-        select(*keys, *measures.values())
-        .group_by(*keys)
-        .having(_active(measures))
-        .subquery("referrer_totals")
-    )
-    query = (
-        select(
-            Referrer.id,
-            Referrer.external_id,
-            Referrer.name,
-            *(totals.c[name] for name in COUNT_COLUMNS),
-        )
-        .select_from(totals.join(Referrer, Referrer.id == totals.c.k0))
-        .order_by(totals.c[order_by].desc(), Referrer.external_id, Referrer.id)
-        .limit(limit)
-    )
-    if referrers is not None:
-        # Tells the planner how few they are: the names come from index lookups.
-        query = query.where(Referrer.id.in_(referrers))
-    return [
-        ReferrerCounts(row.id, row.external_id, row.name, _counts(row, sums))
-        for row in await session.execute(query)
-    ]
-
-
-@dataclass(frozen=True)
-class ChannelCounts:
-    utm_source: str
-    utm_medium: str
-    utm_campaign: str
-    counts: Counts
-
-
-async def by_channel(
-    session: AsyncSession, scope: Scope, limit: int, *, rollups: bool = True
-) -> list[ChannelCounts]:
-    """Channels (utm source / medium / campaign) by clicks, then conversions, then name."""
-    sums = await _Sums.start(session)
-    grouping = ByChannel()
-    plan = _plan(scope, grouping, sums, _whole(scope), rollups)
-    keys, measures = _combined(plan.parts(scope, grouping, sums), 3)
-    query = (
-        select(*keys, *measures.values())
-        .group_by(*keys)
-        .having(_active(measures))
-        .order_by(measures["clicks"].desc(), measures["conversions"].desc(), *keys)
-        .limit(limit)
-    )
-    return [
-        ChannelCounts(row.k0, row.k1, row.k2, _counts(row, sums))
-        for row in await session.execute(query)
-    ]
-
-
-@dataclass(frozen=True)
-class RewardSum:
-    recipient: str
-    unit: str
-    status: str
-    amount: Decimal
-
-
-async def referrer_rewards(session: AsyncSession, scope: Scope) -> list[RewardSum]:
-    """The referrer's rewards (both recipients) whose conversion occurred in the window."""
-    assert scope.referrer_id is not None
-    sums = await _Sums.start(session)
-    query = (
-        select(
-            Reward.recipient, Reward.unit, Reward.status, sums.money(Reward.amount).label("amount")
-        )
-        .join(Conversion, Conversion.id == Reward.conversion_id)
-        .where(
-            Reward.referrer_id == scope.referrer_id,
-            Conversion.program_id == scope.program_id,
-            _in_window(Conversion.occurred_at, scope.window),
-        )
-        .group_by(Reward.recipient, Reward.unit, Reward.status)
-    )
-    return [
-        RewardSum(row.recipient, row.unit, row.status, sums.value(row.amount))
-        for row in await session.execute(query)
-    ]
-
-
-@dataclass(frozen=True)
-class CohortCell:
-    purchases: int
-    revenue: Decimal
-
-
-@dataclass
-class CohortCounts:
-    """customers[(kind, cohort index)] and cells[(kind, cohort index, purchase index)]."""
-
-    customers: dict[tuple[str, int], int]
-    cells: dict[tuple[str, int, int], CohortCell]
-
-
-async def cohorts(session: AsyncSession, scope: Scope, months: Sequence[Bucket]) -> CohortCounts:
-    """Referred customers by month of referral, unattributed ones by month of first purchase.
-
-    Purchases are all of the customer's conversions in the program (attributed or not) from
-    the referral (or first purchase) on and before the window's end, by month of purchase.
-    """
-    sums = await _Sums.start(session)
-    window = scope.window
-    table = periods_cte(months, "months")
-    cohort_month = table.alias("cohort_month")
-    purchase_month = table.alias("purchase_month")
-    revenue = sums.money(Conversion.amount - Conversion.refunded_amount).label("revenue")
-
-    referred_members = (
-        select(cohort_month.c.i, func.count().label("customers"))
-        .select_from(Referral)
-        .join(cohort_month, _within(Referral.occurred_at, cohort_month))
-        .where(Referral.program_id == scope.program_id, _in_window(Referral.occurred_at, window))
-        .group_by(cohort_month.c.i)
-    )
-    referred_cells = (
-        select(cohort_month.c.i, purchase_month.c.i.label("j"), func.count().label("n"), revenue)
-        .select_from(Referral)
-        .join(cohort_month, _within(Referral.occurred_at, cohort_month))
-        .join(
-            Conversion,
-            and_(
-                Conversion.program_id == Referral.program_id,
-                Conversion.customer_id == Referral.customer_id,
-                Conversion.occurred_at >= Referral.occurred_at,
-                Conversion.occurred_at < window.end,
-            ),
-        )
-        .join(purchase_month, _within(Conversion.occurred_at, purchase_month))
-        .where(Referral.program_id == scope.program_id, _in_window(Referral.occurred_at, window))
-        .group_by(cohort_month.c.i, purchase_month.c.i)
-    )
-
-    referred = aliased(Referral, name="referred")
-    first_at = func.min(Conversion.occurred_at)
-    firsts = (
-        select(Conversion.customer_id.label("customer_id"), first_at.label("first_at"))
-        .where(
-            Conversion.program_id == scope.program_id,
-            ~exists().where(
-                referred.program_id == scope.program_id,
-                referred.customer_id == Conversion.customer_id,
-            ),
-        )
-        .group_by(Conversion.customer_id)
-        .having(_in_window(first_at, window))
-        .subquery("first_purchases")
-    )
-    organic_members = (
-        select(cohort_month.c.i, func.count().label("customers"))
-        .select_from(firsts)
-        .join(cohort_month, _within(firsts.c.first_at, cohort_month))
-        .group_by(cohort_month.c.i)
-    )
-    organic_cells = (
-        select(cohort_month.c.i, purchase_month.c.i.label("j"), func.count().label("n"), revenue)
-        .select_from(firsts)
-        .join(cohort_month, _within(firsts.c.first_at, cohort_month))
-        .join(
-            Conversion,
-            and_(
-                Conversion.program_id == scope.program_id,
-                Conversion.customer_id == firsts.c.customer_id,
-                Conversion.occurred_at < window.end,
-            ),
-        )
-        .join(purchase_month, _within(Conversion.occurred_at, purchase_month))
-        .group_by(cohort_month.c.i, purchase_month.c.i)
-    )
-
-    found = CohortCounts(customers={}, cells={})
-    for kind, members, cells in (
-        ("referred", referred_members, referred_cells),
-        ("unattributed", organic_members, organic_cells),
-    ):
-        for row in await session.execute(members.add_cte(table)):
-            found.customers[(kind, row.i)] = int(row.customers)
-        for row in await session.execute(cells.add_cte(table)):
-            found.cells[(kind, row.i, row.j)] = CohortCell(int(row.n), sums.value(row.revenue))
-    return found

@@ -1,4 +1,8 @@
-"""Program metrics, counted straight from the raw events.
+"""Program metrics: the funnel, time series, leaderboards, channels and cohorts.
+
+The numbers come from app.metrics.queries: rollups for whole time units on Postgres (kept by the
+triggers of migration 0006) plus the raw events of the partial edges, so they equal a recount
+of the raw events.
 
 Definitions (exact; the README repeats them). A range is half-open, `[from, to)`, and every
 event counts at its own `occurred_at` — the time the click, referral or purchase happened, not
@@ -50,8 +54,9 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Principal
+from app.core.db import utcnow
 from app.core.money import quantize
-from app.metrics import queries
+from app.metrics import breakdowns, cohort_queries, queries
 from app.metrics.periods import Interval, Window, buckets, time_zone
 from app.metrics.queries import Counts, Scope
 from app.metrics.schemas import (
@@ -177,7 +182,7 @@ async def referrers(
 ) -> Leaderboard:
     """Referrers with activity in the window, by `order_by` descending, ties by external_id."""
     program = await get_program(session, principal, program_id)
-    rows = await queries.by_referrer(
+    rows = await breakdowns.by_referrer(
         reader or session, Scope(program.id, program.currency, window), order_by, limit
     )
     return Leaderboard(
@@ -209,7 +214,7 @@ async def channels(
     """The funnel per utm source / medium / campaign, by clicks, then conversions, then name."""
     program = await get_program(session, principal, program_id)
     scope = Scope(program.id, program.currency, window)
-    rows = await queries.by_channel(reader or session, scope, limit)
+    rows = await breakdowns.by_channel(reader or session, scope, limit)
     return Channels(
         program_id=program.id,
         currency=program.currency,
@@ -237,14 +242,14 @@ async def referrer_metrics(
     """One referrer's funnel and rewards over the window, and their balance now.
 
     The funnel is counted through `reader`; the balance and the rewards by status come from
-    the session, which approves due rewards first (a write), so that those two agree.
+    the session, both read at the same `now`, so that they agree.
     """
     referrer, program = await get_referrer(session, principal, referrer_id)
-    # First: the balance approves rewards whose hold has ended, so both parts agree.
-    balance_now = await balance(session, referrer)
+    now = utcnow()
+    balance_now = await balance(session, referrer, now)
     scope = Scope(program.id, program.currency, window, referrer_id=referrer.id)
     counts = await queries.total(reader or session, scope)
-    sums = await queries.referrer_rewards(session, scope)
+    sums = await breakdowns.referrer_rewards(session, scope, now)
     totals: dict[tuple[str, str], dict[str, Decimal]] = {}
     for line in sums:
         totals.setdefault((line.recipient, line.unit), {})[line.status] = line.amount
@@ -287,7 +292,7 @@ async def cohorts(
     months = buckets(window, "month", zone)
     program = await get_program(session, principal, program_id)
     scope = Scope(program.id, program.currency, window)
-    found = await queries.cohorts(reader or session, scope, months)
+    found = await cohort_queries.cohorts(reader or session, scope, months)
     rows: list[Cohort] = []
     for kind in ("referred", "unattributed"):
         for month in months:

@@ -1,10 +1,31 @@
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
+from uuid import UUID
 
-from sqlalchemy import JSON, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, IdMixin, UTCDateTime, utcnow
+from app.core.db import Base, IdMixin, StrEnumText, UTCDateTime, utcnow
+
+
+class ProgramStatus(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    ARCHIVED = "archived"
+
+
+class AttributionModel(StrEnum):
+    LAST_TOUCH = "last_touch"
+    FIRST_TOUCH = "first_touch"
+
+
+class RedemptionProof(StrEnum):
+    """What a publishable key's redemption must show (app.tracking.service)."""
+
+    NONE = "none"
+    CLICK_OR_TOKEN = "click_or_token"
+    TOKEN = "token"
 
 
 class Program(IdMixin, Base):
@@ -12,10 +33,28 @@ class Program(IdMixin, Base):
 
     name: Mapped[str] = mapped_column(String(200))
     landing_url: Mapped[str] = mapped_column(String(2048))
-    attribution_model: Mapped[str] = mapped_column(String(16), default="last_touch")
+    attribution_model: Mapped[AttributionModel] = mapped_column(
+        StrEnumText(AttributionModel, 16), default=AttributionModel.LAST_TOUCH
+    )
     attribution_window_days: Mapped[int] = mapped_column(Integer, default=30)
-    status: Mapped[str] = mapped_column(String(16), default="active")
+    status: Mapped[ProgramStatus] = mapped_column(
+        StrEnumText(ProgramStatus, 16), default=ProgramStatus.ACTIVE
+    )
     currency: Mapped[str] = mapped_column(String(3))
     referee_offer: Mapped[str | None] = mapped_column(Text)
     allowed_origins: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    redemption_proof: Mapped[RedemptionProof] = mapped_column(
+        StrEnumText(RedemptionProof, 16), default=RedemptionProof.NONE, server_default="none"
+    )
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class CustomerTokenSecret(IdMixin, Base):
+    """A program's key for customer tokens (app.programs.tokens); two at once for rotation."""
+
+    __tablename__ = "customer_token_secrets"
+
+    program_id: Mapped[UUID] = mapped_column(ForeignKey("programs.id"), index=True)
+    # Stored as made: checking an HMAC needs the plain secret, and there is no KMS to wrap it.
+    secret: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16))

@@ -4,7 +4,7 @@ import math
 import secrets
 from datetime import datetime
 
-from app.programs.models import Program
+from app.programs.models import Program, ProgramStatus
 from app.referrers.models import Code
 
 # No 0/O, 1/I/L: codes are read aloud and typed from screenshots.
@@ -28,7 +28,7 @@ def code_state(code: Code, program: Program, now: datetime) -> str:
 
     One of valid, disabled, expired, exhausted, program_not_active.
     """
-    if program.status != "active":
+    if program.status != ProgramStatus.ACTIVE:
         return "program_not_active"
     if code.disabled:
         return "disabled"

@@ -5,6 +5,7 @@ from uuid import UUID
 from pydantic import AfterValidator, Field, StringConstraints
 
 from app.core.schemas import AwareDatetime, Email, ExternalId, InputModel, Metadata, OutputModel
+from app.programs.schemas import AttributionModel
 
 VanityCode = Annotated[
     str,
@@ -68,6 +69,9 @@ class CodeLookup(OutputModel):
     state: CodeState
     program_name: str
     referee_offer: str | None
+    # The storefront snippet keeps a code as long as the program attributes it, by its model.
+    attribution_model: AttributionModel
+    attribution_window_days: int
 
 
 class ReferrerOut(OutputModel):

@@ -233,7 +233,8 @@ async def find_code(
 
 
 async def lookup_code(session: AsyncSession, principal: Principal, text: str) -> CodeLookup:
-    """What a widget may show of a code: whether it is valid and the referee's offer."""
+    """What a widget may show of a code: whether it is valid, the referee's offer, and how long
+    (and by which model) the program attributes a visit through it."""
     code, program = await find_code(session, principal, text)
     state = code_state(code, program, utcnow())
     return CodeLookup(
@@ -242,6 +243,8 @@ async def lookup_code(session: AsyncSession, principal: Principal, text: str) ->
         state=state,
         program_name=program.name,
         referee_offer=program.referee_offer,
+        attribution_model=program.attribution_model,
+        attribution_window_days=program.attribution_window_days,
     )
 
 

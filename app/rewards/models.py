@@ -7,7 +7,8 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, Numeric, Strin
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.conversions.models import MONEY
-from app.core.db import Base, IdMixin, UTCDateTime, utcnow
+from app.core.db import Base, IdMixin, StrEnumText, UTCDateTime, utcnow
+from app.rewards.states import EntryType, Recipient, RewardStatus, RuleKind, Trigger
 
 
 class RewardRule(IdMixin, Base):
@@ -19,13 +20,13 @@ class RewardRule(IdMixin, Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     name: Mapped[str | None] = mapped_column(String(200))
-    recipient: Mapped[str] = mapped_column(String(16))  # referrer / referee
-    kind: Mapped[str] = mapped_column(String(16))  # fixed / percent / points
+    recipient: Mapped[Recipient] = mapped_column(StrEnumText(Recipient, 16))
+    kind: Mapped[RuleKind] = mapped_column(StrEnumText(RuleKind, 16))
     amount: Mapped[Decimal | None] = mapped_column(MONEY)
     percent: Mapped[Decimal | None] = mapped_column(Numeric(7, 4))
     points: Mapped[int | None] = mapped_column(Integer)
     currency: Mapped[str | None] = mapped_column(String(3))
-    trigger: Mapped[str] = mapped_column(String(16))  # first_purchase / every_purchase
+    trigger: Mapped[Trigger] = mapped_column(StrEnumText(Trigger, 16))
     min_order_amount: Mapped[Decimal | None] = mapped_column(MONEY)
     tiers: Mapped[list[Any]] = mapped_column(JSON, default=list)
     max_rewards_per_referrer: Mapped[int | None] = mapped_column(Integer)
@@ -59,16 +60,18 @@ class Reward(IdMixin, Base):
     rule_id: Mapped[UUID] = mapped_column(ForeignKey("reward_rules.id"))
     rule_version: Mapped[int] = mapped_column(Integer)
     referrer_id: Mapped[UUID] = mapped_column(ForeignKey("referrers.id"), index=True)
-    recipient: Mapped[str] = mapped_column(String(16))  # referrer / referee
+    recipient: Mapped[Recipient] = mapped_column(StrEnumText(Recipient, 16))
     # The recipient's id at the merchant: the referrer's external_id or the referee's customer_id.
     recipient_id: Mapped[str] = mapped_column(String(200))
-    entry_type: Mapped[str] = mapped_column(String(16), default="reward")  # reward / clawback
+    entry_type: Mapped[EntryType] = mapped_column(
+        StrEnumText(EntryType, 16), default=EntryType.REWARD
+    )
     adjusts_reward_id: Mapped[UUID | None] = mapped_column(ForeignKey("rewards.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[RuleKind] = mapped_column(StrEnumText(RuleKind, 16))
     unit: Mapped[str] = mapped_column(String(8))  # a currency code, or "points"
     amount: Mapped[Decimal] = mapped_column(MONEY)
     original_amount: Mapped[Decimal] = mapped_column(MONEY)
-    status: Mapped[str] = mapped_column(String(16))  # pending / approved / paid / reversed
+    status: Mapped[RewardStatus] = mapped_column(StrEnumText(RewardStatus, 16))
     hold_until: Mapped[datetime] = mapped_column(UTCDateTime)
     approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

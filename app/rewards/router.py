@@ -6,7 +6,6 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Principal
-from app.core.csv import json_row
 from app.core.errors import PATCH_ERRORS, POST_ERRORS, ValidationFailed, problem_responses
 from app.core.pagination import InvalidCursor, InvalidLimit, Page, PageParams
 from app.core.schemas import AwareDatetime
@@ -16,9 +15,8 @@ from app.http.exports import (
     CSV_RESPONSE,
     FORMAT_QUERY,
     Format,
-    all_pages,
     check_cursor,
-    csv_response,
+    paged_csv,
 )
 from app.programs.service import ProgramNotFound
 from app.referrers.service import ReferrerNotFound, get_referrer
@@ -33,6 +31,7 @@ from app.rewards.schemas import (
     RuleOut,
     RuleUpdate,
 )
+from app.rewards.states import InvalidTransition
 
 router = APIRouter(tags=["rewards"], responses=problem_responses(*AUTHENTICATED_ERRORS))
 
@@ -125,14 +124,10 @@ def _rewards_csv(
     ) -> tuple[list[RewardOut], str | None]:
         return await service.list_rewards(session, principal, filters, params)
 
-    pages = all_pages(request.app.state.sessionmaker, fetch, cursor)
-    rows = (json_row(reward, REWARD_CSV_COLUMNS) async for reward in pages)
-    return csv_response("rewards.csv", REWARD_CSV_COLUMNS, rows)
+    return paged_csv(request, "rewards.csv", REWARD_CSV_COLUMNS, fetch, cursor)
 
 
-TRANSITION_ERRORS = problem_responses(
-    service.RewardNotFound, service.InvalidTransition, *POST_ERRORS
-)
+TRANSITION_ERRORS = problem_responses(service.RewardNotFound, InvalidTransition, *POST_ERRORS)
 
 
 @router.post(

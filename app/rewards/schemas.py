@@ -1,17 +1,14 @@
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal, Self
+from typing import Annotated, Self
 from uuid import UUID
 
 from pydantic import Field, model_validator
 
 from app.core.money import for_display
 from app.core.schemas import Currency, InputModel, OutputModel, PositiveMoney
+from app.rewards.states import EntryType, Recipient, RewardStatus, RuleKind, Trigger
 
-Recipient = Literal["referrer", "referee"]
-RuleKind = Literal["fixed", "percent", "points"]
-Trigger = Literal["first_purchase", "every_purchase"]
-RewardStatus = Literal["pending", "approved", "paid", "reversed"]
 Percent = Annotated[Decimal, Field(gt=0, le=100, decimal_places=4)]
 Points = Annotated[int, Field(gt=0, le=100_000_000)]
 
@@ -59,14 +56,14 @@ def check_value(
 class RuleCreate(RuleValues):
     name: Annotated[str, Field(max_length=200)] | None = None
     recipient: Recipient
-    trigger: Trigger = "first_purchase"
+    trigger: Trigger = Trigger.FIRST_PURCHASE
     min_order_amount: PositiveMoney | None = None
     max_rewards_per_referrer: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     hold_days: Annotated[int, Field(ge=0, le=365)] = 0
 
     @model_validator(mode="after")
     def _tiers_for_referrers(self) -> Self:
-        if self.tiers and self.recipient != "referrer":
+        if self.tiers and self.recipient != Recipient.REFERRER:
             raise ValueError("tiers count a referrer's successful referrals: referrer rules only")
         return self
 
@@ -146,7 +143,7 @@ class RewardOut(OutputModel):
     referrer_id: UUID
     recipient: Recipient
     recipient_id: str
-    entry_type: Literal["reward", "clawback"]
+    entry_type: EntryType
     adjusts_reward_id: UUID | None
     kind: RuleKind
     unit: str = Field(description="A currency code, or 'points'")

@@ -7,12 +7,22 @@ from decimal import Decimal, localcontext
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, distinct, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    distinct,
+    func,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.conversions.models import Conversion
-from app.core.access import Principal, get_visible, program_scope, scoped
-from app.core.db import is_postgres, utcnow
+from app.conversions.models import Conversion, ConversionStatus
+from app.core.access import Principal, get_visible, scoped
+from app.core.db import StrEnumText, is_postgres, utcnow
 from app.core.errors import AppError
 from app.core.money import quantize
 from app.core.pagination import PageParams, paginate
@@ -20,6 +30,17 @@ from app.programs.models import Program
 from app.referrers.models import Referrer
 from app.rewards.models import Reward, RewardRule
 from app.rewards.schemas import Balance, BalanceLine, RewardOut
+from app.rewards.states import (
+    Action,
+    EntryType,
+    Recipient,
+    RewardStatus,
+    RuleKind,
+    Trigger,
+    next_status,
+    reads_as,
+    statuses_allowing,
+)
 from app.tracking.models import Referral
 from app.webhooks.outbox import emit_reward_ids, emit_rewards
 
@@ -29,10 +50,6 @@ SWEEP_BATCH = 1000
 
 class RewardNotFound(AppError):
     status, code, title = 404, "reward_not_found", "Reward not found"
-
-
-class InvalidTransition(AppError):
-    status, code, title = 409, "invalid_transition", "The reward cannot make that transition"
 
 
 @dataclass(frozen=True)
@@ -54,7 +71,7 @@ async def create_rewards(
     rewards: list[Reward] = []
     successful_referrals: int | None = None
     for rule in rules:
-        if rule.trigger == "first_purchase" and not paid.is_first_purchase:
+        if rule.trigger == Trigger.FIRST_PURCHASE and not paid.is_first_purchase:
             continue
         if rule.min_order_amount is not None and conversion.amount < rule.min_order_amount:
             continue
@@ -67,7 +84,7 @@ async def create_rewards(
             "percent": rule.percent,
             "points": rule.points,
         }
-        if rule.tiers and rule.recipient == "referrer":
+        if rule.tiers and rule.recipient == Recipient.REFERRER:
             if successful_referrals is None:
                 successful_referrals = await _successful_referrals(session, paid.referrer.id)
             values = _tier_values(rule.tiers, successful_referrals) or values
@@ -86,15 +103,20 @@ async def create_rewards(
             recipient=rule.recipient,
             recipient_id=(
                 paid.referrer.external_id
-                if rule.recipient == "referrer"
+                if rule.recipient == Recipient.REFERRER
                 else paid.referral.customer_id
             ),
-            entry_type="reward",
+            entry_type=EntryType.REWARD,
             kind=rule.kind,
             unit=unit,
             amount=value,
             original_amount=value,
-            status="approved" if due else "pending",
+            # Born pending, and released at once when its hold is already over.
+            status=(
+                next_status(EntryType.REWARD, RewardStatus.PENDING, Action.RELEASE)
+                if due
+                else RewardStatus.PENDING
+            ),
             hold_until=hold_until,
             approved_at=now if due else None,
         )
@@ -105,10 +127,12 @@ async def create_rewards(
     return rewards
 
 
-def _reward_value(kind: str, values: dict[str, Any], conversion: Conversion) -> tuple[Decimal, str]:
-    if kind == "points":
+def _reward_value(
+    kind: RuleKind, values: dict[str, Any], conversion: Conversion
+) -> tuple[Decimal, str]:
+    if kind == RuleKind.POINTS:
         return Decimal(int(values["points"])), POINTS
-    if kind == "fixed":
+    if kind == RuleKind.FIXED:
         return Decimal(values["amount"]), conversion.currency
     share = conversion.amount * Decimal(values["percent"]) / 100
     return quantize(share, conversion.currency), conversion.currency
@@ -133,8 +157,8 @@ async def _rewards_given(session: AsyncSession, rule_id: UUID, referrer_id: UUID
         .where(
             Reward.rule_id == rule_id,
             Reward.referrer_id == referrer_id,
-            Reward.entry_type == "reward",
-            Reward.status != "reversed",
+            Reward.entry_type == EntryType.REWARD,
+            Reward.status != RewardStatus.REVERSED,
         )
     )
     return int(count or 0)
@@ -145,7 +169,7 @@ async def _successful_referrals(session: AsyncSession, referrer_id: UUID) -> int
     count = await session.scalar(
         select(func.count(distinct(Conversion.referral_id))).where(
             Conversion.referrer_id == referrer_id,
-            Conversion.status == "attributed",
+            Conversion.status == ConversionStatus.ATTRIBUTED,
             Conversion.referral_id.is_not(None),
         )
     )
@@ -162,25 +186,25 @@ async def adjust_for_refund(session: AsyncSession, conversion: Conversion, now: 
     rewards = list(
         await session.scalars(
             select(Reward)
-            .where(Reward.conversion_id == conversion.id, Reward.entry_type == "reward")
+            .where(Reward.conversion_id == conversion.id, Reward.entry_type == EntryType.REWARD)
             .order_by(Reward.created_at, Reward.id)
             .with_for_update()
         )
     )
     remaining = conversion.amount - conversion.refunded_amount
     for reward in rewards:
-        if reward.status == "reversed":
+        if reward.status == RewardStatus.REVERSED:
             continue
         target = _target_after_refund(reward, remaining, conversion.amount)
-        if reward.status in ("pending", "approved"):
+        if reward.status != RewardStatus.PAID:
             if target <= 0:
-                _reverse(reward, now, "refund")
+                _reverse(reward, now, "refund", Action.REFUND)
             else:
                 reward.amount = target
             continue
         clawed = await session.scalar(
             select(func.coalesce(func.sum(Reward.amount), 0)).where(
-                Reward.adjusts_reward_id == reward.id, Reward.status != "reversed"
+                Reward.adjusts_reward_id == reward.id, Reward.status != RewardStatus.REVERSED
             )
         )
         delta = target - (reward.amount + Decimal(clawed or 0))
@@ -195,13 +219,14 @@ async def adjust_for_refund(session: AsyncSession, conversion: Conversion, now: 
                     referrer_id=reward.referrer_id,
                     recipient=reward.recipient,
                     recipient_id=reward.recipient_id,
-                    entry_type="clawback",
+                    entry_type=EntryType.CLAWBACK,
                     adjusts_reward_id=reward.id,
                     kind=reward.kind,
                     unit=reward.unit,
                     amount=delta,
                     original_amount=delta,
-                    status="approved",
+                    # Owed back at once: it nets out of the next payout.
+                    status=RewardStatus.APPROVED,
                     hold_until=now,
                     approved_at=now,
                 )
@@ -213,7 +238,7 @@ async def adjust_for_refund(session: AsyncSession, conversion: Conversion, now: 
 def _target_after_refund(reward: Reward, remaining: Decimal, amount: Decimal) -> Decimal:
     if remaining <= 0:
         return Decimal(0)
-    if reward.kind != "percent":
+    if reward.kind != RuleKind.PERCENT:
         return reward.original_amount
     # Multiply before dividing, with room to spare: an exact half cent must round half-even,
     # not be pushed over by a rounded share (0.03 * 0.05 / 0.30 is 0.005, so 0.00).
@@ -223,31 +248,23 @@ def _target_after_refund(reward: Reward, remaining: Decimal, amount: Decimal) ->
     return quantize(share, reward.unit)
 
 
-def _reverse(reward: Reward, now: datetime, reason: str) -> None:
-    reward.status = "reversed"
+def _reverse(reward: Reward, now: datetime, reason: str, action: Action) -> None:
+    reward.status = next_status(reward.entry_type, reward.status, action)
     reward.reversed_at = now
     reward.reversal_reason = reason
 
 
-async def approve_due(
-    session: AsyncSession,
-    now: datetime,
-    *,
-    program_ids: frozenset[UUID] | None = None,
-    referrer_id: UUID | None = None,
-    conversion_id: UUID | None = None,
-) -> int:
+async def approve_due(session: AsyncSession, now: datetime) -> int:
     """Approve pending rewards whose hold has ended; rows locked elsewhere are left for later.
 
     Safe with several replicas: on Postgres the rows are claimed with FOR UPDATE SKIP LOCKED.
     """
-    query = select(Reward.id).where(Reward.status == "pending", Reward.hold_until <= now)
-    if program_ids is not None:
-        query = query.where(Reward.program_id.in_(program_ids))
-    if referrer_id is not None:
-        query = query.where(Reward.referrer_id == referrer_id)
-    if conversion_id is not None:
-        query = query.where(Reward.conversion_id == conversion_id)
+    releasable = statuses_allowing(EntryType.REWARD, Action.RELEASE)
+    query = select(Reward.id).where(
+        Reward.entry_type == EntryType.REWARD,
+        Reward.status.in_(releasable),
+        Reward.hold_until <= now,
+    )
     query = query.limit(SWEEP_BATCH)
     if is_postgres(session):
         query = query.with_for_update(skip_locked=True)
@@ -256,8 +273,8 @@ async def approve_due(
         return 0
     result = await session.execute(
         update(Reward)
-        .where(Reward.id.in_(ids), Reward.status == "pending")
-        .values(status="approved", approved_at=Reward.hold_until)
+        .where(Reward.id.in_(ids), Reward.status.in_(releasable))
+        .values(status=RewardStatus.APPROVED, approved_at=Reward.hold_until)
         .execution_options(synchronize_session=False)
     )
     await emit_reward_ids(session, "reward.approved", ids)
@@ -274,12 +291,33 @@ async def get_reward(
     return await get_visible(session, query, principal, RewardNotFound, Reward.program_id)
 
 
+def status_as_read(now: datetime) -> ColumnElement[RewardStatus]:
+    """Reward.status as a read shows it at `now` (see states.reads_as), for filters and sums."""
+    releasable = statuses_allowing(EntryType.REWARD, Action.RELEASE)
+    due = and_(
+        Reward.entry_type == EntryType.REWARD,
+        Reward.status.in_(releasable),
+        Reward.hold_until <= now,
+    )
+    released = next_status(EntryType.REWARD, RewardStatus.PENDING, Action.RELEASE)
+    return type_coerce(
+        case((due, released.value), else_=Reward.status), StrEnumText(RewardStatus, 16)
+    )
+
+
+def reward_out(reward: Reward, now: datetime) -> RewardOut:
+    """The entry as a read shows it: a reward past its hold reads approved since hold_until."""
+    out = RewardOut.model_validate(reward)
+    shown = reads_as(reward.entry_type, reward.status, reward.hold_until, now)
+    if shown != reward.status:
+        out = out.model_copy(update={"status": shown, "approved_at": reward.hold_until})
+    return out
+
+
 async def approve(session: AsyncSession, principal: Principal, reward_id: UUID) -> RewardOut:
     """pending → approved, before the hold ends."""
     reward = await get_reward(session, principal, reward_id, for_update=True)
-    if reward.status != "pending":
-        raise InvalidTransition(f"A {reward.status} reward cannot be approved.")
-    reward.status = "approved"
+    reward.status = next_status(reward.entry_type, reward.status, Action.APPROVE)
     reward.approved_at = utcnow()
     await session.flush()
     await emit_rewards(session, "reward.approved", [reward])
@@ -292,11 +330,10 @@ async def mark_paid(
     """approved → paid (a pending reward whose hold has ended counts as approved)."""
     reward = await get_reward(session, principal, reward_id, for_update=True)
     now = utcnow()
-    if reward.status == "pending" and reward.hold_until <= now:
-        reward.status, reward.approved_at = "approved", reward.hold_until
-    if reward.status != "approved":
-        raise InvalidTransition(f"A {reward.status} reward cannot be paid; approve it first.")
-    reward.status = "paid"
+    if reward.status == RewardStatus.PENDING and reward.hold_until <= now:
+        reward.status = next_status(reward.entry_type, reward.status, Action.RELEASE)
+        reward.approved_at = reward.hold_until
+    reward.status = next_status(reward.entry_type, reward.status, Action.PAY)
     reward.paid_at = now
     reward.payout_reference = payout_reference
     await session.flush()
@@ -309,9 +346,7 @@ async def reverse(
 ) -> RewardOut:
     """pending or approved → reversed; a paid reward is clawed back by a refund instead."""
     reward = await get_reward(session, principal, reward_id, for_update=True)
-    if reward.status not in ("pending", "approved"):
-        raise InvalidTransition(f"A {reward.status} reward cannot be reversed.")
-    _reverse(reward, utcnow(), reason)
+    _reverse(reward, utcnow(), reason, Action.REVERSE)
     await session.flush()
     await emit_rewards(session, "reward.reversed", [reward])
     return RewardOut.model_validate(reward)
@@ -327,13 +362,13 @@ class RewardFilters:
     created_to: datetime | None = None
 
 
-def _filtered(principal: Principal, filters: RewardFilters) -> Select[Any]:
+def _filtered(principal: Principal, filters: RewardFilters, now: datetime) -> Select[Any]:
     query = scoped(select(Reward), principal, Reward.program_id, Reward.referrer_id)
     conditions = [
         Reward.program_id == filters.program_id if filters.program_id else None,
         Reward.referrer_id == filters.referrer_id if filters.referrer_id else None,
         Reward.conversion_id == filters.conversion_id if filters.conversion_id else None,
-        Reward.status == filters.status if filters.status else None,
+        status_as_read(now) == filters.status if filters.status else None,
         Reward.created_at >= filters.created_from if filters.created_from else None,
         Reward.created_at < filters.created_to if filters.created_to else None,
     ]
@@ -343,31 +378,40 @@ def _filtered(principal: Principal, filters: RewardFilters) -> Select[Any]:
 async def list_rewards(
     session: AsyncSession, principal: Principal, filters: RewardFilters, params: PageParams
 ) -> tuple[list[RewardOut], str | None]:
-    """Ledger entries matching the filters; due rewards are approved first, so reads are current."""
-    # Approve only inside what the key may see: a read never touches another program.
-    scope = program_scope(principal, filters.program_id)
-    await approve_due(session, utcnow(), program_ids=scope, referrer_id=filters.referrer_id)
-    rows, next_cursor = await paginate(session, _filtered(principal, filters), Reward, params)
-    return [RewardOut.model_validate(row) for row in rows], next_cursor
+    """Ledger entries matching the filters, as a read shows them (states.reads_as)."""
+    now = utcnow()
+    rows, next_cursor = await paginate(session, _filtered(principal, filters, now), Reward, params)
+    return [reward_out(row, now) for row in rows], next_cursor
 
 
-async def rewards_of(session: AsyncSession, conversion_id: UUID) -> list[RewardOut]:
+async def rewards_of(
+    session: AsyncSession, conversion_ids: Sequence[UUID]
+) -> dict[UUID, list[RewardOut]]:
+    """The ledger entries of each conversion, oldest first, in one statement."""
+    now = utcnow()
+    found: dict[UUID, list[RewardOut]] = {conversion_id: [] for conversion_id in conversion_ids}
+    if not found:
+        return found
     rows = await session.scalars(
         select(Reward)
-        .where(Reward.conversion_id == conversion_id)
+        .where(Reward.conversion_id.in_(found))
         .order_by(Reward.created_at, Reward.id)
         .execution_options(populate_existing=True)
     )
-    return [RewardOut.model_validate(row) for row in rows]
+    for row in rows:
+        found[row.conversion_id].append(reward_out(row, now))
+    return found
 
 
-async def balance(session: AsyncSession, referrer: Referrer) -> Balance:
+async def balance(
+    session: AsyncSession, referrer: Referrer, now: datetime | None = None
+) -> Balance:
     """Per unit (currency or points): pending, approved, paid, owed and payable."""
-    await approve_due(session, utcnow(), referrer_id=referrer.id)
+    shown = status_as_read(now or utcnow())
     rows = await session.execute(
-        select(Reward.unit, Reward.status, func.sum(Reward.amount))
-        .where(Reward.referrer_id == referrer.id, Reward.recipient == "referrer")
-        .group_by(Reward.unit, Reward.status)
+        select(Reward.unit, shown, func.sum(Reward.amount))
+        .where(Reward.referrer_id == referrer.id, Reward.recipient == Recipient.REFERRER)
+        .group_by(Reward.unit, shown)
     )
     totals: dict[str, dict[str, Decimal]] = {}
     for unit, status, amount in rows:

@@ -11,6 +11,7 @@ from app.http.cors import OriginNotAllowed, WidgetKey
 from app.http.dependencies import SessionDep
 from app.http.ratelimit import PublicRateLimit, RateLimited, client_ip, limit_code_lookup
 from app.programs.service import ProgramNotActive
+from app.programs.tokens import CustomerTokenExpired, CustomerTokenInvalid
 from app.referrers.service import CodeNotFound
 from app.tracking import service
 from app.tracking.click_writer import ClickWriter
@@ -73,12 +74,19 @@ async def record_click(
         service.SelfReferral,
         service.AlreadyReferred,
         service.ClickNotFound,
+        service.RedemptionProofRequired,
+        service.ClickCodeMismatch,
+        service.ClickAlreadyUsed,
+        CustomerTokenInvalid,
+        CustomerTokenExpired,
         OriginNotAllowed,
     ),
 )
 async def redeem(
     body: RedemptionCreate, session: SessionDep, principal: WidgetKey, _rate: PublicRateLimit
 ) -> RedemptionOut:
+    """A new customer redeems a code. A program with `redemption_proof` wants a widget's
+    redemption to carry a click on the code or a customer token; a secret key is trusted."""
     return await service.redeem(session, principal, body)
 
 

@@ -35,6 +35,12 @@ class RedemptionCreate(InputModel):
     customer_id: ExternalId
     email: Email | None = None
     click_id: UUID | None = None
+    customer_token: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = Field(
+        default=None,
+        description="rct1.<expires>.<signature>: the merchant's backend vouches for customer_id "
+        "(README: customer tokens). Checked whenever given; required by programs whose "
+        "redemption_proof asks for it.",
+    )
 
 
 class RedemptionOut(OutputModel):

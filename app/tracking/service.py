@@ -6,15 +6,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID, uuid4
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.access import Principal
+from app.core.access import ApiKeyPrincipal, KeyKind, Principal
 from app.core.config import Settings
 from app.core.db import insert_ignoring_conflicts, utcnow
 from app.core.errors import AppError
-from app.programs.models import Program
+from app.programs.models import Program, ProgramStatus, RedemptionProof
 from app.programs.service import ensure_active
+from app.programs.tokens import check_token
 from app.referrers.codes import code_state
 from app.referrers.models import Code, Referrer
 from app.referrers.service import CodeCache, find_code, increment_redemptions
@@ -45,8 +46,24 @@ class AlreadyReferred(AppError):
     status, code, title = 409, "already_referred", "The customer is already referred"
 
 
+# Without the customer's id: a stored Idempotency-Key answer keeps no personal data of its own.
+ALREADY_REFERRED = "The customer is already referred in this program."
+
+
 class ClickNotFound(AppError):
     status, code, title = 422, "click_not_found", "No such click in this program"
+
+
+class RedemptionProofRequired(AppError):
+    status, code, title = 422, "redemption_proof_required", "The redemption needs a proof"
+
+
+class ClickCodeMismatch(AppError):
+    status, code, title = 422, "click_code_mismatch", "The click was on another code"
+
+
+class ClickAlreadyUsed(AppError):
+    status, code, title = 409, "click_already_used", "The click belongs to another customer"
 
 
 @dataclass(frozen=True)
@@ -114,7 +131,7 @@ async def follow_link(
     Raises CodeNotFound for a code that does not exist.
     """
     code, program = await find_code(session, None, code_text, cache=cache)
-    if program.status != "active":
+    if program.status != ProgramStatus.ACTIVE:
         return None, code, program
     click = await _store_click(
         session, settings, code, program, details, visit, source="link", writer=writer
@@ -189,6 +206,9 @@ async def redeem(
     """A new customer redeems a code: the referral is made, and one use of the code taken."""
     code, program = await find_code(session, principal, data.code)
     ensure_active(program)
+    # Before anything that answers differently per customer (already_referred): without the
+    # proof a widget key learns nothing about the customer it names.
+    proof_required = await _check_proof(session, principal, program, code, data)
     state = code_state(code, program, utcnow())
     if state == "disabled":
         raise CodeDisabled()
@@ -201,8 +221,10 @@ async def redeem(
     ):
         raise SelfReferral("The customer is the code's own referrer.")
     if await _referral_exists(session, program.id, data.customer_id):
-        raise AlreadyReferred(f"Customer {data.customer_id!r} is already referred in this program.")
+        raise AlreadyReferred(ALREADY_REFERRED)
     click = await _customer_click(session, program.id, data.click_id) if data.click_id else None
+    if click is not None and proof_required:
+        await _claim_click(session, click, data.customer_id)
     if not await increment_redemptions(session, code):
         raise CodeExhausted()
     now = utcnow()
@@ -227,7 +249,7 @@ async def redeem(
     )
     if result.scalar() is None:
         # Lost a race with a concurrent redemption by the same customer; the code use rolls back.
-        raise AlreadyReferred(f"Customer {data.customer_id!r} is already referred in this program.")
+        raise AlreadyReferred(ALREADY_REFERRED)
     await emit_referral_created(session, referral_id)
     if click is not None and click.customer_id is None:
         click.customer_id = data.customer_id
@@ -241,6 +263,52 @@ async def redeem(
         click_id=click.id if click else None,
         created_at=now,
     )
+
+
+async def _check_proof(
+    session: AsyncSession,
+    principal: Principal,
+    program: Program,
+    code: Code,
+    data: RedemptionCreate,
+) -> bool:
+    """Check a given customer token; for a widget key of a program that asks for proof,
+    require one (program.redemption_proof). Returns whether the click must be claimed."""
+    if data.customer_token is not None:
+        await check_token(session, program.id, data.customer_id, data.customer_token, utcnow())
+    widget = isinstance(principal, ApiKeyPrincipal) and principal.kind == KeyKind.PUBLISHABLE
+    if not widget or program.redemption_proof == RedemptionProof.NONE:
+        return False
+    if data.click_id is not None:
+        click = await _customer_click(session, program.id, data.click_id)
+        if click.code_id != code.id:
+            raise ClickCodeMismatch("The click_id is of a click on another code.")
+    if data.customer_token is not None:
+        return data.click_id is not None
+    if program.redemption_proof == RedemptionProof.CLICK_OR_TOKEN and data.click_id is not None:
+        return True
+    wanted = (
+        "a customer_token"
+        if program.redemption_proof == RedemptionProof.TOKEN
+        else "the click_id of a click on this code, or a customer_token"
+    )
+    raise RedemptionProofRequired(f"This program takes a widget's redemption with {wanted}.")
+
+
+async def _claim_click(session: AsyncSession, click: Click, customer_id: str) -> None:
+    """A click proves one customer's visit: the first redemption naming it takes it, atomically."""
+    result = await session.execute(
+        update(Click)
+        .where(
+            Click.id == click.id,
+            or_(Click.customer_id.is_(None), Click.customer_id == customer_id),
+        )
+        .values(customer_id=customer_id)
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise ClickAlreadyUsed("The click is tied to another customer; a click proves one visit.")
+    click.customer_id = customer_id
 
 
 async def _referral_exists(session: AsyncSession, program_id: UUID, customer_id: str) -> bool:

@@ -33,7 +33,13 @@ from sqlalchemy.orm import aliased
 from app.core.config import Settings
 from app.core.db import is_postgres, utcnow
 from app.core.telemetry import WEBHOOK_DELIVERIES
-from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from app.webhooks.models import (
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from app.webhooks.targets import UnsafeTarget, check_target
 
 logger = logging.getLogger("app.webhooks")
@@ -142,7 +148,7 @@ class Dispatcher:
         waits_for_earlier = exists().where(
             earlier.endpoint_id == delivery.endpoint_id,
             earlier.object_id == delivery.object_id,
-            earlier.status == "pending",
+            earlier.status == DeliveryStatus.PENDING,
             or_(
                 earlier.ordered_at < delivery.ordered_at,
                 and_(earlier.ordered_at == delivery.ordered_at, earlier.id < delivery.id),
@@ -153,7 +159,7 @@ class Dispatcher:
             .join(WebhookEndpoint, WebhookEndpoint.id == delivery.endpoint_id)
             .join(WebhookEvent, WebhookEvent.id == delivery.event_id)
             .where(
-                delivery.status == "pending",
+                delivery.status == DeliveryStatus.PENDING,
                 delivery.next_attempt_at <= now,
                 WebhookEndpoint.enabled.is_(True),
                 ~waits_for_earlier,
@@ -235,12 +241,12 @@ class Dispatcher:
                 row.response_excerpt = answer.excerpt
                 row.error = answer.error
                 if answer.succeeded:
-                    row.status, row.delivered_at = "succeeded", now
+                    row.status, row.delivered_at = DeliveryStatus.SUCCEEDED, now
                     outcome = "succeeded"
                 else:
                     retry_at = now + self._backoff(row.attempts)
                     if retry_at > row.created_at + window:
-                        row.status, outcome = "failed", "failed"
+                        row.status, outcome = DeliveryStatus.FAILED, "failed"
                     else:
                         row.next_attempt_at, outcome = retry_at, "retrying"
                 WEBHOOK_DELIVERIES.labels(outcome).inc()

@@ -1,11 +1,18 @@
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, IdMixin, UTCDateTime, utcnow
+from app.core.db import Base, IdMixin, StrEnumText, UTCDateTime, utcnow
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
 
 
 class WebhookEndpoint(IdMixin, Base):
@@ -57,7 +64,9 @@ class WebhookDelivery(IdMixin, Base):
     object_id: Mapped[str] = mapped_column(String(64))
     # The event's time (a redelivery's own): a delivery waits for earlier ones of its object.
     ordered_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending/succeeded/failed
+    status: Mapped[DeliveryStatus] = mapped_column(
+        StrEnumText(DeliveryStatus, 16), default=DeliveryStatus.PENDING
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

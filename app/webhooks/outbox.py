@@ -19,8 +19,9 @@ from app.core.db import utcnow
 from app.referrers.models import Code
 from app.rewards.models import Reward
 from app.rewards.schemas import RewardOut
+from app.rewards.states import RewardStatus
 from app.tracking.models import Referral
-from app.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
+from app.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 EventType = Literal[
     "referral.created",
@@ -71,7 +72,7 @@ async def emit_rewards(
     for reward in rewards:
         out = RewardOut.model_validate(reward)
         await emit(session, reward.program_id, event_type, out)
-        if event_type == "reward.created" and reward.status == "approved":
+        if event_type == "reward.created" and reward.status == RewardStatus.APPROVED:
             await emit(session, reward.program_id, "reward.approved", out)
 
 
@@ -202,7 +203,7 @@ async def _queue(
                 "endpoint_id": endpoint_id,
                 "object_id": object_id,
                 "ordered_at": now,
-                "status": "pending",
+                "status": DeliveryStatus.PENDING,
                 "attempts": 0,
                 "next_attempt_at": now,
             }

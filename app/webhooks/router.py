@@ -1,4 +1,3 @@
-from typing import Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
@@ -9,6 +8,7 @@ from app.http.auth import AUTHENTICATED_ERRORS, SecretKey
 from app.http.dependencies import PageDep, SessionDep
 from app.programs.service import ProgramNotFound
 from app.webhooks import service
+from app.webhooks.models import DeliveryStatus
 from app.webhooks.schemas import (
     DeliveryOut,
     EndpointCreate,
@@ -95,7 +95,7 @@ async def list_deliveries(
     session: SessionDep,
     principal: SecretKey,
     page: PageDep,
-    status: Literal["pending", "succeeded", "failed"] | None = None,
+    status: DeliveryStatus | None = None,
 ) -> Page[DeliveryOut]:
     """What was sent to the endpoint, what it answered on each attempt, and what is pending."""
     rows, next_cursor = await service.list_deliveries(session, principal, endpoint_id, page, status)

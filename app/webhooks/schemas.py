@@ -1,10 +1,11 @@
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import Field, field_validator
 
 from app.core.schemas import HttpUrl, InputModel, OutputModel
+from app.webhooks.models import DeliveryStatus
 from app.webhooks.outbox import EventType
 
 EventTypes = Annotated[list[EventType], Field(min_length=1, max_length=20)]
@@ -70,7 +71,7 @@ class DeliveryOut(OutputModel):
     webhook_id: str = Field(description="The webhook-id header: the same on every retry.")
     event_type: str
     object_id: str
-    status: Literal["pending", "succeeded", "failed"]
+    status: DeliveryStatus
     attempt_count: int
     next_attempt_at: datetime | None
     last_attempt_at: datetime | None

@@ -13,7 +13,13 @@ from app.core.errors import AppError, Forbidden, Unprocessable
 from app.core.pagination import PageParams, paginate
 from app.programs.service import get_program
 from app.webhooks.dispatcher import message_id, new_secret
-from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from app.webhooks.models import (
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from app.webhooks.schemas import (
     AttemptOut,
     DeliveryOut,
@@ -176,7 +182,7 @@ async def _deliveries_out(session: AsyncSession, rows: list[WebhookDelivery]) ->
             object_id=row.object_id,
             status=row.status,
             attempt_count=row.attempts,
-            next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
+            next_attempt_at=row.next_attempt_at if row.status == DeliveryStatus.PENDING else None,
             last_attempt_at=row.last_attempt_at,
             response_status=row.response_status,
             response_excerpt=row.response_excerpt,
@@ -207,7 +213,7 @@ async def redeliver(session: AsyncSession, principal: Principal, delivery_id: UU
         session, query, principal, DeliveryNotFound, WebhookEndpoint.program_id
     )
     now = utcnow()
-    if original.status == "pending":
+    if original.status == DeliveryStatus.PENDING:
         original.next_attempt_at = min(original.next_attempt_at, now)
         await session.flush()
         return (await _deliveries_out(session, [original]))[0]
@@ -218,7 +224,7 @@ async def redeliver(session: AsyncSession, principal: Principal, delivery_id: UU
         endpoint_id=original.endpoint_id,
         object_id=original.object_id,
         ordered_at=now,
-        status="pending",
+        status=DeliveryStatus.PENDING,
         attempts=0,
         next_attempt_at=now,
         redelivery_of=original.id,

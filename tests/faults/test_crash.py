@@ -18,7 +18,6 @@ from uuid import uuid4
 
 import pytest
 
-from tests.conftest import DATABASE_URL
 from tests.faults.server import ServiceProcess, create_admin_key, running_service, service_env
 from tests.faults.traffic import (
     Load,
@@ -28,6 +27,7 @@ from tests.faults.traffic import (
     read_stored,
     seed_program,
 )
+from tests.settings import DATABASE_URL
 
 pytestmark = pytest.mark.postgres
 

@@ -18,7 +18,6 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import DATABASE_URL
 from tests.faults.server import ServiceProcess, create_admin_key, running_service, service_env
 from tests.faults.traffic import (
     Attempt,
@@ -30,6 +29,7 @@ from tests.faults.traffic import (
     read_stored,
     seed_program,
 )
+from tests.settings import DATABASE_URL
 
 pytestmark = pytest.mark.postgres
 

@@ -22,9 +22,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from tests.conftest import DATABASE_URL
 from tests.faults.server import ServiceProcess, create_admin_key, running_service, service_env
 from tests.faults.traffic import LogicalRequest, Seeded, click, conversion, seed_program
+from tests.settings import DATABASE_URL
 
 pytestmark = pytest.mark.postgres
 

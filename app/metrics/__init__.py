@@ -1,0 +1,1 @@
+"""Metrics: exact funnels, time series, leaderboards, channels and cohorts, with rollups."""

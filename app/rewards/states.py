@@ -1,0 +1,123 @@
+"""The ledger's states and the one table of the transitions between them.
+
+Every function that moves a reward (the approval sweep, approve, mark-paid, reverse, refunds)
+asks `TRANSITIONS` whether the move is allowed: nothing else decides it. A reward entry is
+what a rule paid; a clawback entry is a negative entry that offsets a paid reward after a
+refund, so it is never reversed (that would silently undo the refund's netting).
+"""
+
+from datetime import datetime
+from enum import StrEnum
+
+from app.core.errors import AppError
+
+
+class RewardStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    PAID = "paid"
+    REVERSED = "reversed"
+
+
+class EntryType(StrEnum):
+    REWARD = "reward"
+    CLAWBACK = "clawback"
+
+
+class Recipient(StrEnum):
+    REFERRER = "referrer"
+    REFEREE = "referee"
+
+
+class RuleKind(StrEnum):
+    FIXED = "fixed"
+    PERCENT = "percent"
+    POINTS = "points"
+
+
+class Trigger(StrEnum):
+    FIRST_PURCHASE = "first_purchase"
+    EVERY_PURCHASE = "every_purchase"
+
+
+class Action(StrEnum):
+    """What is done to an entry; `release` is the end of its hold, `refund` a full refund."""
+
+    RELEASE = "release"
+    APPROVE = "approve"
+    PAY = "pay"
+    REVERSE = "reverse"
+    REFUND = "refund"
+
+
+# (entry type, from, action) → to. A pair missing here is refused with 409 invalid_transition.
+TRANSITIONS: dict[tuple[EntryType, RewardStatus, Action], RewardStatus] = {
+    (EntryType.REWARD, RewardStatus.PENDING, Action.RELEASE): RewardStatus.APPROVED,
+    (EntryType.REWARD, RewardStatus.PENDING, Action.APPROVE): RewardStatus.APPROVED,
+    (EntryType.REWARD, RewardStatus.APPROVED, Action.PAY): RewardStatus.PAID,
+    (EntryType.REWARD, RewardStatus.PENDING, Action.REVERSE): RewardStatus.REVERSED,
+    (EntryType.REWARD, RewardStatus.APPROVED, Action.REVERSE): RewardStatus.REVERSED,
+    (EntryType.REWARD, RewardStatus.PENDING, Action.REFUND): RewardStatus.REVERSED,
+    (EntryType.REWARD, RewardStatus.APPROVED, Action.REFUND): RewardStatus.REVERSED,
+    # A clawback is born approved (it nets out of what is owed) and is settled with the payout.
+    (EntryType.CLAWBACK, RewardStatus.APPROVED, Action.PAY): RewardStatus.PAID,
+}
+
+# Why a refused move is refused, for the message; the table alone decides.
+_HINTS = {
+    (EntryType.REWARD, RewardStatus.PAID, Action.REVERSE): "a refund claws a paid reward back",
+    (EntryType.REWARD, RewardStatus.PENDING, Action.PAY): "approve it first",
+    (EntryType.CLAWBACK, RewardStatus.APPROVED, Action.REVERSE): (
+        "a clawback offsets a refunded, paid reward and stays"
+    ),
+}
+
+
+_PAST = {
+    Action.RELEASE: "released",
+    Action.APPROVE: "approved",
+    Action.PAY: "paid",
+    Action.REVERSE: "reversed",
+    Action.REFUND: "reversed by a refund",
+}
+
+
+class InvalidTransition(AppError):
+    status, code, title = 409, "invalid_transition", "The reward cannot make that transition"
+
+
+def next_status(entry_type: EntryType, status: RewardStatus, action: Action) -> RewardStatus:
+    """The status after `action`, or InvalidTransition when the table does not allow it."""
+    target = TRANSITIONS.get((entry_type, status, action))
+    if target is None:
+        hint = _HINTS.get((entry_type, status, action))
+        entry = "reward" if entry_type == EntryType.REWARD else "clawback entry"
+        verb = _PAST[action]
+        raise InvalidTransition(
+            f"A {status} {entry} cannot be {verb}" + (f": {hint}." if hint else ".")
+        )
+    return target
+
+
+def reads_as(
+    entry_type: EntryType, status: RewardStatus, hold_until: datetime, now: datetime
+) -> RewardStatus:
+    """What a read shows: a pending reward whose hold has ended is approved.
+
+    Reads never write: the approval sweep (app.background) makes the stored status agree within
+    a housekeeping interval, and emits `reward.approved` then.
+    """
+    if (
+        status == RewardStatus.PENDING
+        and hold_until <= now
+        and (entry_type, status, Action.RELEASE) in TRANSITIONS
+    ):
+        return TRANSITIONS[(entry_type, status, Action.RELEASE)]
+    return status
+
+
+def statuses_allowing(entry_type: EntryType, action: Action) -> frozenset[RewardStatus]:
+    """The statuses from which `action` is allowed, for bulk updates (the approval sweep)."""
+    return frozenset(
+        status for (entry, status, act) in TRANSITIONS if entry == entry_type and act == action
+    )

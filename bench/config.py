@@ -1,0 +1,165 @@
+"""What a run is: the fixed environment (paths, database, server settings) and the options.
+
+The options come from the command line once, as a frozen `Config`; nothing else in the
+package reads argv or the environment to decide what to measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.dataset import FULL as FULL_DATASET
+from bench.dataset import QUICK as QUICK_DATASET
+from bench.dataset import Params
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+LOGS = RESULTS / "logs"
+WRK_DIR = BENCH / "wrk"
+PGBENCH_DIR = BENCH / "pgbench"
+# The venv's executables (uvicorn, referral-service) sit next to its python.
+BIN = Path(sys.executable).parent
+
+PG_HOST, PG_PORT, PG_USER, DATABASE = "127.0.0.1", 5432, "postgres", "referral_bench"
+DSN = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{DATABASE}"
+SERVICE_ENV = {
+    "REFERRAL_DATABASE_URL": f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{DATABASE}",
+    "REFERRAL_ENVIRONMENT": "development",
+    "REFERRAL_RATE_LIMITS_ENABLED": "false",
+    "REFERRAL_HOUSEKEEPING_INTERVAL_SECONDS": "0",
+    # Every wrk visitor has its own address in X-Forwarded-For, as behind a load balancer.
+    "REFERRAL_TRUST_FORWARDED_FOR": "true",
+}
+UVICORN_FLAGS = (
+    "--host",
+    "127.0.0.1",
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
+    "--no-access-log",
+    "--proxy-headers",
+    "--forwarded-allow-ips",
+    "127.0.0.1",
+    "--log-level",
+    "warning",
+    "--timeout-graceful-shutdown",
+    "5",
+)
+CONNECTIONS = 64
+WRK_THREADS = 2
+SCENARIO_PREFIX = "bench scenario "
+KEY_PREFIX = "bench "
+
+
+def server_settings() -> dict[str, str]:
+    """How the results describe the service's pool and log level: its defaults, read from the
+    service's own settings so the description cannot drift (app/core/db.py: no overflow)."""
+    from app.core.config import Settings
+
+    fields = Settings.model_fields
+    return {
+        "pool": f"{fields['database_pool_size'].default} per worker, no overflow (defaults)",
+        "log_level": f"{fields['log_level'].default} (default)",
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mode:
+    """How big and how long: the full benchmark or the quick one."""
+
+    name: str
+    seconds: int  # each measured load run
+    warmup: int
+    pgbench_seconds: int
+    codes: int  # codes per scenario program, drawn with Zipf popularity
+    metrics_seconds: float  # time budget per metrics endpoint...
+    metrics_floor_seconds: float  # ...stretched up to this for 3 samples of a slow one
+    metrics_requests: int
+    raw_repeats: int  # raw recounts per endpoint, while within metrics_floor_seconds
+    stable_seconds: float  # row counts unchanged this long: the server is done
+    dataset: str
+    params: Params
+
+
+FULL = Mode(
+    name="full",
+    seconds=20,
+    warmup=3,
+    pgbench_seconds=20,
+    codes=10_000,
+    metrics_seconds=10.0,
+    metrics_floor_seconds=30.0,
+    metrics_requests=50,
+    raw_repeats=3,
+    stable_seconds=1.0,
+    dataset="full",
+    params=FULL_DATASET,
+)
+QUICK = Mode(
+    name="quick",
+    seconds=4,
+    warmup=1,
+    pgbench_seconds=4,
+    codes=2_000,
+    metrics_seconds=2.0,
+    metrics_floor_seconds=4.0,
+    metrics_requests=20,
+    raw_repeats=1,
+    stable_seconds=0.6,
+    dataset="quick",
+    params=QUICK_DATASET,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The options of one run, parsed once from the command line."""
+
+    mode: Mode
+    workers: tuple[int, ...]  # worker counts, in the order they run
+    wait_quiet: float  # seconds to wait for a quiet machine first
+    only: str | None  # one phase alone ("metrics"), or None for the whole benchmark
+
+    @property
+    def command(self) -> str:
+        """The run as the results record it."""
+        only = f" --only {self.only}" if self.only else ""
+        quick = " --quick" if self.mode is QUICK else ""
+        return f"python bench/run.py{only}{quick}"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(
+        description="Run the benchmark (see the bench package's docstring)."
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small data set and short runs (< 3 min)"
+    )
+    parser.add_argument("--workers", default="1,2", help="worker counts to run (default 1,2)")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to this long for the 1-minute load average to drop "
+        "below the number of cores (other work on the box skews every figure)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["metrics"],
+        help="run one phase alone: 'metrics' times the metrics endpoints over the data set "
+        "(no load runs; results in bench/results/metrics.md and metrics.json)",
+    )
+    args = parser.parse_args(argv)
+    return Config(
+        mode=QUICK if args.quick else FULL,
+        workers=tuple(int(w) for w in args.workers.split(",")),
+        wait_quiet=args.wait_quiet,
+        only=args.only,
+    )
