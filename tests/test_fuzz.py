@@ -42,7 +42,13 @@ from tests.settings import ON_POSTGRES, settings_for_tests
 from tests.test_integrations_shopify import SECRET as SHOPIFY_SECRET
 from tests.test_integrations_shopify import order, refund, shopify_hmac
 from tests.test_integrations_stripe import SECRET as STRIPE_SECRET
-from tests.test_integrations_stripe import charge, checkout_session, event, stripe_header
+from tests.test_integrations_stripe import (
+    charge,
+    checkout_session,
+    event,
+    invoice,
+    stripe_header,
+)
 
 MAX_EXAMPLES = int(os.environ.get("REFERRAL_FUZZ_EXAMPLES", "25"))
 CHECKS = [
@@ -246,19 +252,24 @@ def test_api_answers_as_documented(
 
 
 def _stripe_event(n: int, kind: int) -> dict[str, Any]:
-    obj = [checkout_session(), charge(1000)][kind % 2]
-    event_type = ["checkout.session.completed", "charge.refunded"][kind % 2]
+    event_type, obj = [
+        ("checkout.session.completed", checkout_session()),
+        ("checkout.session.async_payment_succeeded", checkout_session()),
+        ("invoice.paid", invoice()),
+        ("charge.refunded", charge(1000)),
+    ][kind]
     return event(event_type, obj, event_id=f"evt_fuzz_{n}")
 
 
 def _shopify_event(kind: int) -> tuple[str, dict[str, Any]]:
-    return [("orders/create", order()), ("refunds/create", refund())][kind % 2]
+    topic = ["orders/create", "orders/paid", "orders/cancelled", "refunds/create"][kind]
+    return topic, refund() if topic == "refunds/create" else order()
 
 
 @settings(max_examples=MAX_EXAMPLES * 4, deadline=None, database=None)
 @given(
     provider=st.sampled_from(["stripe", "shopify"]),
-    kind=st.integers(0, 1),
+    kind=st.integers(0, 3),
     fragment=st.one_of(
         st.sampled_from(sorted(hostile_json.FRAGMENTS)).map(hostile_json.FRAGMENTS.get),
         st.recursive(

@@ -150,11 +150,12 @@ def test_the_embedded_address_is_read_from_the_right_bits() -> None:
     assert embedded_ipv4(ipaddress.IPv6Address("2606:4700:4700::1111")) == []
 
 
-async def test_registration_refuses_them_over_http(app: Any) -> None:
+async def test_registration_refuses_them_over_http(client: AsyncClient, app: Any) -> None:
+    # `client` empties the tables first: the strict app below shares the database.
     strict = create_app(STRICT)
     try:
         transport = ASGITransport(app=strict)
-        async with AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with AsyncClient(transport=transport, base_url="http://testserver") as http:
             admin = await make_key(strict)
             for address in (
                 "64:ff9b::a9fe:a9fe",
@@ -162,13 +163,13 @@ async def test_registration_refuses_them_over_http(app: Any) -> None:
                 "::7f00:1",
                 "::ffff:0:a9fe:a9fe",
             ):
-                response = await client.post(
+                response = await http.post(
                     "/v1/webhook-endpoints",
                     json={"url": url(address), "event_types": ["reward.created"]},
                     headers=auth(admin),
                 )
                 assert_problem(response, 422, "invalid_webhook_url")
-            listed = await client.get("/v1/webhook-endpoints", headers=auth(admin))
+            listed = await http.get("/v1/webhook-endpoints", headers=auth(admin))
             assert listed.json()["data"] == []
     finally:
         await strict.state.webhook_dispatcher.aclose()
