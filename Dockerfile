@@ -43,4 +43,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 
-CMD ["sh", "-c", "referral-service migrate && exec uvicorn app.main:create_app --factory --host 0.0.0.0 --port 8000 --no-access-log"]
+# --no-proxy-headers: the app reads X-Forwarded-For itself, from REFERRAL_FORWARDED_ALLOW_IPS.
+CMD ["sh", "-c", "referral-service migrate && exec uvicorn app.main:create_app --factory --host 0.0.0.0 --port 8000 --no-access-log --no-proxy-headers"]

@@ -179,7 +179,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
-            proxy_headers=settings.trust_forwarded_for,
+            # The app reads X-Forwarded-For itself, from REFERRAL_FORWARDED_ALLOW_IPS (app.main).
+            proxy_headers=False,
             access_log=False,  # uvicorn's access log carries client IPs
         )
     elif args.command == "migrate":

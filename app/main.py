@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import text
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app.background import run_housekeeping
 from app.conversions.router import router as conversions_router
@@ -21,7 +23,14 @@ from app.http.auth import principal_cache
 from app.http.cors import CorsMiddleware, OriginCache
 from app.http.errors import install_error_handlers
 from app.http.load_shedding import LoadSheddingMiddleware
-from app.http.observability import RequestLogMiddleware, configure_logging, metrics_body
+from app.http.observability import (
+    RequestLogMiddleware,
+    configure_logging,
+    ensure_metrics_protected,
+    metrics_body,
+    require_metrics_token,
+)
+from app.http.paths import TrailingSlashMiddleware
 from app.http.ratelimit import RateLimiter
 from app.http.unit_of_work import UnitOfWorkMiddleware
 from app.integrations.router import management as integrations_router
@@ -46,8 +55,10 @@ IDEMPOTENCY_KEY_PARAMETER = {
     "in": "header",
     "required": False,
     "schema": {"type": "string", "maxLength": 255},
-    "description": "Retries with the same key and body get the first answer again "
-    "(with Idempotent-Replayed: true); kept 24 h, scoped to the API key.",
+    "description": "Retries with the same key and body get the first final answer again "
+    "(with Idempotent-Replayed: true); kept 24 h, scoped to the API key. Final: 2xx and the "
+    "4xx the same request would get again; a 429, 409 concurrent_update or "
+    "idempotency_key_in_progress, or 5xx is not kept, so the retry runs anew.",
 }
 
 
@@ -69,6 +80,7 @@ def document_idempotency_key(app: FastAPI) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    ensure_metrics_protected(settings)
     if settings.environment != "test":
         configure_logging(settings.log_level)
     engine = create_engine(settings.database_url, settings)
@@ -104,11 +116,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if read_engine is not None:
                 await read_engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the service itself (fastapi-offline bundles
+    # them), so they work offline and behind a strict network.
+    app = FastAPIOffline(
         title="Referral tracking service",
         version="0.1.0",
         summary="Referral codes and links, clicks, redemptions, conversions, rewards and metrics.",
         lifespan=lifespan,
+        # No badge from swagger.io's online validator: the page loads nothing from elsewhere.
+        swagger_ui_parameters={"validatorUrl": None},
+        # No 307 to the other spelling: app.http.paths serves both the same.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -127,7 +145,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         CorsMiddleware, origins=OriginCache(app.state.sessionmaker, settings.cors_cache_seconds)
     )
     app.add_middleware(LoadSheddingMiddleware, max_in_flight=settings.max_in_flight_requests)
-    app.add_middleware(RequestLogMiddleware)  # outermost: sees every answer, even a 413
+    app.add_middleware(RequestLogMiddleware)  # sees every answer, even a 413
+    app.add_middleware(TrailingSlashMiddleware)  # every layer below sees the one path
+    if settings.forwarded_allow_ips:
+        # Outermost: everything else sees the client, the right-most untrusted X-Forwarded-For
+        # address. Here rather than in uvicorn, so that it holds however the app is served
+        # (`referral-service serve` and the Dockerfile turn uvicorn's own handling off).
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     for router in (
         programs_router,
         referrers_router,
@@ -147,7 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     document_idempotency_key(app)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics_token)])
     async def prometheus_metrics() -> Response:
         body, content_type = metrics_body(engine)
         return Response(body, media_type=content_type)

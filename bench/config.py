@@ -33,7 +33,7 @@ SERVICE_ENV = {
     "REFERRAL_RATE_LIMITS_ENABLED": "false",
     "REFERRAL_HOUSEKEEPING_INTERVAL_SECONDS": "0",
     # Every wrk visitor has its own address in X-Forwarded-For, as behind a load balancer.
-    "REFERRAL_TRUST_FORWARDED_FOR": "true",
+    "REFERRAL_FORWARDED_ALLOW_IPS": "127.0.0.1",
 }
 UVICORN_FLAGS = (
     "--host",
@@ -43,9 +43,7 @@ UVICORN_FLAGS = (
     "--http",
     "httptools",
     "--no-access-log",
-    "--proxy-headers",
-    "--forwarded-allow-ips",
-    "127.0.0.1",
+    "--no-proxy-headers",  # the app reads X-Forwarded-For itself (REFERRAL_FORWARDED_ALLOW_IPS)
     "--log-level",
     "warning",
     "--timeout-graceful-shutdown",

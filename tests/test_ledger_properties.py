@@ -121,20 +121,29 @@ class Ledger:
 
     def attribute(self, customer: str, code: str | None, at: datetime) -> tuple[str | None, str]:
         """(winning referrer, reason): explicit code, then the customer's referral in the window."""
-        lost_to_self = False
+        lost: set[str] = set()  # why each candidate lost
         if code in REFERRERS:
             if not self.is_self(code, customer):
                 return code, "explicit_code"
-            lost_to_self = True
+            lost.add("self_referral")
+        elif code is not None:
+            lost.add("unknown_code")
         if customer in self.referrals:
             referrer, touched = self.referrals[customer]
-            inside = at - timedelta(days=WINDOW_DAYS) <= touched <= at
-            if not inside:
+            if touched < at - timedelta(days=WINDOW_DAYS):
                 event("the referral is outside the window")
-            if inside and not self.is_self(referrer, customer):
+                lost.add("outside_window")
+            elif touched > at:
+                lost.add("after_conversion")
+            elif self.is_self(referrer, customer):
+                lost.add("self_referral")
+            else:
                 return referrer, "last_touch"
-            lost_to_self = lost_to_self or (inside and self.is_self(referrer, customer))
-        return None, "self_referral" if lost_to_self else "organic"
+        # Unattributed: the most telling loss; organic only when there was no candidate.
+        for reason in ("self_referral", "outside_window"):
+            if reason in lost:
+                return None, reason
+        return None, "no_eligible_touch" if lost else "organic"
 
     def purchase(self, conversion: ConversionModel, code: str | None) -> None:
         winner, reason = self.attribute(conversion.customer, code, conversion.occurred_at)
@@ -494,7 +503,7 @@ async def test_ledger_matches_the_rules_by_hand(
                 conversion.reason,
             ), op
             if conversion.referrer is None:
-                # self-referrals, touches outside the window, organic: never a reward
+                # self-referrals, touches outside the window or never eligible, organic: no reward
                 assert got["status"] == "unattributed" and got["rewards"] == []
             expected = [r for r in model.rewards if r.event == conversion.event]
             assert sorted(

@@ -72,7 +72,13 @@ def parse_csv(response: Any) -> list[dict[str, str]]:
 
 def as_cells(row: dict[str, Any]) -> dict[str, str]:
     """A JSON row as CSV cells: null is empty, everything else its JSON text."""
-    return {key: "" if value is None else str(value) for key, value in row.items()}
+
+    def cell(value: Any) -> str:
+        if isinstance(value, bool):  # a bucket's `partial`
+            return "true" if value else "false"
+        return "" if value is None else str(value)
+
+    return {key: cell(value) for key, value in row.items()}
 
 
 FUNNEL_KEYS = list(Funnel.model_fields)

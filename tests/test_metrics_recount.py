@@ -641,7 +641,12 @@ def csv_rows(response: Any) -> list[dict[str, str]]:
 
 
 def cells(row: dict[str, Any]) -> dict[str, str]:
-    return {key: "" if value is None else str(value) for key, value in row.items()}
+    def cell(value: Any) -> str:
+        if isinstance(value, bool):  # a bucket's `partial`
+            return "true" if value else "false"
+        return "" if value is None else str(value)
+
+    return {key: cell(value) for key, value in row.items()}
 
 
 async def approve_everything_due(app: Any) -> None:

@@ -202,7 +202,7 @@ async def test_mixed_load_through_pgbouncer_in_transaction_mode(
         database_statement_cache_size=0,
         database_pool_size=5,
         database_pool_timeout_seconds=30,
-        trust_forwarded_for="true",
+        forwarded_allow_ips="127.0.0.1",
     )
     async with running_service(env, tmp_path / "service.log") as service:
         run = f"bouncer-{uuid4().hex[:8]}"

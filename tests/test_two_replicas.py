@@ -61,7 +61,7 @@ async def replicas(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Re
         database_pool_size=POOL_SIZE,
         # Correctness, not overload, is tested here: wait for a connection rather than 503.
         database_pool_timeout_seconds=30,
-        trust_forwarded_for="true",
+        forwarded_allow_ips="127.0.0.1",
         webhook_dispatch_interval_seconds=0,
     )
     services = (

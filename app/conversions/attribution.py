@@ -41,8 +41,14 @@ class Touch:
 class Decision:
     winner: Touch | None
     candidates: list[Touch]
-    # explicit_code, explicit_click, last_touch, first_touch; or organic, self_referral
+    # Won: explicit_code, explicit_click, last_touch, first_touch. Not: UNATTRIBUTED_REASONS.
     reason: str
+
+
+# Why a purchase was not attributed, most telling first: the customer's own touch; a touch that
+# would have counted inside the window; touches that could never count (a bot, after the
+# purchase, an unknown or disabled code…); and `organic`, which means no touch at all.
+UNATTRIBUTED_REASONS = ("self_referral", "outside_window", "no_eligible_touch", "organic")
 
 
 @dataclass(frozen=True)
@@ -133,10 +139,18 @@ async def attribute(session: AsyncSession, purchase: Purchase) -> Decision:
 
     if winner is not None:
         return Decision(winner=winner, candidates=decided, reason=winner.reason)
-    self_referred = any(touch.reason == "self_referral" for touch in decided)
-    return Decision(
-        winner=None, candidates=decided, reason="self_referral" if self_referred else "organic"
-    )
+    return Decision(winner=None, candidates=decided, reason=unattributed_reason(decided))
+
+
+def unattributed_reason(candidates: list[Touch]) -> str:
+    """The reason of a purchase that no touch won: see UNATTRIBUTED_REASONS."""
+    if not candidates:
+        return "organic"
+    lost = {touch.reason for touch in candidates}
+    for reason in ("self_referral", "outside_window"):
+        if reason in lost:
+            return reason
+    return "no_eligible_touch"
 
 
 async def _code_touch(session: AsyncSession, program: Program, text: str, at: datetime) -> Touch:

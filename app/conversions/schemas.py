@@ -20,6 +20,12 @@ from app.core.schemas import (
 from app.rewards.schemas import RewardOut
 
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+ATTRIBUTION_REASON = (
+    "attributed: explicit_code, explicit_click, last_touch or first_touch; unattributed: "
+    "self_referral (only the customer's own touches), outside_window (a touch that would have "
+    "counted is outside the window), no_eligible_touch (touches that can never count: bots, "
+    "after the purchase, unknown, disabled or expired codes), organic (no touch at all)"
+)
 
 
 class ConversionCreate(InputModel):
@@ -44,7 +50,7 @@ class ConversionOut(OutputModel):
     currency: str
     occurred_at: datetime
     status: ConversionStatus
-    attribution_reason: str
+    attribution_reason: str = Field(description=ATTRIBUTION_REASON)
     referrer_id: UUID | None
     referral_id: UUID | None
     code: str | None
@@ -81,7 +87,7 @@ class Candidate(OutputModel):
 class Attribution(OutputModel):
     conversion_id: UUID
     status: ConversionStatus
-    reason: str
+    reason: str = Field(description=ATTRIBUTION_REASON)
     model: str
     window_days: int
     winner: Candidate | None

@@ -25,7 +25,7 @@ from app.conversions.schemas import (
 from app.core.access import Principal, get_visible, scoped
 from app.core.db import insert_ignoring_conflicts, utcnow
 from app.core.errors import AppError
-from app.core.money import has_valid_precision
+from app.core.money import for_display, has_valid_precision, minor_unit
 from app.core.pagination import PageParams, paginate
 from app.programs.models import Program
 from app.programs.service import get_program
@@ -92,7 +92,10 @@ async def record_conversion(
     if data.currency != program.currency:
         raise CurrencyMismatch(f"The program counts in {program.currency}, not {data.currency}.")
     if not has_valid_precision(data.amount, data.currency):
-        raise InvalidAmount(f"{data.amount} has more decimals than {data.currency} allows.")
+        raise InvalidAmount(
+            f"{data.amount} has more decimals than {data.currency} allows "
+            f"({minor_unit(data.currency)})."
+        )
     now = utcnow()
     occurred_at = data.occurred_at or now
     if occurred_at > now + FUTURE_TOLERANCE:
@@ -394,10 +397,15 @@ async def refund(
         raise AlreadyRefunded("Nothing is left to refund.")
     # Only the caller's amount is checked: what remains carries the column's four decimals.
     if data.amount is not None and not has_valid_precision(data.amount, conversion.currency):
-        raise InvalidAmount(f"{data.amount} has more decimals than {conversion.currency} allows.")
+        raise InvalidAmount(
+            f"{data.amount} has more decimals than {conversion.currency} allows "
+            f"({minor_unit(conversion.currency)})."
+        )
     amount = data.amount if data.amount is not None else remaining
     if amount > remaining:
-        raise RefundTooLarge(f"At most {remaining} {conversion.currency} is left to refund.")
+        # The column keeps four decimals; people read the currency's own ("60.00 USD").
+        left = for_display(remaining, conversion.currency)
+        raise RefundTooLarge(f"At most {left} {conversion.currency} is left to refund.")
     now = utcnow()
     conversion.refunded_amount = conversion.refunded_amount + amount
     row = Refund(

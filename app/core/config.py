@@ -1,7 +1,8 @@
-from typing import Literal, Self
+import ipaddress
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_IP_HASH_SALT = "dev-only-ip-salt-change-me"
 DEFAULT_PSEUDONYM_KEY = "dev-only-pseudonym-key-change-me"
@@ -29,7 +30,13 @@ class Settings(BaseSettings):
     ip_hash_salt: str = DEFAULT_IP_HASH_SALT
     # Keys the HMAC that stands in for an erased customer's id (app.customers.redaction).
     pseudonym_key: str = DEFAULT_PSEUDONYM_KEY
-    trust_forwarded_for: bool = False
+    # Proxies (addresses or networks, none by default) whose X-Forwarded-For is believed: the
+    # client is the right-most address that is not one of them (uvicorn's ProxyHeadersMiddleware).
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # GET /metrics wants `Authorization: Bearer <token>` when set; production refuses to start
+    # without one unless metrics_public says the endpoint is reachable only by Prometheus.
+    metrics_token: SecretStr | None = None
+    metrics_public: bool = False
 
     code_length: int = Field(default=10, ge=9, le=32)
     default_page_limit: int = Field(default=50, ge=1, le=500)
@@ -64,6 +71,47 @@ class Settings(BaseSettings):
     webhook_allow_private_targets: bool = False
     # Inbound Stripe events: how far the signed timestamp may be from now.
     stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: Any) -> Any:
+        """A comma-separated list in the environment: `10.0.0.0/8,192.0.2.7`."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, value: list[str]) -> list[str]:
+        """Each an address or a network, written as uvicorn reads them; never "*"."""
+        normalised = []
+        for item in value:
+            try:
+                if "/" in item:
+                    normalised.append(str(ipaddress.ip_network(item, strict=False)))
+                else:
+                    normalised.append(str(ipaddress.ip_address(item)))
+            except ValueError:
+                # "*" too: trusting every sender means taking the left-most value, which the
+                # client writes itself.
+                raise ValueError(
+                    f"REFERRAL_FORWARDED_ALLOW_IPS: {item!r} is not an IP address or network"
+                ) from None
+        return normalised
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError(
+                "REFERRAL_METRICS_TOKEN needs 16 characters or more (openssl rand -hex 32)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _safe_in_production(self) -> Self:

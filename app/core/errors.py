@@ -35,6 +35,9 @@ class AppError(Exception):
     title: str = "Bad request"
     # Headers every answer of this error carries (e.g. Retry-After), merged under `headers`.
     default_headers: ClassVar[dict[str, str]] = {}
+    # Final: the same request sent again gets the same answer, so it is stored under an
+    # Idempotency-Key. Transient answers (a retry may succeed) are not, and release the key.
+    final: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -87,6 +90,7 @@ class Unprocessable(AppError):
 
 class ServiceUnavailable(AppError):
     status, code, title = 503, "service_unavailable", "Service temporarily unavailable"
+    final = False
 
 
 # Answers given outside the handlers (the request validation, app.http.unit_of_work,
@@ -107,6 +111,7 @@ class PayloadTooLarge(AppError):
 
 class IdempotencyKeyInProgress(AppError):
     status, code, title = 409, "idempotency_key_in_progress", "Request in progress"
+    final = False
 
 
 class IdempotencyKeyReused(AppError):
@@ -135,6 +140,7 @@ class ConcurrentUpdate(AppError):
 
     status, code, title = 409, "concurrent_update", "Conflict"
     default_headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
+    final = False
 
     def __init__(self, detail: str = "A concurrent request changed the same data; retry.") -> None:
         super().__init__(detail)
@@ -142,6 +148,7 @@ class ConcurrentUpdate(AppError):
 
 class InternalError(AppError):
     status, code, title = 500, "internal_error", "Internal server error"
+    final = False
 
 
 class MethodNotAllowed(AppError):
@@ -162,7 +169,12 @@ COMMON_ERRORS: tuple[type[AppError], ...] = (
 )
 # A body (or its absence) is read and checked on every POST and PATCH; a POST may carry an
 # Idempotency-Key.
-PATCH_ERRORS: tuple[type[AppError], ...] = (ValidationFailed, MalformedBody, PayloadTooLarge)
+PATCH_ERRORS: tuple[type[AppError], ...] = (
+    ValidationFailed,
+    MalformedBody,
+    PayloadTooLarge,
+    UnsupportedMediaType,  # a body sent without Content-Type: application/json
+)
 POST_ERRORS: tuple[type[AppError], ...] = (
     *PATCH_ERRORS,
     IdempotencyKeyInProgress,

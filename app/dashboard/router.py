@@ -44,7 +44,9 @@ MEDIA_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
 }
-ASSET_NAMES = ("dashboard.js", "dashboard.css", "favicon.svg")
+# The scripts, in the order the page loads them (see static/index.html).
+SCRIPTS = ("dom.js", "format.js", "charts.js", "panels.js", "dashboard.js")
+ASSET_NAMES = (*SCRIPTS, "dashboard.css", "favicon.svg")
 # An asset asked for with its current version never changes; any other URL revalidates.
 IMMUTABLE = "public, max-age=31536000, immutable"
 

@@ -1,4 +1,8 @@
-"""`Authorization: Bearer <key>` → ApiKeyPrincipal, and the key kinds endpoints declare."""
+"""`Authorization: Bearer <key>` → ApiKeyPrincipal, and the key kinds endpoints declare.
+
+Once a key has authenticated and may call the endpoint, the request's Idempotency-Key (if any)
+is claimed for it (app.http.unit_of_work): a replay never reaches an unauthenticated caller.
+"""
 
 from collections.abc import Awaitable, Callable
 from typing import Annotated
@@ -11,6 +15,7 @@ from app.core.config import Settings
 from app.core.errors import COMMON_ERRORS, AppError, Forbidden, Unauthorized
 from app.http.dependencies import SessionDep
 from app.http.ratelimit import RateLimited, client_ip, rate_limiter
+from app.http.unit_of_work import claim_idempotency_key
 from app.keys.service import authenticate, hash_key
 
 # What every operation behind an API key may answer besides its own errors (declared on the
@@ -45,12 +50,12 @@ async def get_principal(request: Request, session: SessionDep) -> ApiKeyPrincipa
 async def _authenticate_uncached(
     request: Request, session: SessionDep, raw_key: str
 ) -> ApiKeyPrincipal:
-    limiter = rate_limiter(request)
-    ip = client_ip(request, request.app.state.settings) or "-"
-    await limiter.check(limiter.failed_auth_per_ip, "auth", ip)
     principal = await authenticate(session, raw_key)
     if principal is None:
-        await limiter.hit(limiter.failed_auth_per_ip, "auth", ip)
+        # Failures are counted per client IP (429 past the limit), but a key that authenticates
+        # always passes: behind a proxy every client shares one address.
+        limiter = rate_limiter(request)
+        await limiter.hit(limiter.failed_auth_per_ip, "auth", client_ip(request) or "-")
         raise Unauthorized(
             "The API key is unknown or revoked.", headers={"WWW-Authenticate": "Bearer"}
         )
@@ -68,14 +73,20 @@ def principal_cache(settings: Settings) -> PrincipalCache | None:
 
 
 def allow(*kinds: KeyKind) -> Callable[..., Awaitable[ApiKeyPrincipal]]:
-    """A dependency that lets through the given key kinds (admin keys always pass)."""
+    """A dependency that lets through the given key kinds (admin keys always pass).
+
+    It then claims the request's Idempotency-Key for the key, or replays the stored answer.
+    """
     allowed = {KeyKind.ADMIN, *kinds}
 
     async def dependency(
+        request: Request,
+        session: SessionDep,
         principal: Annotated[ApiKeyPrincipal, Depends(get_principal)],
     ) -> ApiKeyPrincipal:
         if principal.kind not in allowed:
             raise Forbidden(f"A {principal.kind} key may not call this endpoint.")
+        await claim_idempotency_key(request, session, principal)
         return principal
 
     return dependency

@@ -4,6 +4,7 @@ Logs carry no personal data: no client IPs, no query strings, no emails, never a
 (only its id).
 """
 
+import hmac
 import logging
 import re
 import sys
@@ -14,8 +15,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from pythonjsonlogger.json import JsonFormatter
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.config import Settings
+from app.core.errors import Unauthorized
 from app.core.telemetry import DB_POOL_CHECKED_OUT, DB_POOL_SIZE
 
 HTTP_REQUESTS = Counter(
@@ -46,6 +50,30 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).disabled = True
+
+
+def ensure_metrics_protected(settings: Settings) -> None:
+    """Production does not start with /metrics open to anyone, unless the operator says so."""
+    if settings.environment != "production" or settings.metrics_token or settings.metrics_public:
+        return
+    raise RuntimeError(
+        "GET /metrics would be open to anyone: set REFERRAL_METRICS_TOKEN (Prometheus sends it "
+        "as a bearer token), or REFERRAL_METRICS_PUBLIC=true if only Prometheus can reach it"
+    )
+
+
+async def require_metrics_token(request: Request) -> None:
+    """With REFERRAL_METRICS_TOKEN set, GET /metrics wants it as `Authorization: Bearer`."""
+    settings: Settings = request.app.state.settings
+    if settings.metrics_token is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    expected = settings.metrics_token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        raise Unauthorized(
+            "Send the metrics token as 'Authorization: Bearer <token>'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def metrics_body(engine: AsyncEngine) -> tuple[bytes, str]:

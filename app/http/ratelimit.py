@@ -24,13 +24,13 @@ logger = logging.getLogger("app.http.ratelimit")
 
 class RateLimited(AppError):
     status, code, title = 429, "rate_limited", "Too many requests"
+    final = False
 
 
-def client_ip(request: Request, settings: Settings) -> str | None:
-    ip = request.client.host if request.client else None
-    if settings.trust_forwarded_for and (forwarded := request.headers.get("x-forwarded-for")):
-        ip = forwarded.split(",")[0].strip() or ip
-    return ip
+def client_ip(request: Request) -> str | None:
+    """The client's address; behind trusted proxies (REFERRAL_FORWARDED_ALLOW_IPS) uvicorn's
+    ProxyHeadersMiddleware (app.main) has set it from X-Forwarded-For, read from the right."""
+    return request.client.host if request.client else None
 
 
 class RateLimiter:
@@ -60,21 +60,6 @@ class RateLimiter:
             headers={"Retry-After": str(retry_after)},
         )
 
-    async def check(self, item: RateLimitItem, *identifiers: str) -> None:
-        """Raise RateLimited when the limit is already used up, without counting a request."""
-        if not self.enabled:
-            return
-        try:
-            if await self.limiter.test(item, *identifiers):
-                return
-            retry_after = await self._retry_after(item, *identifiers)
-        except Exception:
-            return
-        raise RateLimited(
-            f"Limit of {item} reached; retry in {retry_after} s.",
-            headers={"Retry-After": str(retry_after)},
-        )
-
     async def _retry_after(self, item: RateLimitItem, *identifiers: str) -> int:
         stats = await self.limiter.get_window_stats(item, *identifiers)
         return max(1, math.ceil(stats.reset_time - time.time()))
@@ -88,9 +73,8 @@ def rate_limiter(request: Request) -> RateLimiter:
 async def limit_public(request: Request) -> None:
     """Per client IP and per API key, on the paths a storefront (and anyone) can reach."""
     limiter = rate_limiter(request)
-    settings: Settings = request.app.state.settings
     route = getattr(request.scope.get("route"), "path", request.url.path)
-    await limiter.hit(limiter.public_per_ip, "ip", route, client_ip(request, settings) or "-")
+    await limiter.hit(limiter.public_per_ip, "ip", route, client_ip(request) or "-")
     authorization = request.headers.get("authorization")
     if authorization:
         await limiter.hit(limiter.public_per_key, "key", route, hash_key(authorization))
@@ -99,8 +83,7 @@ async def limit_public(request: Request) -> None:
 async def limit_code_lookup(request: Request) -> None:
     """Code lookups are how codes get guessed: a tighter limit per client IP."""
     limiter = rate_limiter(request)
-    ip = client_ip(request, request.app.state.settings) or "-"
-    await limiter.hit(limiter.code_lookup_per_ip, "lookup", ip)
+    await limiter.hit(limiter.code_lookup_per_ip, "lookup", client_ip(request) or "-")
 
 
 PublicRateLimit = Annotated[None, Depends(limit_public)]

@@ -3,17 +3,28 @@
 A pure ASGI middleware owns the session: the handler and its dependencies use it, and when the
 answer starts the middleware commits (2xx/3xx) or rolls back (4xx/5xx). Only then is the answer
 sent, so a 2xx always means the data is durably stored; a failed commit turns into a 503.
-POSTs with an Idempotency-Key store their answer in that same transaction (see
-app.idempotency.service). Request bodies are read here once, with a size limit.
+Request bodies are read here once, with a size limit.
+
+A POST with an Idempotency-Key is claimed only once its API key has authenticated
+(`claim_idempotency_key`, called by app.http.auth): a request that fails authentication,
+routing or a rate limit stores nothing, and a revoked key gets 401, never its stored answers.
+The claimed key's answer is stored in the request's own transaction when it is final: 2xx, and
+the 4xx that the same request would get again (AppError.final, noted by app.http.errors).
+Transient answers (429, 409 concurrent_update or idempotency_key_in_progress, any 5xx) are not
+stored: the rollback releases the key, and a retry runs anew. See app.idempotency.service.
 """
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.access import ApiKeyPrincipal
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import (
@@ -24,7 +35,7 @@ from app.core.errors import (
     PayloadTooLarge,
     is_database_unavailable,
 )
-from app.http.errors import send_problem
+from app.http.errors import ANSWER_IS_FINAL, send_problem
 from app.idempotency import service as idempotency
 
 logger = logging.getLogger("app.http.unit_of_work")
@@ -125,66 +136,90 @@ class UnitOfWorkMiddleware:
         method: str,
         body: bytes,
     ) -> None:
-        key = _header(scope, b"idempotency-key") if method == "POST" else None
-        if key is not None and len(key) > idempotency.MAX_KEY_LENGTH:
-            # Cut short, two long keys could share one stored answer.
-            await send_problem(
-                send,
-                IdempotencyKeyInvalid(
-                    f"An Idempotency-Key may be at most {idempotency.MAX_KEY_LENGTH} characters."
-                ),
-            )
+        state = scope["state"]
+        pending = _pending_key(scope, method, body)
+        if pending is not None:
+            state[_PENDING_KEY] = pending
+        responder = _Responder(send, session, state, pending, self.settings)
+        try:
+            await self.app(scope, receive, responder.send)
+        except _Replay as replay:
+            await session.rollback()
+            await _send_stored(send, replay.answer)
             return
-        request = self._idempotent_request(scope, method, body)
-        if request is not None:
-            try:
-                stored = await idempotency.claim(session, request, utcnow())
-            except idempotency.KeyInProgress:
-                await session.rollback()
-                await send_problem(
-                    send,
-                    IdempotencyKeyInProgress(
-                        "A request with this Idempotency-Key is still running; retry shortly.",
-                        headers={"Retry-After": "1"},
-                    ),
-                )
-                return
-            except idempotency.KeyReused:
-                await session.rollback()
-                await send_problem(
-                    send,
-                    IdempotencyKeyReused(
-                        "This Idempotency-Key was used with another request; use a new key."
-                    ),
-                )
-                return
-            if stored is not None:
-                await session.rollback()
-                await _send_stored(send, stored)
-                return
-        responder = _Responder(send, session, request, self.settings)
-        await self.app(scope, receive, responder.send)
         if not responder.finished:
             await responder.finish_without_answer()
 
-    def _idempotent_request(
-        self, scope: Scope, method: str, body: bytes
-    ) -> idempotency.IdempotentRequest | None:
-        if method != "POST":
-            return None
-        key = _header(scope, b"idempotency-key")
-        authorization = _header(scope, b"authorization")
-        if not key or not authorization:
-            return None
-        return idempotency.IdempotentRequest(
-            principal_hash=hashlib.sha256(authorization.strip().encode()).hexdigest(),
-            key=key,
-            method=method,
-            path=scope["path"],
-            request_hash=idempotency.fingerprint(
-                method, scope["path"], scope.get("query_string", b"").decode("latin-1"), body
-            ),
+
+# The scope-state entry holding the request's Idempotency-Key until it is claimed.
+_PENDING_KEY = "idempotency_key"
+
+
+@dataclass
+class _PendingKey:
+    """An Idempotency-Key as read before authentication; `claimed` once the caller is known."""
+
+    key: str
+    method: str
+    path: str
+    request_hash: str
+    claimed: idempotency.IdempotentRequest | None = None
+
+
+def _pending_key(scope: Scope, method: str, body: bytes) -> _PendingKey | None:
+    key = _header(scope, b"idempotency-key") if method == "POST" else None
+    if not key:
+        return None
+    path = scope["path"]
+    query = scope.get("query_string", b"").decode("latin-1")
+    return _PendingKey(key, method, path, idempotency.fingerprint(method, path, query, body))
+
+
+class _Replay(Exception):
+    """Raised by claim_idempotency_key: the stored answer, sent by the middleware instead."""
+
+    def __init__(self, answer: idempotency.StoredAnswer) -> None:
+        super().__init__("idempotent replay")
+        self.answer = answer
+
+
+async def claim_idempotency_key(
+    request: Request, session: AsyncSession, principal: ApiKeyPrincipal
+) -> None:
+    """Claim the request's Idempotency-Key for the authenticated caller, or replay its answer.
+
+    Called once the API key has authenticated; does nothing without a key. Raises
+    IdempotencyKeyInvalid, IdempotencyKeyInProgress or IdempotencyKeyReused.
+    """
+    pending: _PendingKey | None = getattr(request.state, _PENDING_KEY, None)
+    if pending is None or pending.claimed is not None:
+        return
+    if len(pending.key) > idempotency.MAX_KEY_LENGTH:
+        # Cut short, two long keys could share one stored answer.
+        raise IdempotencyKeyInvalid(
+            f"An Idempotency-Key may be at most {idempotency.MAX_KEY_LENGTH} characters."
         )
+    claim = idempotency.IdempotentRequest(
+        principal_hash=hashlib.sha256(f"api-key:{principal.key_id}".encode()).hexdigest(),
+        key=pending.key,
+        method=pending.method,
+        path=pending.path,
+        request_hash=pending.request_hash,
+    )
+    try:
+        stored = await idempotency.claim(session, claim, utcnow())
+    except idempotency.KeyInProgress:
+        raise IdempotencyKeyInProgress(
+            "A request with this Idempotency-Key is still running; retry shortly.",
+            headers={"Retry-After": "1"},
+        ) from None
+    except idempotency.KeyReused:
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was used with another request; use a new key."
+        ) from None
+    if stored is not None:
+        raise _Replay(stored)
+    pending.claimed = claim
 
 
 async def _send_stored(send: Send, stored: idempotency.StoredAnswer) -> None:
@@ -209,12 +244,14 @@ class _Responder:
         self,
         send: Send,
         session: AsyncSession,
-        request: idempotency.IdempotentRequest | None,
+        state: dict[str, Any],
+        pending: _PendingKey | None,
         settings: Settings,
     ) -> None:
         self._send = send
         self._session = session
-        self._request = request
+        self._state = state
+        self._pending = pending
         self._ttl = timedelta(hours=settings.idempotency_ttl_hours)
         self._start: Message | None = None
         self._chunks: list[bytes] = []
@@ -231,7 +268,7 @@ class _Responder:
                 self.finished = True
             return
         assert self._start is not None
-        if self._request is not None:
+        if self._pending is not None:
             # Idempotent answers are kept whole, so they can be stored before they are sent.
             self._chunks.append(message.get("body", b""))
             if message.get("more_body", False):
@@ -249,15 +286,20 @@ class _Responder:
         self._settled = True
         assert self._start is not None
         status = int(self._start["status"])
+        claimed = self._pending.claimed if self._pending is not None else None
+        # Only a final answer is kept; a transient one leaves the key free for the retry.
+        keep = claimed is not None and status < 500 and self._state.get(ANSWER_IS_FINAL, True)
         try:
             if status >= 400:
                 await self._session.rollback()
-                if self._request is not None and status < 500:
-                    await self._store(status, body)
+                if keep:
+                    assert claimed is not None
+                    await self._store(claimed, status, body)
                     await self._session.commit()
             else:
-                if self._request is not None:
-                    await self._store(status, body)
+                if keep:
+                    assert claimed is not None
+                    await self._store(claimed, status, body)
                 await self._session.commit()
         except Exception as exc:
             await self._session.rollback()
@@ -269,14 +311,16 @@ class _Responder:
             return False
         return True
 
-    async def _store(self, status: int, body: bytes) -> None:
-        assert self._request is not None and self._start is not None
+    async def _store(
+        self, request: idempotency.IdempotentRequest, status: int, body: bytes
+    ) -> None:
+        assert self._start is not None
         content_type = "application/json"
         for key, value in self._start.get("headers", []):
             if key.lower() == b"content-type":
                 content_type = value.decode("latin-1")
         answer = idempotency.StoredAnswer(status, body, content_type)
-        await idempotency.store(self._session, self._request, answer, utcnow(), self._ttl)
+        await idempotency.store(self._session, request, answer, utcnow(), self._ttl)
 
     async def finish_without_answer(self) -> None:
         await self._session.rollback()

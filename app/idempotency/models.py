@@ -12,7 +12,7 @@ class IdempotencyRecord(IdMixin, Base):
     __tablename__ = "idempotency_records"
     __table_args__ = (UniqueConstraint("principal_hash", "idempotency_key"),)
 
-    # SHA-256 of the API key that sent the request: keys are scoped per caller.
+    # SHA-256 of the id of the API key that authenticated the request: keys are scoped per caller.
     principal_hash: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str] = mapped_column(String(255))
     method: Mapped[str] = mapped_column(String(8))

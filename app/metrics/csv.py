@@ -8,7 +8,7 @@ from app.metrics.schemas import Channels, Cohorts, Funnel, Leaderboard, Summary,
 
 FUNNEL_COLUMNS = tuple(Funnel.model_fields)
 SUMMARY_COLUMNS = ("program_id", "currency", "from", "to", *FUNNEL_COLUMNS)
-TIMESERIES_COLUMNS = ("label", "start", "end", *FUNNEL_COLUMNS)
+TIMESERIES_COLUMNS = ("label", "start", "end", "partial", *FUNNEL_COLUMNS)
 REFERRER_COLUMNS = ("referrer_id", "external_id", "name", *FUNNEL_COLUMNS)
 CHANNEL_COLUMNS = ("utm_source", "utm_medium", "utm_campaign", *FUNNEL_COLUMNS)
 COHORT_COLUMNS = ("kind", "month", "customers")

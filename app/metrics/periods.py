@@ -39,12 +39,17 @@ class Window:
 
 @dataclass(frozen=True)
 class Bucket:
-    """One calendar period in the asked zone, clipped to the window: `[start, end)` in UTC."""
+    """One calendar period in the asked zone, clipped to the window: `[start, end)` in UTC.
+
+    `partial` when the clipping cut it: the window starts or ends inside the period, so the
+    bucket holds less than the whole day, week or month its label names.
+    """
 
     index: int
     label: str
     start: datetime
     end: datetime
+    partial: bool
 
 
 def make_window(
@@ -131,7 +136,8 @@ def buckets(window: Window, interval: Interval, zone: ZoneInfo) -> list[Bucket]:
             break
         start, end = max(lower, window.start), min(upper, window.end)
         if start < end:
-            found.append(Bucket(len(found), period_label(day, interval), start, end))
+            partial = (start, end) != (lower, upper)
+            found.append(Bucket(len(found), period_label(day, interval), start, end, partial))
         if len(found) > MAX_BUCKETS:
             raise InvalidRange(f"The range holds more than {MAX_BUCKETS} {interval}s.")
         day = following

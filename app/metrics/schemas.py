@@ -54,6 +54,10 @@ class TimeseriesBucket(Funnel):
     label: str = Field(description="The local period: YYYY-MM-DD (day, week's Monday) or YYYY-MM")
     start: datetime = Field(description="Bucket start in the asked zone, clipped to the range")
     end: datetime = Field(description="Bucket end (exclusive) in the asked zone, clipped")
+    partial: bool = Field(
+        description="The range starts or ends inside this period, so the bucket covers only "
+        "part of the day, week or month its label names (the first and last buckets only)"
+    )
 
 
 class Timeseries(RangeOut):

@@ -36,7 +36,7 @@ medium and campaign of a click: of the click itself, of the click a referral was
 of the click that won a conversion; any of the three that is missing is "direct" (so a referral
 or conversion with no click is direct / direct / direct). Timeseries buckets are calendar days,
 ISO weeks (Monday) or months in the asked IANA time zone, clipped to the range, so the buckets
-add up to the summary of the same range.
+add up to the summary of the same range; a bucket the clipping cut is marked `partial`.
 
 Cohorts: referred customers are grouped by the month (in the asked zone) of their referral's
 occurred_at; unattributed customers — customers with a conversion and no referral in the
@@ -164,6 +164,7 @@ async def timeseries(
                 label=bucket.label,
                 start=bucket.start.astimezone(zone),
                 end=bucket.end.astimezone(zone),
+                partial=bucket.partial,
                 **_funnel_fields(bucket_counts, program.currency),
             )
             for bucket, bucket_counts in zip(periods, counts, strict=True)

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.access import Principal, get_visible
 from app.core.db import utcnow
 from app.core.errors import AppError, Unprocessable
-from app.core.money import has_valid_precision, quantize
+from app.core.money import has_valid_precision, minor_unit, quantize
 from app.programs.models import Program
 from app.programs.service import get_program
 from app.rewards.models import RewardRule, RewardRuleVersion
@@ -55,7 +55,10 @@ def _check_money(program: Program, data: RuleCreate) -> dict[str, Any]:
     money = [data.amount, data.min_order_amount, *(tier.amount for tier in data.tiers)]
     for amount in money:
         if amount is not None and not has_valid_precision(amount, program.currency):
-            raise InvalidRule(f"{amount} has more decimals than {program.currency} allows")
+            raise InvalidRule(
+                f"{amount} has more decimals than {program.currency} allows "
+                f"({minor_unit(program.currency)})"
+            )
     values["tiers"] = [
         tier.model_dump(mode="json", exclude_none=True)
         for tier in sorted(data.tiers, key=lambda t: t.from_referral)

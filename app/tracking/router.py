@@ -4,7 +4,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.core.config import Settings
 from app.core.errors import COMMON_ERRORS, POST_ERRORS, problem_responses
 from app.http.auth import AUTHENTICATED_ERRORS
 from app.http.cors import OriginNotAllowed, WidgetKey
@@ -22,10 +21,8 @@ router = APIRouter(tags=["tracking"])
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign")
 
 
-def visit_of(request: Request, settings: Settings) -> service.Visit:
-    return service.Visit(
-        ip=client_ip(request, settings), user_agent=request.headers.get("user-agent")
-    )
+def visit_of(request: Request) -> service.Visit:
+    return service.Visit(ip=client_ip(request), user_agent=request.headers.get("user-agent"))
 
 
 @router.post(
@@ -53,7 +50,7 @@ async def record_click(
         settings,
         principal,
         body,
-        visit_of(request, settings),
+        visit_of(request),
         click_writer(request),
         request.app.state.code_cache,
     )
@@ -113,7 +110,7 @@ async def follow_link(
             settings,
             code,
             details,
-            visit_of(request, settings),
+            visit_of(request),
             click_writer(request),
             request.app.state.code_cache,
         )
@@ -126,6 +123,34 @@ async def follow_link(
     params = {"click_id": str(click.click_id)}
     if click.attributable:
         params["ref"] = found.code
+    return RedirectResponse(with_query(program.landing_url, params), status_code=302)
+
+
+@router.head(
+    "/r/{code}",
+    status_code=302,
+    response_class=RedirectResponse,
+    responses=problem_responses(RateLimited, *COMMON_ERRORS)
+    | {404: {"description": "Unknown code", "content": {"text/html": {}}}},
+)
+async def check_link(
+    code: str, request: Request, session: SessionDep, _rate: PublicRateLimit
+) -> Response:
+    """Answer as GET does, for link checkers and previews, without recording a click.
+
+    The Location is the same landing page with the same `ref`; it has no `click_id`, since no
+    click was recorded (so none is counted, unique or not).
+    """
+    try:
+        found, program, attributable = await service.peek_link(
+            session, code, request.app.state.code_cache
+        )
+    except CodeNotFound:
+        await limit_code_lookup(request)
+        return _unknown_code_page(code)
+    if program.status != "active":
+        return RedirectResponse(program.landing_url, status_code=302)
+    params = {"ref": found.code} if attributable else {}
     return RedirectResponse(with_query(program.landing_url, params), status_code=302)
 
 

@@ -139,6 +139,18 @@ async def follow_link(
     return click, code, program
 
 
+async def peek_link(
+    session: AsyncSession, code_text: str, cache: CodeCache | None = None
+) -> tuple[Code, Program, bool]:
+    """Where `/r/{code}` leads, recording nothing: the code, its program, and whether a click
+    through it now would be attributable (not disabled or expired).
+
+    Raises CodeNotFound for a code that does not exist.
+    """
+    code, program = await find_code(session, None, code_text, cache=cache)
+    return code, program, code_state(code, program, utcnow()) not in ("disabled", "expired")
+
+
 async def _store_click(
     session: AsyncSession,
     settings: Settings,

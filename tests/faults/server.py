@@ -57,10 +57,17 @@ def service_env(database_url: str, **settings: object) -> dict[str, str]:
 
 
 class ServiceProcess:
-    """One uvicorn process serving `app.main:create_app` on a fixed loopback port."""
+    """One uvicorn process serving `app.main:create_app` on a fixed loopback port.
 
-    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
+    Started as the Dockerfile does (uvicorn's command line), or with `via_cli` as
+    `referral-service serve` does.
+    """
+
+    def __init__(
+        self, env: dict[str, str], log_path: Path, port: int | None = None, *, via_cli: bool = False
+    ) -> None:
         self.env = env
+        self.via_cli = via_cli
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -85,18 +92,7 @@ class ServiceProcess:
         self._log.write(f"--- start {self.starts + 1} ---\n".encode())
         self._log.flush()
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
+            *self._command(),
             cwd=ROOT,
             env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
@@ -107,6 +103,25 @@ class ServiceProcess:
         )
         self.starts += 1
         await self.wait_healthy()
+
+    def _command(self) -> list[str]:
+        if self.via_cli:
+            return [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)]
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--no-access-log",
+            "--no-proxy-headers",  # as in the Dockerfile: the app reads X-Forwarded-For itself
+            "--log-level",
+            "warning",
+        ]
 
     async def wait_healthy(self, within: float = START_TIMEOUT_SECONDS) -> None:
         deadline = time.monotonic() + within
@@ -174,10 +189,10 @@ class ServiceProcess:
 
 @asynccontextmanager
 async def running_service(
-    env: dict[str, str], log_path: Path, port: int | None = None
+    env: dict[str, str], log_path: Path, port: int | None = None, *, via_cli: bool = False
 ) -> AsyncIterator[ServiceProcess]:
     """A started service that is always killed on the way out, even when the test failed."""
-    service = ServiceProcess(env, log_path, port)
+    service = ServiceProcess(env, log_path, port, via_cli=via_cli)
     try:
         await service.start()
         yield service

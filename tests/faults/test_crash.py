@@ -40,7 +40,7 @@ LOAD_TIMEOUT_SECONDS = 120
 
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[ServiceProcess]:
-    env = service_env(DATABASE_URL, trust_forwarded_for="true", database_pool_size=5)
+    env = service_env(DATABASE_URL, forwarded_allow_ips="127.0.0.1", database_pool_size=5)
     async with running_service(env, tmp_path / "service.log") as process:
         yield process
 

@@ -120,7 +120,7 @@ async def service(proxy: CuttableProxy, tmp_path: Path) -> AsyncIterator[Service
     through_proxy = make_url(DATABASE_URL).set(host="127.0.0.1", port=proxy.port)
     env = service_env(
         through_proxy.render_as_string(hide_password=False),
-        trust_forwarded_for="true",
+        forwarded_allow_ips="127.0.0.1",
         database_pool_size=5,
     )
     async with running_service(env, tmp_path / "service.log") as process:

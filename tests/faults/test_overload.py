@@ -48,7 +48,7 @@ ANSWERS = {(201, None), (503, "overloaded"), (503, "database_unavailable"), (429
 async def service(tmp_path: Path) -> AsyncIterator[ServiceProcess]:
     env = service_env(
         DATABASE_URL,
-        trust_forwarded_for="true",
+        forwarded_allow_ips="127.0.0.1",
         max_in_flight_requests=MAX_IN_FLIGHT,
         database_pool_size=2,
     )
