@@ -9,6 +9,7 @@ from app.core.db import is_postgres, utcnow
 from app.idempotency.service import delete_expired
 from app.metrics import rollups
 from app.rewards.service import SWEEP_BATCH, approve_due
+from app.tracking.click_writer import forget_lapsed_claims
 
 logger = logging.getLogger("app.background")
 
@@ -27,6 +28,12 @@ async def approve_due_rewards(sessionmaker: async_sessionmaker[AsyncSession]) ->
 async def forget_expired_idempotency_keys(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
     async with sessionmaker() as session, session.begin():
         return await delete_expired(session, utcnow())
+
+
+async def forget_lapsed_click_claims(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """Prune the unique-click claims whose duplicate window has passed."""
+    async with sessionmaker() as session, session.begin():
+        return await forget_lapsed_claims(session, utcnow())
 
 
 async def compact_metrics_rollups(
@@ -57,9 +64,15 @@ async def run_housekeeping(
         try:
             approved = await approve_due_rewards(sessionmaker)
             forgotten = await forget_expired_idempotency_keys(sessionmaker)
+            pruned = await forget_lapsed_click_claims(sessionmaker)
             compacted = await compact_metrics_rollups(sessionmaker)
-            if approved or forgotten:
-                logger.info("approved %d rewards; forgot %d idempotency keys", approved, forgotten)
+            if approved or forgotten or pruned:
+                logger.info(
+                    "approved %d rewards; forgot %d idempotency keys and %d click claims",
+                    approved,
+                    forgotten,
+                    pruned,
+                )
             if compacted:
                 logger.info("compacted the metrics rollups of %d keys", compacted)
         except Exception:

@@ -10,13 +10,14 @@ from app.programs.models import CustomerTokenSecret, Program
 from app.referrer_sessions.models import ReferrerSession
 from app.referrers.models import Code, Referrer
 from app.rewards.models import Reward, RewardRule, RewardRuleVersion
-from app.tracking.models import Click, Referral
+from app.tracking.models import Click, ClickClaim, Referral
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 __all__ = [
     "ApiKey",
     "Base",
     "Click",
+    "ClickClaim",
     "Code",
     "Conversion",
     "CustomerTokenSecret",

@@ -6,6 +6,11 @@ generated or, half of the time, the ids of objects seeded first, so that the fuz
 the 404s into the handlers. `REFERRAL_FUZZ_EXAMPLES` (default 25) sets the examples per operation
 and phase; `make fuzz` runs many more.
 
+Half the time the generated JSON body is sent as written, a quarter of the time with one value
+replaced by text Python's parser takes but the service must refuse (tests/hostile_json.py: NaN,
+1e999, a 5,000-digit integer, 10,000 levels of nesting, NUL): those must be a 4xx. Signed Stripe
+and Shopify events get the same treatment, anywhere in a platform-shaped payload.
+
 The fuzzed app is its own instance: schemathesis calls ASGI apps from its own event loop thread,
 and database connections cannot move between event loops.
 """
@@ -19,6 +24,7 @@ from uuid import UUID
 
 import pytest
 import schemathesis
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
@@ -35,7 +41,18 @@ from app.keys.service import create_key
 from app.main import create_app
 from app.models import Base
 from app.referrer_sessions.service import mint_session
+from tests import hostile_json
 from tests.settings import ON_POSTGRES, settings_for_tests
+from tests.test_integrations_shopify import SECRET as SHOPIFY_SECRET
+from tests.test_integrations_shopify import order, refund, shopify_hmac
+from tests.test_integrations_stripe import SECRET as STRIPE_SECRET
+from tests.test_integrations_stripe import (
+    charge,
+    checkout_session,
+    event,
+    invoice,
+    stripe_header,
+)
 
 MAX_EXAMPLES = int(os.environ.get("REFERRAL_FUZZ_EXAMPLES", "25"))
 CHECKS = [
@@ -149,6 +166,15 @@ def seeded() -> Iterator[None]:
         )
         keys: list[dict[str, Any]] = _ok(http.get("/v1/api-keys", headers=headers), 200)
         spare = _ok(http.post(f"/v1/referrers/{referrer['id']}/sessions", headers=headers), 201)
+        for provider, secret in (("stripe", STRIPE_SECRET), ("shopify", SHOPIFY_SECRET)):
+            _ok(
+                http.post(
+                    f"/v1/programs/{pid}/integrations/{provider}/secrets",
+                    json={"secrets": [secret]},
+                    headers=headers,
+                ),
+                201,
+            )
     assert conversion["rewards"], conversion
     REAL.update(
         program_id=pid,
@@ -168,22 +194,148 @@ def seeded() -> Iterator[None]:
     asgi.shutdown_lifespans()
 
 
+# (one in four: inject?, which fragment, where in the body, into a valid body if there is one)
+HOSTILE = st.tuples(
+    st.integers(0, 3),
+    st.sampled_from(sorted(hostile_json.FRAGMENTS)),
+    st.integers(0, 10_000),
+    st.booleans(),
+)
+SENT = iter(range(10**9))
+
+
+def _valid_body(method: str, path: str) -> dict[str, Any] | None:
+    """A body the operation takes (with the seeded ids), so that a fragment reaches the handler."""
+    n = next(SENT)
+    note = {"note": "fuzz", "score": 1.5}
+    bodies: dict[tuple[str, str], dict[str, Any]] = {
+        ("POST", "/v1/conversions"): {
+            "program_id": REAL["program_id"],
+            "event_id": f"fuzz_hostile_{n}",
+            "customer_id": f"fuzz_hostile_{n}",
+            "amount": "10.00",
+            "currency": "USD",
+            "metadata": note,
+        },
+        ("POST", "/v1/programs/{program_id}/referrers"): {
+            "external_id": f"fuzz_hostile_{n}",
+            "metadata": note,
+        },
+        ("POST", "/v1/conversions/{conversion_id}/refunds"): {
+            "amount": "0.01",
+            "refund_id": f"fuzz_hostile_{n}",
+        },
+        ("POST", "/v1/programs/{program_id}/reward-rules"): {
+            "recipient": "referrer",
+            "kind": "fixed",
+            "amount": "1.00",
+            "tiers": [{"from_referral": 2, "amount": "2.00"}],
+        },
+        ("POST", "/v1/clicks"): {"code": REAL["code"], "visitor_id": f"fuzz_hostile_{n}"},
+    }
+    return bodies.get((method.upper(), path))
+
+
+def _hostile_body(body: Any, fragment: str, place: int) -> bytes:
+    """The body with one of its values, or a new `metadata`, replaced by `fragment`."""
+    spots = hostile_json.paths(body)
+    if not spots or place % 4 == 0:
+        body, spots = {**body, "metadata": {"note": None}}, [("metadata", "note")]
+    return hostile_json.inject(body, spots[place % len(spots)], fragment)
+
+
 @schema.parametrize()
-@schema.given(kind=st.sampled_from(["admin", "secret", "session"]), real_ids=st.booleans())
-def test_api_answers_as_documented(case: schemathesis.Case, kind: str, real_ids: bool) -> None:
+@schema.given(
+    kind=st.sampled_from(["admin", "secret", "session"]), real_ids=st.booleans(), hostile=HOSTILE
+)
+def test_api_answers_as_documented(
+    case: schemathesis.Case, kind: str, real_ids: bool, hostile: tuple[int, str, int, bool]
+) -> None:
     if real_ids and case.path_parameters:
         # Name the seeded objects, so that the case reaches past the 404 into the handler.
         for name in case.path_parameters:
             if name in REAL:
                 case.path_parameters[name] = REAL[name]
+    extra: dict[str, Any] = {}
+    chance, name, place, into_valid = hostile
+    if chance == 3 and isinstance(case.body, dict) and case.media_type == "application/json":
+        body = _valid_body(case.method, case.path) if into_valid else None
+        if body is not None:
+            for parameter in case.path_parameters or {}:
+                case.path_parameters[parameter] = REAL[parameter]
+        extra["data"] = _hostile_body(body or case.body, hostile_json.FRAGMENTS[name], place)
     response = case.call_and_validate(
         headers={"Authorization": f"Bearer {KEYS[kind]}"},
         checks=CHECKS,
         allow_redirects=False,
+        **extra,
     )
     if kind == "session" and response.status_code == 401:
         # Signed out or revoked by an earlier case: later cases get a live session again.
         KEYS["session"] = asyncio.run(_mint_session(REAL["referrer_id"]))
+    if extra:
+        assert 400 <= response.status_code < 500, (name, response.status_code, response.text)
+
+
+def _stripe_event(n: int, kind: int) -> dict[str, Any]:
+    event_type, obj = [
+        ("checkout.session.completed", checkout_session()),
+        ("checkout.session.async_payment_succeeded", checkout_session()),
+        ("invoice.paid", invoice()),
+        ("charge.refunded", charge(1000)),
+    ][kind]
+    return event(event_type, obj, event_id=f"evt_fuzz_{n}")
+
+
+def _shopify_event(kind: int) -> tuple[str, dict[str, Any]]:
+    topic = ["orders/create", "orders/paid", "orders/cancelled", "refunds/create"][kind]
+    return topic, refund() if topic == "refunds/create" else order()
+
+
+@settings(max_examples=MAX_EXAMPLES * 4, deadline=None, database=None)
+@given(
+    provider=st.sampled_from(["stripe", "shopify"]),
+    kind=st.integers(0, 3),
+    fragment=st.one_of(
+        st.sampled_from(sorted(hostile_json.FRAGMENTS)).map(hostile_json.FRAGMENTS.get),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner),
+            max_leaves=8,
+        ).map(json.dumps),
+    ),
+    place=st.integers(0, 10_000),
+)
+def test_signed_platform_bodies_never_answer_5xx(
+    provider: str, kind: int, fragment: str, place: int
+) -> None:
+    """A signed event with any value replaced: a hostile fragment is 400, anything else < 500."""
+    n = next(SENT)
+    payload: dict[str, Any]
+    if provider == "stripe":
+        payload = _stripe_event(n, kind)
+    else:
+        topic, payload = _shopify_event(kind)
+    spots = hostile_json.paths(payload)
+    body = hostile_json.inject(payload, spots[place % len(spots)], fragment)
+    if provider == "stripe":
+        headers = {"Stripe-Signature": stripe_header(body.decode(), STRIPE_SECRET)}
+    else:
+        headers = {
+            "X-Shopify-Topic": topic,
+            "X-Shopify-Hmac-Sha256": shopify_hmac(body, SHOPIFY_SECRET),
+            "X-Shopify-Webhook-Id": f"fuzz-{n}",
+        }
+    with asgi.get_client(app) as http:  # type: ignore[arg-type]
+        response = http.post(
+            f"/v1/integrations/{provider}/{REAL['program_id']}/webhook",
+            data=body,
+            headers=headers | {"Content-Type": "application/json"},
+        )
+    assert response.status_code < 500, (fragment[:80], response.text)
+    if fragment in hostile_json.FRAGMENTS.values():
+        assert response.status_code == 400, (fragment[:80], response.text)
+        assert response.json()["code"] == "invalid_payload"
 
 
 def test_every_operation_declares_its_problem_answers() -> None:

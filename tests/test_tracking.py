@@ -9,7 +9,7 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy import select, update
 
 from app.referrers.models import Code
-from app.tracking.models import Click, Referral
+from app.tracking.models import Click, ClickClaim, Referral
 from tests.factories import (
     BROWSER_UA,
     assert_problem,
@@ -332,12 +332,20 @@ async def test_click_outside_the_window_is_not_duplicate(
 ) -> None:
     first = await record_click(client, publishable, code, visitor_id="v1")
     long_ago = datetime.now(UTC) - timedelta(hours=settings.duplicate_click_window_hours, minutes=5)
+    window = timedelta(hours=settings.duplicate_click_window_hours)
     async with app.state.sessionmaker() as session:
+        # The click, and the claims it took (app.tracking.models.ClickClaim), move back together.
         await session.execute(
             update(Click)
             .where(Click.id == UUID(first.json()["click_id"]))
             .values(occurred_at=long_ago)
         )
+        moved = await session.execute(
+            update(ClickClaim)
+            .where(ClickClaim.claimed_by == UUID(first.json()["click_id"]))
+            .values(claimed_at=long_ago, seen_until=long_ago + window)
+        )
+        assert moved.rowcount == 2  # its visitor id and its IP hash
         await session.commit()
     second = await record_click(client, publishable, code, visitor_id="v1")
     assert second.json()["is_duplicate"] is False

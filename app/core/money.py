@@ -1,9 +1,19 @@
 """Money is Decimal end to end; amounts are rounded half-even to the currency's minor unit."""
 
+import re
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import cache
 
 from babel.numbers import get_currency_precision, list_currencies
+
+# The one written form of money: ASCII digits, optionally a point and more digits ("49.99").
+# Decimal() takes far more ("1e3", "1_000", " 5", "+5", "5.", ".5", digits of other scripts),
+# none of which a client means as an amount.
+DECIMAL_STRING = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+
+def is_decimal_string(text: str) -> bool:
+    return DECIMAL_STRING.fullmatch(text) is not None
 
 
 @cache

@@ -17,8 +17,10 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
-from app.core.money import is_currency
+from app.core.json_input import refusal
+from app.core.money import is_currency, is_decimal_string
 
 
 class InputModel(BaseModel):
@@ -28,21 +30,13 @@ class InputModel(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_nul(cls, data: Any) -> Any:
-        # Postgres cannot store U+0000 in text; refuse it on every backend alike.
-        if _has_nul(data):
-            raise ValueError("text may not contain NUL (U+0000) characters")
+    def _takeable_json(cls, data: Any) -> Any:
+        # NaN, 1e999, deep nesting and NUL parse from a body but cannot be stored or walked:
+        # refused for every body alike (app.core.json_input), before any field sees them.
+        problem = refusal(data)
+        if problem is not None:
+            raise PydanticCustomError("json_refused", problem)
         return data
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 class OutputModel(BaseModel):
@@ -115,16 +109,32 @@ ShortText = Annotated[str, Field(max_length=200)]
 HttpUrl = Annotated[AnyUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"])]
 
 
-def _not_a_float(value: Any) -> Any:
-    # Money travels as a decimal string ("12.50"); a JSON number is a binary float.
-    if isinstance(value, float):
-        raise ValueError('give money as a decimal string, e.g. "12.50"')
-    return value
+MONEY_FORM = 'a decimal string like "49.99" (ASCII digits, optionally a point and decimals)'
 
 
+def _decimal_string(value: Any) -> Any:
+    # Money travels as a decimal string: a JSON number is a binary float (or an integer that
+    # reads as the same thing), and Decimal() alone would take "1e3", "1_000" or " 5".
+    if isinstance(value, Decimal) and value.is_finite():
+        return value  # from the service itself: a stored rule validated again with a change
+    if isinstance(value, str) and is_decimal_string(value):
+        return value
+    raise PydanticCustomError("decimal_string", f"must be {MONEY_FORM}")
+
+
+# Then the currency's minor unit: the services refuse more decimals than it has ("80.0" is a
+# valid USD amount, "80.001" is not; JPY takes none), see app.core.money.has_valid_precision.
 PositiveMoney = Annotated[
     Decimal,
-    BeforeValidator(_not_a_float),
+    BeforeValidator(_decimal_string),
     Field(gt=0, max_digits=16, decimal_places=4),
-    WithJsonSchema({"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,4})?$"}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^[0-9]+(\.[0-9]+)?$",
+            "description": f"Money as {MONEY_FORM}: greater than 0, at most 12 digits before "
+            "the point and no more decimals than the currency's minor unit (2 for USD, 0 for "
+            "JPY). A JSON number is refused.",
+        }
+    ),
 ]

@@ -27,10 +27,12 @@ from app.core.errors import (
     PayloadTooLarge,
     Unauthorized,
     UnsupportedMediaType,
+    ValidationFailed,
     error_for_database_exception,
     problem_bytes,
     problem_document,
 )
+from app.core.json_input import parse_failure
 from app.http.validation import validation_problem
 
 logger = logging.getLogger("app.http.errors")
@@ -89,6 +91,11 @@ UNREADABLE_BODY = "The body could not be read: send UTF-8 encoded JSON."
 
 
 def _http_error(request: Request, exc: StarletteHTTPException) -> AppError:
+    # FastAPI answers a body its JSON parser raised on (too deep, a number too long) with a
+    # bare 400; like a syntax error, that is a 422 that says what is wrong.
+    refused = parse_failure(exc.__cause__) if exc.__cause__ is not None else None
+    if exc.status_code == 400 and refused is not None:
+        return ValidationFailed(f"request: {refused}")
     error_class = _HTTP_ERRORS.get(exc.status_code)
     if error_class is None:
         error = AppError(str(exc.detail), headers=dict(exc.headers) if exc.headers else None)

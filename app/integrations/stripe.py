@@ -84,7 +84,7 @@ def map_event(event: dict[str, Any]) -> Mapped:
             return _charge_refunded(obj)
         if event_type == "checkout.session.async_payment_failed":
             return Skipped("ignored", "the delayed payment failed: the checkout earns nothing")
-    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError, ArithmeticError) as exc:
         return Skipped("rejected", f"the {event_type} event lacks what is needed: {exc!r}")
     return Skipped("ignored", f"{event_type or 'this event type'} is not used")
 

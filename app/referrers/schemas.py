@@ -1,4 +1,3 @@
-import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -23,25 +22,14 @@ def _in_utc(value: datetime) -> datetime:
         raise ValueError("the time is out of range") from None
 
 
-def _finite_numbers(value: Any) -> Any:
-    # NaN and Infinity parse from JSON but are not JSON; Postgres refuses to store them.
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("metadata numbers must be finite")
-    if isinstance(value, dict | list):
-        for child in value.values() if isinstance(value, dict) else value:
-            _finite_numbers(child)
-    return value
-
-
 ExpiresAt = Annotated[AwareDatetime, AfterValidator(_in_utc)]
-ReferrerMetadata = Annotated[Metadata, AfterValidator(_finite_numbers)]
 
 
 class ReferrerUpsert(InputModel):
     external_id: ExternalId
     email: Email | None = None
     name: Annotated[str, Field(max_length=200)] | None = None
-    metadata: ReferrerMetadata | None = None
+    metadata: Metadata | None = None
 
 
 class CodeCreate(InputModel):

@@ -39,6 +39,28 @@ class Click(IdMixin, Base):
     customer_id: Mapped[str | None] = mapped_column(String(200))
 
 
+class ClickClaim(Base):
+    """Which click on a code holds a visitor's uniqueness, and until when the visitor is "seen".
+
+    One row per code and visitor key: `kind` "visitor" (the widget's visitor id) or "ip" (the
+    IP hash). A click is unique when each of its keys has no row, or one whose `seen_until` (its
+    latest click + the duplicate window) has passed; every click moves `seen_until` on. Decided
+    by one INSERT … ON CONFLICT DO UPDATE … RETURNING (app.tracking.click_writer), so that two
+    workers or replicas never both take a key as new. Rows whose window has passed are pruned.
+    No foreign keys: claims are bookkeeping of the hot path, and a click row is written after
+    its claim in the same transaction.
+    """
+
+    __tablename__ = "click_claims"
+
+    code_id: Mapped[UUID] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+    claimed_by: Mapped[UUID]  # the unique click (all zeros: claimed from before migration 0008)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_until: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class Referral(IdMixin, Base):
     """A referred customer (referee) tied to a referrer; one per program and customer."""
 

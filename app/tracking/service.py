@@ -20,7 +20,7 @@ from app.referrers.codes import code_state
 from app.referrers.models import Code, Referrer
 from app.referrers.service import CodeCache, find_code, increment_redemptions
 from app.tracking.bots import is_bot
-from app.tracking.click_writer import ClickWriter, mark_duplicates
+from app.tracking.click_writer import ClickWriter, claim_unique_visits
 from app.tracking.models import Click, Referral
 from app.tracking.schemas import ClickCreate, ClickOut, RedemptionCreate, RedemptionOut
 from app.webhooks.outbox import emit_referral_created
@@ -199,7 +199,7 @@ async def _store_click(
         duplicate = await writer.write(values)
     else:
         window = timedelta(hours=settings.duplicate_click_window_hours)
-        [duplicate] = await mark_duplicates(session, [values], window)
+        [duplicate] = await claim_unique_visits(session, [values], window)
         await session.execute(insert(Click).values(**values, is_duplicate=duplicate))
     return ClickOut(
         click_id=values["id"],
