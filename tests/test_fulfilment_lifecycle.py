@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+import pytest
 from httpx import AsyncClient
 from sqlalchemy import select, update
 
@@ -241,3 +242,25 @@ async def test_a_job_whose_credentials_are_gone_waits_for_new_ones(
     await connect_issuer(client, admin, prog["id"], issuer)
     await drain(dispatcher, utcnow() + timedelta(minutes=5))
     assert (await fulfilment_of(client, admin, bought["rewards"][0]["id"]))["status"] == "fulfilled"
+
+
+@pytest.mark.postgres
+async def test_two_dispatchers_share_the_due_jobs_and_issue_each_once(
+    client: AsyncClient, app: Any, issuer: FakeIssuer, dispatcher: Dispatcher
+) -> None:
+    """Two replicas' rounds at the same moment: SKIP LOCKED gives each job to one of them."""
+    admin, prog, alice = await _program(client, app, issuer, trigger="every_purchase")
+    for n in range(12):
+        await buy(client, admin, prog, alice, f"buyer_{n}", event=f"order_{n}")
+    issuer.stall("issue", 0.2, times=12)  # keep the first claim's calls out a little
+    twin = Dispatcher(app.state.sessionmaker, dispatcher.settings)
+    try:
+        counts = await asyncio.gather(dispatcher.run_once(), twin.run_once())
+    finally:
+        await twin.aclose()
+    assert sum(counts) == 12
+    assert len(issuer.calls("issue")) == 12 == len(issuer.issued)
+    listed = await client.get(
+        "/v1/fulfilments", params={"program_id": prog["id"]}, headers=auth(admin)
+    )
+    assert {row["status"] for row in listed.json()["data"]} == {"fulfilled"}

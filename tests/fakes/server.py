@@ -41,6 +41,11 @@ class _Fault:
     hold: bool = False  # do the call, then keep the answer until released
 
 
+class _Server(ThreadingHTTPServer):
+    # The default backlog (5) drops connections when a test's dispatchers call at once.
+    request_queue_size = 128
+
+
 class LoopbackServer:
     def __init__(self) -> None:
         self.requests: list[Request] = []
@@ -73,7 +78,7 @@ class LoopbackServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
