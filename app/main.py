@@ -19,6 +19,8 @@ from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
 from app.customers.router import router as customers_router
 from app.dashboard.router import router as dashboard_router
+from app.fulfilment.dispatcher import Dispatcher as FulfilmentDispatcher
+from app.fulfilment.router import router as fulfilment_router
 from app.http.auth import principal_cache, session_cache
 from app.http.cors import CorsMiddleware, OriginCache
 from app.http.errors import install_error_handlers
@@ -101,14 +103,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dispatcher = None
         if settings.webhook_dispatch_interval_seconds > 0:
             dispatcher = asyncio.create_task(app.state.webhook_dispatcher.run())
+        fulfiller = None
+        if settings.fulfilment_dispatch_interval_seconds > 0:
+            fulfiller = asyncio.create_task(app.state.fulfilment_dispatcher.run())
         try:
             yield
         finally:
-            if dispatcher is not None:
-                dispatcher.cancel()
-                with suppress(asyncio.CancelledError):
-                    await dispatcher
+            for task in (dispatcher, fulfiller):
+                if task is not None:
+                    task.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await task
             await app.state.webhook_dispatcher.aclose()
+            await app.state.fulfilment_dispatcher.aclose()
             await app.state.click_writer.stop()
             if sweeper is not None:
                 sweeper.cancel()
@@ -142,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker, timedelta(hours=settings.duplicate_click_window_hours)
     )
     app.state.webhook_dispatcher = Dispatcher(app.state.sessionmaker, settings)
+    app.state.fulfilment_dispatcher = FulfilmentDispatcher(app.state.sessionmaker, settings)
     install_error_handlers(app)
     app.add_middleware(UnitOfWorkMiddleware, sessionmaker=app.state.sessionmaker, settings=settings)
     app.add_middleware(
@@ -161,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tracking_router,
         conversions_router,
         rewards_router,
+        fulfilment_router,
         customers_router,
         keys_router,
         metrics_router,

@@ -2,6 +2,7 @@
 
 from app.conversions.models import Conversion, Refund
 from app.core.db import Base
+from app.fulfilment.models import Fulfilment, FulfilmentCredential
 from app.idempotency.models import IdempotencyRecord
 from app.integrations.models import IntegrationEvent, IntegrationReference, IntegrationSecret
 from app.keys.models import ApiKey
@@ -21,6 +22,8 @@ __all__ = [
     "Code",
     "Conversion",
     "CustomerTokenSecret",
+    "Fulfilment",
+    "FulfilmentCredential",
     "IdempotencyRecord",
     "IntegrationEvent",
     "IntegrationReference",

@@ -15,6 +15,7 @@ def settings_for_tests(**overrides: object) -> Settings:
         "housekeeping_interval_seconds": 0,
         # Tests run dispatch rounds themselves, against receivers on loopback.
         "webhook_dispatch_interval_seconds": 0,
+        "fulfilment_dispatch_interval_seconds": 0,
         "webhook_allow_private_targets": True,
         "database_pool_size": 30,
         # The suite sends thousands of requests from one address; tests/test_rate_limits.py

@@ -99,6 +99,7 @@ class World:
         self.rule: dict[str, Any] = {}
         # The referrer of program B that the "other_referrer" session belongs to.
         self.other_referrer_id = ""
+        self.fulfilment_rule = ""
 
     def unique(self, prefix: str) -> str:
         self.count += 1
@@ -468,6 +469,56 @@ async def _redeliver(w: World, missing: bool) -> Call:
     return Call("POST", f"/v1/webhook-deliveries/{_pick(delivery_id, missing)}/redeliver")
 
 
+# --- fulfilment -------------------------------------------------------------------------------
+
+STRIPE_KEY = "sk_test_matrix0123456789abcdef"
+
+
+def _provider_body() -> dict[str, Any]:
+    return {"provider": "stripe", "secret_key": STRIPE_KEY}
+
+
+async def _add_provider(w: World, missing: bool) -> Call:
+    url = f"/v1/programs/{_pick(w.pid, missing)}/fulfilment-providers"
+    return Call("POST", url, json=_provider_body())
+
+
+async def _delete_provider(w: World, missing: bool) -> Call:
+    await w.admin_post(f"/v1/programs/{w.pid}/fulfilment-providers", _provider_body())
+    return Call("DELETE", f"/v1/programs/{_pick(w.pid, missing)}/fulfilment-providers/stripe")
+
+
+async def _new_fulfilment(w: World) -> str:
+    """A pending fulfilment of program A: a Stripe coupon rule pays the referee at once."""
+    if not w.fulfilment_rule:
+        await w.admin_post(f"/v1/programs/{w.pid}/fulfilment-providers", _provider_body())
+        rule = await w.admin_post(
+            f"/v1/programs/{w.pid}/reward-rules",
+            {
+                "recipient": "referee",
+                "kind": "fixed",
+                "amount": "3.00",
+                "fulfilment": "coupon",
+                "fulfilment_provider": "stripe",
+                "trigger": "every_purchase",
+            },
+        )
+        w.fulfilment_rule = str(rule["id"])
+        w.mark(rule["id"])
+    conversion = await w.new_conversion()
+    found = next(r for r in conversion["rewards"] if r["rule_id"] == w.fulfilment_rule)
+    w.mark(found["fulfilment"]["id"])
+    return str(found["fulfilment"]["id"])
+
+
+def _fulfilment_call(method: str, suffix: str = "") -> Builder:
+    async def build(w: World, missing: bool) -> Call:
+        fulfilment_id = _pick(await _new_fulfilment(w), missing)
+        return Call(method, f"/v1/fulfilments/{fulfilment_id}{suffix}")
+
+    return build
+
+
 MATRIX: dict[str, Expectation] = {
     # programs
     "POST /v1/programs": Expectation(
@@ -594,6 +645,21 @@ MATRIX: dict[str, Expectation] = {
     ),
     "GET /v1/programs/{program_id}/integrations/{provider}/events": Expectation(
         SECRET, 200, _call("GET", "/v1/programs/{program_id}/integrations/stripe/events")
+    ),
+    # fulfilment
+    "POST /v1/programs/{program_id}/fulfilment-providers": Expectation(SECRET, 201, _add_provider),
+    "GET /v1/programs/{program_id}/fulfilment-providers": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/fulfilment-providers")
+    ),
+    "DELETE /v1/programs/{program_id}/fulfilment-providers/{provider}": Expectation(
+        SECRET, 204, _delete_provider
+    ),
+    "GET /v1/fulfilments": Expectation(
+        SECRET, 200, _list("/v1/fulfilments", program_id="{program_id}"), "list"
+    ),
+    "GET /v1/fulfilments/{fulfilment_id}": Expectation(SECRET, 200, _fulfilment_call("GET")),
+    "POST /v1/fulfilments/{fulfilment_id}/retry": Expectation(
+        SECRET, 200, _fulfilment_call("POST", "/retry")
     ),
     # outbound webhooks
     "POST /v1/webhook-endpoints": Expectation(SECRET, 201, _create_endpoint),

@@ -3,15 +3,38 @@
 Every (entry type, status) a ledger entry can be in is built through the API; each action the
 API offers (approve, mark-paid, reverse) is then tried on it. The answer must be what
 app.rewards.states.TRANSITIONS says: the new status, or 409 invalid_transition and no change.
+`fulfil` is the fulfilment dispatcher's: a due fulfilment is attached to each entry and the
+dispatcher run against a local issuer.
 """
 
 from typing import Any
+from uuid import UUID
 
 import pytest
 from httpx import AsyncClient
 
-from app.rewards.states import TRANSITIONS, Action, EntryType, RewardStatus
+from app.core.db import utcnow
+from app.fulfilment.dispatcher import Dispatcher
+from app.fulfilment.models import Fulfilment
+from app.fulfilment.states import FulfilmentStatus
+from app.rewards.states import (
+    TRANSITIONS,
+    Action,
+    EntryType,
+    FulfilmentMethod,
+    FulfilmentProvider,
+    RewardStatus,
+)
 from tests.factories import assert_problem
+from tests.fakes.issuer import FakeIssuer
+from tests.fulfilment_helpers import (  # noqa: F401
+    connect_issuer,
+    dispatcher_fixture,
+    fulfilment_of,
+    issuer_fixture,
+    shopify_fixture,
+    stripe_fixture,
+)
 from tests.money_factories import (
     add_rule,
     post_refund,
@@ -94,6 +117,52 @@ async def test_every_pair_follows_the_table(
     else:
         assert response.status_code == 200, response.text
         assert response.json()["status"] == expected == after["status"]
+
+
+@pytest.mark.parametrize(("entry_type", "status"), STATES)
+async def test_fulfil_follows_the_table(
+    client: AsyncClient,
+    app: Any,
+    issuer: FakeIssuer,
+    dispatcher: Dispatcher,
+    entry_type: EntryType,
+    status: RewardStatus,
+) -> None:
+    admin, entry = await _entry_in(client, app, entry_type, status)
+    await connect_issuer(client, admin, entry["program_id"], issuer)
+    now = utcnow()
+    async with app.state.sessionmaker() as session:
+        session.add(
+            Fulfilment(
+                created_at=now,
+                updated_at=now,
+                program_id=UUID(entry["program_id"]),
+                reward_id=UUID(entry["id"]),
+                method=FulfilmentMethod.COUPON,
+                provider=FulfilmentProvider.WEBHOOK,
+                status=FulfilmentStatus.PENDING,
+                code="REFTRANSITION01",
+                currency="USD",
+                details={},
+                attempts=0,
+                in_flight=False,
+                due_since=now,
+                next_attempt_at=now,
+            )
+        )
+        await session.commit()
+    expected = TRANSITIONS.get((entry_type, status, Action.FULFIL))
+    await dispatcher.run_once()
+    after = next(r for r in await rewards(client, admin) if r["id"] == entry["id"])
+    row = await fulfilment_of(client, admin, entry["id"])
+    if expected is None:
+        assert after["status"] == status
+        assert row["status"] == "cancelled" and row["error"] == f"the reward is {status}"
+        assert issuer.requests == []
+    else:
+        assert after["status"] == expected
+        assert row["status"] == "fulfilled"
+        assert len(issuer.calls("issue")) == 1
 
 
 def test_a_clawback_is_never_reversed() -> None:

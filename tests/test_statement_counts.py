@@ -19,6 +19,7 @@ from app.core.db import utcnow
 from app.http import exports
 from app.integrations.models import IntegrationEvent
 from tests.factories import BROWSER_UA, auth, make_key, make_program, make_referrer
+from tests.fulfilment_helpers import connect_stripe
 from tests.money_factories import add_rule, purchase
 
 ROWS = 24
@@ -58,6 +59,21 @@ def counting(app: Any) -> Iterator[Statements]:
         event.remove(engine, "before_cursor_execute", record)
 
 
+async def add_coupon_rule(client: AsyncClient, admin: str, program_id: str) -> None:
+    """A coupon for each referee too: the lists show each reward's fulfilment."""
+    await connect_stripe(client, admin, program_id)
+    await add_rule(
+        client,
+        admin,
+        program_id,
+        recipient="referee",
+        kind="fixed",
+        amount="1.00",
+        fulfilment="coupon",
+        fulfilment_provider="stripe",
+    )
+
+
 @pytest.fixture
 async def seeded(client: AsyncClient, app: Any) -> dict[str, Any]:
     """One program with ROWS of everything a list shows; ROWS programs, keys and endpoints."""
@@ -79,6 +95,7 @@ async def seeded(client: AsyncClient, app: Any) -> dict[str, Any]:
         assert endpoint.status_code == 201, endpoint.text
     for recipient in ("referrer", "referee"):
         await add_rule(client, admin, prog["id"], recipient=recipient, kind="fixed", amount="5.00")
+    await add_coupon_rule(client, admin, prog["id"])
     referrers = []
     for n in range(ROWS):
         referrer = await make_referrer(client, admin, prog["id"], f"ref_{n}")
@@ -110,17 +127,20 @@ async def seeded(client: AsyncClient, app: Any) -> dict[str, Any]:
     small = await make_program(client, admin, name="Small")
     for recipient in ("referrer", "referee"):
         await add_rule(client, admin, small["id"], recipient=recipient, kind="fixed", amount="5.00")
+    await add_coupon_rule(client, admin, small["id"])
     for n in range(2):
         referrer = await make_referrer(client, admin, small["id"], f"small_{n}")
         code = referrer["default_code"]["code"]
         await purchase(client, admin, small, f"small_{n}", f"small_buyer_{n}", "9.00", code=code)
     endpoints = (await client.get("/v1/webhook-endpoints", headers=auth(admin))).json()["data"]
+    fulfilments = (await client.get("/v1/fulfilments", headers=auth(admin))).json()["data"]
     return {
         "admin": admin,
         "program": prog["id"],
         "small": small["id"],
         "referrer": referrers[0]["id"],
         "endpoint": endpoints[0]["id"],
+        "fulfilment": fulfilments[0]["id"],
     }
 
 
@@ -132,6 +152,7 @@ PAGED_LISTS = [
     "/v1/webhook-endpoints",
     "/v1/webhook-endpoints/{endpoint}/deliveries",
     "/v1/programs/{program}/integrations/stripe/events",
+    "/v1/fulfilments",
 ]
 LIMITED_TABLES = [
     "/v1/programs/{program}/metrics/referrers",
@@ -208,6 +229,8 @@ GETS = [
     "/v1/programs/{program}/metrics/cohorts",
     "/v1/api-keys",
     "/v1/webhook-endpoints/{endpoint}",
+    "/v1/programs/{program}/fulfilment-providers",
+    "/v1/fulfilments/{fulfilment}",
 ]
 
 

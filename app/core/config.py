@@ -121,6 +121,17 @@ class Settings(BaseSettings):
     referrer_portal_link_ttl_seconds: int = Field(default=86400, ge=60, le=30 * 86400)
     rate_limit_me_per_session: str = "120/minute"
     rate_limit_me_per_ip: str = "600/minute"
+    # Fulfilment (app.fulfilment.dispatcher): how often each replica looks for due jobs (0 turns
+    # it off in this process), how many per round, the timeout of each provider request.
+    fulfilment_dispatch_interval_seconds: float = Field(default=1.0, ge=0)
+    fulfilment_dispatch_batch_size: int = Field(default=20, ge=1, le=500)
+    fulfilment_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
+    fulfilment_retry_base_seconds: float = Field(default=30.0, ge=0)
+    fulfilment_retry_max_delay_seconds: float = Field(default=3600.0, ge=0)
+    fulfilment_retry_window_hours: float = Field(default=24.0, gt=0)
+    # Where the providers' APIs are; unset Shopify means https://{shop_domain} (tests: a fake).
+    shopify_admin_base_url: str | None = None
+    stripe_api_base_url: str = "https://api.stripe.com"
 
     @model_validator(mode="after")
     def _safe_in_production(self) -> Self:
@@ -131,6 +142,10 @@ class Settings(BaseSettings):
                 raise ValueError("set REFERRAL_PSEUDONYM_KEY to a secret value in production")
             if self.database_url.startswith("sqlite"):
                 raise ValueError("production needs PostgreSQL, not SQLite (REFERRAL_DATABASE_URL)")
+            for name in ("shopify_admin_base_url", "stripe_api_base_url"):
+                url = getattr(self, name)
+                if url is not None and not url.startswith("https://"):
+                    raise ValueError(f"REFERRAL_{name.upper()} must be https in production")
         return self
 
     @model_validator(mode="after")

@@ -12,5 +12,10 @@ WRITE_FLUSH_SECONDS = Histogram("referral_write_flush_seconds", "Time to flush o
 WEBHOOK_DELIVERIES = Counter(
     "referral_webhook_deliveries_total", "Outbound webhook delivery attempts", ["outcome"]
 )
+FULFILMENT_ATTEMPTS = Counter(
+    "referral_fulfilment_attempts_total",
+    "Provider calls of the fulfilment dispatcher, by provider and outcome",
+    ["provider", "outcome"],
+)
 DB_POOL_CHECKED_OUT = Gauge("referral_db_pool_checked_out", "Database connections in use")
 DB_POOL_SIZE = Gauge("referral_db_pool_size", "Database connections kept in the pool")

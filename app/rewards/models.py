@@ -8,7 +8,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.conversions.models import MONEY
 from app.core.db import Base, IdMixin, StrEnumText, UTCDateTime, utcnow
-from app.rewards.states import EntryType, Recipient, RewardStatus, RuleKind, Trigger
+from app.rewards.states import (
+    EntryType,
+    FulfilmentMethod,
+    FulfilmentProvider,
+    Recipient,
+    RewardStatus,
+    RuleKind,
+    Trigger,
+)
 
 
 class RewardRule(IdMixin, Base):
@@ -31,6 +39,15 @@ class RewardRule(IdMixin, Base):
     tiers: Mapped[list[Any]] = mapped_column(JSON, default=list)
     max_rewards_per_referrer: Mapped[int | None] = mapped_column(Integer)
     hold_days: Mapped[int] = mapped_column(Integer, default=0)
+    # How approved rewards are delivered (app.fulfilment), and by which configured provider.
+    fulfilment: Mapped[FulfilmentMethod] = mapped_column(
+        StrEnumText(FulfilmentMethod, 16), default=FulfilmentMethod.LEDGER, server_default="ledger"
+    )
+    fulfilment_provider: Mapped[FulfilmentProvider | None] = mapped_column(
+        StrEnumText(FulfilmentProvider, 16)
+    )
+    # A coupon of this percent off (the recipient's next order) instead of the reward's amount.
+    coupon_percent: Mapped[Decimal | None] = mapped_column(Numeric(5, 2))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -68,6 +85,10 @@ class Reward(IdMixin, Base):
     )
     adjusts_reward_id: Mapped[UUID | None] = mapped_column(ForeignKey("rewards.id"), index=True)
     kind: Mapped[RuleKind] = mapped_column(StrEnumText(RuleKind, 16))
+    # The paying rule version's method: batches find cash and donations by it.
+    fulfilment_method: Mapped[FulfilmentMethod] = mapped_column(
+        StrEnumText(FulfilmentMethod, 16), default=FulfilmentMethod.LEDGER, server_default="ledger"
+    )
     unit: Mapped[str] = mapped_column(String(8))  # a currency code, or "points"
     amount: Mapped[Decimal] = mapped_column(MONEY)
     original_amount: Mapped[Decimal] = mapped_column(MONEY)

@@ -9,6 +9,7 @@ from app.core.access import Principal
 from app.core.errors import PATCH_ERRORS, POST_ERRORS, ValidationFailed, problem_responses
 from app.core.pagination import InvalidCursor, InvalidLimit, Page, PageParams
 from app.core.schemas import AwareDatetime
+from app.fulfilment.jobs import RULE_ERRORS
 from app.http.auth import AUTHENTICATED_ERRORS, SecretKey
 from app.http.dependencies import PageDep, SessionDep
 from app.http.exports import (
@@ -41,7 +42,7 @@ router = APIRouter(tags=["rewards"], responses=problem_responses(*AUTHENTICATED_
     status_code=201,
     response_model=RuleOut,
     responses=problem_responses(
-        ProgramNotFound, rules.InvalidRule, rules.TooManyRules, *POST_ERRORS
+        ProgramNotFound, rules.InvalidRule, rules.TooManyRules, *RULE_ERRORS, *POST_ERRORS
     ),
 )
 async def create_rule(
@@ -71,7 +72,7 @@ async def get_rule(rule_id: UUID, session: SessionDep, principal: SecretKey) -> 
 @router.patch(
     "/v1/reward-rules/{rule_id}",
     response_model=RuleOut,
-    responses=problem_responses(rules.RuleNotFound, rules.InvalidRule, *PATCH_ERRORS),
+    responses=problem_responses(rules.RuleNotFound, rules.InvalidRule, *RULE_ERRORS, *PATCH_ERRORS),
 )
 async def update_rule(
     rule_id: UUID, body: RuleUpdate, session: SessionDep, principal: SecretKey

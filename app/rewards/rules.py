@@ -11,6 +11,7 @@ from app.core.access import Principal, get_visible
 from app.core.db import utcnow
 from app.core.errors import AppError, Unprocessable
 from app.core.money import has_valid_precision, minor_unit, quantize
+from app.fulfilment import jobs as fulfilment
 from app.programs.models import Program
 from app.programs.service import get_program
 from app.rewards.models import RewardRule, RewardRuleVersion
@@ -31,7 +32,12 @@ RULE_FIELDS = (
     "tiers",
     "max_rewards_per_referrer",
     "hold_days",
+    "fulfilment",
+    "fulfilment_provider",
+    "coupon_percent",
 )
+# Changing the method starts its provider and coupon percent afresh unless they are given.
+FULFILMENT_FIELDS = ("fulfilment_provider", "coupon_percent")
 
 
 class RuleNotFound(AppError):
@@ -76,6 +82,7 @@ async def create_rule(
     )
     if (count or 0) >= MAX_RULES_PER_PROGRAM:
         raise TooManyRules(f"a program may have at most {MAX_RULES_PER_PROGRAM} rules")
+    await fulfilment.check_rule(session, program, data)
     now = utcnow()
     rule = RewardRule(
         program_id=program.id,
@@ -131,11 +138,17 @@ async def update_rule(
     if "kind" in changes:
         for field in VALUE_FIELDS:
             current.pop(field, None)
+    if changes.get("fulfilment") is not None:
+        for field in FULFILMENT_FIELDS:
+            current.pop(field, None)
+    if "fulfilment" in changes and changes["fulfilment"] is None:
+        raise Unprocessable("fulfilment cannot be null")
     merged = {**current, **changes}
     try:
         validated = RuleCreate.model_validate(merged)
     except ValidationError as exc:
         raise InvalidRule(str(exc.errors()[0]["msg"])) from exc
+    await fulfilment.check_rule(session, program, validated)
     values = _check_money(program, validated)
     value_changed = any(getattr(rule, field) != value for field, value in values.items())
     for field, value in values.items():

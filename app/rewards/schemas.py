@@ -7,10 +7,20 @@ from pydantic import Field, model_validator
 
 from app.core.money import for_display
 from app.core.schemas import Currency, InputModel, OutputModel, PositiveMoney
-from app.rewards.states import EntryType, Recipient, RewardStatus, RuleKind, Trigger
+from app.rewards.states import (
+    EntryType,
+    FulfilmentMethod,
+    FulfilmentProvider,
+    Recipient,
+    RewardStatus,
+    RuleKind,
+    Trigger,
+)
 
 Percent = Annotated[Decimal, Field(gt=0, le=100, decimal_places=4)]
 Points = Annotated[int, Field(gt=0, le=100_000_000)]
+# Checked against what the providers can express by app.fulfilment.jobs (a stable 422 code).
+CouponPercent = Annotated[Decimal, Field(max_digits=9, decimal_places=4)]
 
 
 class Tier(InputModel):
@@ -60,6 +70,21 @@ class RuleCreate(RuleValues):
     min_order_amount: PositiveMoney | None = None
     max_rewards_per_referrer: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     hold_days: Annotated[int, Field(ge=0, le=365)] = 0
+    fulfilment: FulfilmentMethod = Field(
+        default=FulfilmentMethod.LEDGER,
+        description="How approved rewards are delivered: ledger (by hand), coupon, "
+        "store_credit, gift_card (issued by fulfilment_provider), cash or donation (batches).",
+    )
+    fulfilment_provider: FulfilmentProvider | None = Field(
+        default=None,
+        description="Who issues coupon, store_credit and gift_card rewards; the program must "
+        "have its credentials (POST /v1/programs/{id}/fulfilment-providers).",
+    )
+    coupon_percent: CouponPercent | None = Field(
+        default=None,
+        description="coupon only: the code takes this percent off instead of the reward's "
+        "amount; the ledger still books the reward's value.",
+    )
 
     @model_validator(mode="after")
     def _tiers_for_referrers(self) -> Self:
@@ -84,6 +109,9 @@ class RuleUpdate(InputModel):
     max_rewards_per_referrer: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     hold_days: Annotated[int, Field(ge=0, le=365)] | None = None
     tiers: Annotated[list[Tier], Field(max_length=20)] | None = None
+    fulfilment: FulfilmentMethod | None = None
+    fulfilment_provider: FulfilmentProvider | None = None
+    coupon_percent: CouponPercent | None = None
 
 
 class TierOut(OutputModel):
@@ -110,11 +138,16 @@ class RuleOut(OutputModel):
     tiers: list[TierOut]
     max_rewards_per_referrer: int | None
     hold_days: int
+    fulfilment: FulfilmentMethod
+    fulfilment_provider: FulfilmentProvider | None
+    coupon_percent: Decimal | None
     created_at: datetime
     updated_at: datetime
 
     @model_validator(mode="after")
     def _display(self) -> Self:
+        if self.coupon_percent is not None:
+            self.coupon_percent = _plain(self.coupon_percent)
         if self.currency:
             if self.amount is not None:
                 self.amount = for_display(self.amount, self.currency)
@@ -134,6 +167,21 @@ def _plain(value: Decimal) -> Decimal:
     return normalized.quantize(Decimal(1)) if normalized == normalized.to_integral() else normalized
 
 
+class FulfilmentBrief(OutputModel):
+    """How a reward paid through a provider is being delivered (app.fulfilment)."""
+
+    id: UUID
+    method: FulfilmentMethod
+    provider: FulfilmentProvider
+    status: str = Field(
+        description="waiting (held), pending, fulfilled, failed, cancelled, revoking, revoked, "
+        "kept (clawed back but used or not revocable), revoke_failed"
+    )
+    code: str | None = Field(description="The coupon or gift card code, once issued.")
+    reference: str | None = Field(description="The provider's id of what it issued.")
+    error: str | None
+
+
 class RewardOut(OutputModel):
     id: UUID
     program_id: UUID
@@ -146,6 +194,7 @@ class RewardOut(OutputModel):
     entry_type: EntryType
     adjusts_reward_id: UUID | None
     kind: RuleKind
+    fulfilment_method: FulfilmentMethod
     unit: str = Field(description="A currency code, or 'points'")
     amount: Decimal
     original_amount: Decimal
@@ -157,6 +206,12 @@ class RewardOut(OutputModel):
     reversed_at: datetime | None
     reversal_reason: str | None
     created_at: datetime
+    fulfilment: FulfilmentBrief | None = Field(
+        default=None,
+        description="The delivery by a provider (coupon, store credit, gift card); null for "
+        "other methods. Events other than reward.fulfilled and reward.fulfilment_failed "
+        "leave it null.",
+    )
 
     @model_validator(mode="after")
     def _display(self) -> Self:

@@ -26,10 +26,11 @@ from app.core.db import StrEnumText, is_postgres, utcnow
 from app.core.errors import AppError
 from app.core.money import quantize
 from app.core.pagination import PageParams, paginate
+from app.fulfilment import jobs as fulfilment
 from app.programs.models import Program
 from app.referrers.models import Referrer
 from app.rewards.models import Reward, RewardRule
-from app.rewards.schemas import Balance, BalanceLine, RewardOut
+from app.rewards.schemas import Balance, BalanceLine, FulfilmentBrief, RewardOut
 from app.rewards.states import (
     Action,
     EntryType,
@@ -69,6 +70,7 @@ async def create_rewards(
     """Apply every active rule to an attributed conversion; the caller holds the referrer lock."""
     conversion = paid.conversion
     rewards: list[Reward] = []
+    paid_by: list[tuple[Reward, RewardRule]] = []
     successful_referrals: int | None = None
     for rule in rules:
         if rule.trigger == Trigger.FIRST_PURCHASE and not paid.is_first_purchase:
@@ -108,6 +110,7 @@ async def create_rewards(
             ),
             entry_type=EntryType.REWARD,
             kind=rule.kind,
+            fulfilment_method=rule.fulfilment,
             unit=unit,
             amount=value,
             original_amount=value,
@@ -122,7 +125,10 @@ async def create_rewards(
         )
         session.add(reward)
         rewards.append(reward)
+        paid_by.append((reward, rule))
     await session.flush()
+    # In this transaction: a reward approved at birth is issued once this purchase commits.
+    await fulfilment.create_for(session, paid_by, now)
     await emit_rewards(session, "reward.created", rewards)
     return rewards
 
@@ -229,6 +235,7 @@ async def adjust_for_refund(session: AsyncSession, conversion: Conversion, now: 
         )
     )
     remaining = conversion.amount - conversion.refunded_amount
+    reversed_ids: list[UUID] = []
     for reward in rewards:
         if reward.status == RewardStatus.REVERSED:
             continue
@@ -236,6 +243,7 @@ async def adjust_for_refund(session: AsyncSession, conversion: Conversion, now: 
         if reward.status != RewardStatus.PAID:
             if target <= 0:
                 _reverse(reward, now, "refund", Action.REFUND)
+                reversed_ids.append(reward.id)
             else:
                 reward.amount = target
             continue
@@ -268,7 +276,10 @@ async def adjust_for_refund(session: AsyncSession, conversion: Conversion, now: 
                     approved_at=now,
                 )
             )
+            # Clawed back in full: an unused coupon is disabled at its provider.
+            await fulfilment.clawed_back(session, reward, target, now)
     await session.flush()
+    await fulfilment.cancel(session, reversed_ids, now, "reversed by a refund")
     await emit_rewards(session, "reward.reversed", [r for r in rewards if r.reversed_at == now])
 
 
@@ -314,6 +325,7 @@ async def approve_due(session: AsyncSession, now: datetime) -> int:
         .values(status=RewardStatus.APPROVED, approved_at=Reward.hold_until)
         .execution_options(synchronize_session=False)
     )
+    await fulfilment.release(session, ids, now)
     await emit_reward_ids(session, "reward.approved", ids)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
@@ -342,29 +354,39 @@ def status_as_read(now: datetime) -> ColumnElement[RewardStatus]:
     )
 
 
-def reward_out(reward: Reward, now: datetime) -> RewardOut:
+def reward_out(reward: Reward, now: datetime, delivery: FulfilmentBrief | None = None) -> RewardOut:
     """The entry as a read shows it: a reward past its hold reads approved since hold_until."""
-    out = RewardOut.model_validate(reward)
+    out = RewardOut.model_validate(reward).model_copy(update={"fulfilment": delivery})
     shown = reads_as(reward.entry_type, reward.status, reward.hold_until, now)
     if shown != reward.status:
         out = out.model_copy(update={"status": shown, "approved_at": reward.hold_until})
     return out
 
 
+async def _answer(session: AsyncSession, reward: Reward) -> RewardOut:
+    """A reward just changed, with its fulfilment."""
+    briefs = await fulfilment.briefs_of(session, [reward])
+    return RewardOut.model_validate(reward).model_copy(update={"fulfilment": briefs.get(reward.id)})
+
+
 async def approve(session: AsyncSession, principal: Principal, reward_id: UUID) -> RewardOut:
-    """pending → approved, before the hold ends."""
+    """pending → approved, before the hold ends; its fulfilment (if any) becomes due."""
     reward = await get_reward(session, principal, reward_id, for_update=True)
     reward.status = next_status(reward.entry_type, reward.status, Action.APPROVE)
     reward.approved_at = utcnow()
     await session.flush()
+    await fulfilment.release(session, [reward.id], reward.approved_at)
     await emit_rewards(session, "reward.approved", [reward])
-    return RewardOut.model_validate(reward)
+    return await _answer(session, reward)
 
 
 async def mark_paid(
     session: AsyncSession, principal: Principal, reward_id: UUID, payout_reference: str | None
 ) -> RewardOut:
-    """approved → paid (a pending reward whose hold has ended counts as approved)."""
+    """approved → paid (a pending reward whose hold has ended counts as approved).
+
+    Paid by hand: a fulfilment not yet issued is cancelled (one that is out is taken back).
+    """
     reward = await get_reward(session, principal, reward_id, for_update=True)
     now = utcnow()
     if reward.status == RewardStatus.PENDING and reward.hold_until <= now:
@@ -374,19 +396,25 @@ async def mark_paid(
     reward.paid_at = now
     reward.payout_reference = payout_reference
     await session.flush()
+    await fulfilment.cancel(session, [reward.id], now, "paid by hand")
     await emit_rewards(session, "reward.paid", [reward])
-    return RewardOut.model_validate(reward)
+    return await _answer(session, reward)
 
 
 async def reverse(
     session: AsyncSession, principal: Principal, reward_id: UUID, reason: str
 ) -> RewardOut:
-    """pending or approved → reversed; a paid reward is clawed back by a refund instead."""
+    """pending or approved → reversed; a paid reward is clawed back by a refund instead.
+
+    Its fulfilment, not yet issued, is cancelled in the same transaction: nothing is issued.
+    """
     reward = await get_reward(session, principal, reward_id, for_update=True)
-    _reverse(reward, utcnow(), reason, Action.REVERSE)
+    now = utcnow()
+    _reverse(reward, now, reason, Action.REVERSE)
     await session.flush()
+    await fulfilment.cancel(session, [reward.id], now, f"reversed: {reason}")
     await emit_rewards(session, "reward.reversed", [reward])
-    return RewardOut.model_validate(reward)
+    return await _answer(session, reward)
 
 
 @dataclass(frozen=True)
@@ -418,25 +446,30 @@ async def list_rewards(
     """Ledger entries matching the filters, as a read shows them (states.reads_as)."""
     now = utcnow()
     rows, next_cursor = await paginate(session, _filtered(principal, filters, now), Reward, params)
-    return [reward_out(row, now) for row in rows], next_cursor
+    briefs = await fulfilment.briefs_of(session, rows)
+    return [reward_out(row, now, briefs.get(row.id)) for row in rows], next_cursor
 
 
 async def rewards_of(
     session: AsyncSession, conversion_ids: Sequence[UUID]
 ) -> dict[UUID, list[RewardOut]]:
-    """The ledger entries of each conversion, oldest first, in one statement."""
+    """The ledger entries of each conversion, oldest first, with their fulfilments: two
+    statements whatever the number of conversions."""
     now = utcnow()
     found: dict[UUID, list[RewardOut]] = {conversion_id: [] for conversion_id in conversion_ids}
     if not found:
         return found
-    rows = await session.scalars(
-        select(Reward)
-        .where(Reward.conversion_id.in_(found))
-        .order_by(Reward.created_at, Reward.id)
-        .execution_options(populate_existing=True)
+    rows = list(
+        await session.scalars(
+            select(Reward)
+            .where(Reward.conversion_id.in_(found))
+            .order_by(Reward.created_at, Reward.id)
+            .execution_options(populate_existing=True)
+        )
     )
+    briefs = await fulfilment.briefs_of(session, rows)
     for row in rows:
-        found[row.conversion_id].append(reward_out(row, now))
+        found[row.conversion_id].append(reward_out(row, now, briefs.get(row.id)))
     return found
 
 

@@ -40,12 +40,47 @@ class Trigger(StrEnum):
     EVERY_PURCHASE = "every_purchase"
 
 
+class FulfilmentMethod(StrEnum):
+    """How a rule's rewards reach their recipient once approved (app.fulfilment delivers them).
+
+    `ledger`: a ledger entry only (paid by hand with mark-paid). `coupon`, `store_credit` and
+    `gift_card` are issued by a provider. `cash` and `donation` stay approved in the ledger
+    until a payout or donation batch settles them.
+    """
+
+    LEDGER = "ledger"
+    COUPON = "coupon"
+    STORE_CREDIT = "store_credit"
+    GIFT_CARD = "gift_card"
+    CASH = "cash"
+    DONATION = "donation"
+
+
+class FulfilmentProvider(StrEnum):
+    SHOPIFY = "shopify"
+    STRIPE = "stripe"
+    WEBHOOK = "webhook"
+
+
+# Which providers can issue each method; a method with none needs no provider.
+PROVIDERS_FOR: dict[FulfilmentMethod, frozenset[FulfilmentProvider]] = {
+    FulfilmentMethod.LEDGER: frozenset(),
+    FulfilmentMethod.COUPON: frozenset(FulfilmentProvider),
+    FulfilmentMethod.STORE_CREDIT: frozenset(FulfilmentProvider),
+    FulfilmentMethod.GIFT_CARD: frozenset({FulfilmentProvider.SHOPIFY, FulfilmentProvider.WEBHOOK}),
+    FulfilmentMethod.CASH: frozenset(),
+    FulfilmentMethod.DONATION: frozenset(),
+}
+
+
 class Action(StrEnum):
-    """What is done to an entry; `release` is the end of its hold, `refund` a full refund."""
+    """What is done to an entry; `release` is the end of its hold, `refund` a full refund,
+    `fulfil` the provider's confirmation that the coupon, credit or gift card was issued."""
 
     RELEASE = "release"
     APPROVE = "approve"
     PAY = "pay"
+    FULFIL = "fulfil"
     REVERSE = "reverse"
     REFUND = "refund"
 
@@ -55,6 +90,8 @@ TRANSITIONS: dict[tuple[EntryType, RewardStatus, Action], RewardStatus] = {
     (EntryType.REWARD, RewardStatus.PENDING, Action.RELEASE): RewardStatus.APPROVED,
     (EntryType.REWARD, RewardStatus.PENDING, Action.APPROVE): RewardStatus.APPROVED,
     (EntryType.REWARD, RewardStatus.APPROVED, Action.PAY): RewardStatus.PAID,
+    # Issued by its provider: the value has reached the recipient, as a payout would.
+    (EntryType.REWARD, RewardStatus.APPROVED, Action.FULFIL): RewardStatus.PAID,
     (EntryType.REWARD, RewardStatus.PENDING, Action.REVERSE): RewardStatus.REVERSED,
     (EntryType.REWARD, RewardStatus.APPROVED, Action.REVERSE): RewardStatus.REVERSED,
     (EntryType.REWARD, RewardStatus.PENDING, Action.REFUND): RewardStatus.REVERSED,
@@ -67,6 +104,7 @@ TRANSITIONS: dict[tuple[EntryType, RewardStatus, Action], RewardStatus] = {
 _HINTS = {
     (EntryType.REWARD, RewardStatus.PAID, Action.REVERSE): "a refund claws a paid reward back",
     (EntryType.REWARD, RewardStatus.PENDING, Action.PAY): "approve it first",
+    (EntryType.REWARD, RewardStatus.PENDING, Action.FULFIL): "it is issued once approved",
     (EntryType.CLAWBACK, RewardStatus.APPROVED, Action.REVERSE): (
         "a clawback offsets a refunded, paid reward and stays"
     ),
@@ -77,6 +115,7 @@ _PAST = {
     Action.RELEASE: "released",
     Action.APPROVE: "approved",
     Action.PAY: "paid",
+    Action.FULFIL: "fulfilled",
     Action.REVERSE: "reversed",
     Action.REFUND: "reversed by a refund",
 }

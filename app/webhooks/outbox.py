@@ -31,6 +31,8 @@ EventType = Literal[
     "reward.approved",
     "reward.reversed",
     "reward.paid",
+    "reward.fulfilled",
+    "reward.fulfilment_failed",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
