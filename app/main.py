@@ -17,6 +17,9 @@ from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
 from app.customers.router import router as customers_router
 from app.dashboard.router import router as dashboard_router
+from app.emails.dispatcher import EmailDispatcher
+from app.emails.outbox import switch_on as switch_emails_on
+from app.emails.router import router as emails_router
 from app.http.auth import principal_cache
 from app.http.cors import CorsMiddleware, OriginCache
 from app.http.errors import install_error_handlers
@@ -29,6 +32,7 @@ from app.integrations.router import webhooks as integration_webhooks_router
 from app.keys.router import router as keys_router
 from app.metrics.router import router as metrics_router
 from app.programs.router import router as programs_router
+from app.qr.router import router as qr_router
 from app.referrers.router import router as referrers_router
 from app.referrers.service import code_cache
 from app.rewards.router import router as rewards_router
@@ -87,13 +91,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dispatcher = None
         if settings.webhook_dispatch_interval_seconds > 0:
             dispatcher = asyncio.create_task(app.state.webhook_dispatcher.run())
+        mailer = None
+        email_dispatcher: EmailDispatcher | None = app.state.email_dispatcher
+        if email_dispatcher is not None and settings.email_dispatch_interval_seconds > 0:
+            mailer = asyncio.create_task(email_dispatcher.run())
         try:
             yield
         finally:
-            if dispatcher is not None:
-                dispatcher.cancel()
-                with suppress(asyncio.CancelledError):
-                    await dispatcher
+            for task in (dispatcher, mailer):
+                if task is not None:
+                    task.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await task
             await app.state.webhook_dispatcher.aclose()
             await app.state.click_writer.stop()
             if sweeper is not None:
@@ -121,6 +130,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker, timedelta(hours=settings.duplicate_click_window_hours)
     )
     app.state.webhook_dispatcher = Dispatcher(app.state.sessionmaker, settings)
+    # Lifecycle emails only with SMTP configured: then requests queue them, and this sends them.
+    app.state.email_dispatcher = None
+    if settings.emails_enabled:
+        switch_emails_on(app.state.sessionmaker)
+        app.state.email_dispatcher = EmailDispatcher(app.state.sessionmaker, settings)
     install_error_handlers(app)
     app.add_middleware(UnitOfWorkMiddleware, sessionmaker=app.state.sessionmaker, settings=settings)
     app.add_middleware(
@@ -142,6 +156,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks_router,
         dashboard_router,
         storefront_router,
+        qr_router,
+        emails_router,
     ):
         app.include_router(router)
 

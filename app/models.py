@@ -2,6 +2,7 @@
 
 from app.conversions.models import Conversion, Refund
 from app.core.db import Base
+from app.emails.models import EmailMessage, EmailSuppression, EmailTemplate
 from app.idempotency.models import IdempotencyRecord
 from app.integrations.models import IntegrationEvent, IntegrationReference, IntegrationSecret
 from app.keys.models import ApiKey
@@ -18,6 +19,9 @@ __all__ = [
     "Click",
     "Code",
     "Conversion",
+    "EmailMessage",
+    "EmailSuppression",
+    "EmailTemplate",
     "IdempotencyRecord",
     "IntegrationEvent",
     "IntegrationReference",

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.conversions.models import Conversion
 from app.core.access import Principal, program_scope
 from app.customers.schemas import ErasureOut
+from app.emails.service import forget_recipient
 from app.referrers.models import Referrer
 from app.tracking.models import Click, Referral
 
@@ -24,6 +25,8 @@ async def erase_customer(
     """Anonymise everything held about `customer_id` in the programs the key may see."""
     programs = program_scope(principal, program_id)
     replacement = pseudonym(customer_id)
+    # First, while their addresses are still there: no email to this person, ever again.
+    await forget_recipient(session, customer_id, programs)
 
     async def run(model: type, match: object, values: dict[str, object]) -> int:
         statement = update(model).where(match)  # type: ignore[arg-type]

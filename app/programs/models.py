@@ -34,4 +34,6 @@ class Program(IdMixin, Base):
     currency: Mapped[str] = mapped_column(String(3))
     referee_offer: Mapped[str | None] = mapped_column(Text)
     allowed_origins: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # Remind referrers whose codes got no click for this many days (None: no reminders).
+    reminder_after_days: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -9,6 +9,14 @@ from app.programs.models import AttributionModel, ProgramStatus
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 WindowDays = Annotated[int, Field(ge=1, le=365)]
+ReminderDays = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=365,
+        description="Email referrers whose codes got no click for this many days; null: never.",
+    ),
+]
 Origin = Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]+$", max_length=255)]
 
 
@@ -20,6 +28,7 @@ class ProgramCreate(InputModel):
     attribution_window_days: WindowDays = 30
     referee_offer: Annotated[str, Field(max_length=500)] | None = None
     allowed_origins: Annotated[list[Origin], Field(max_length=20)] = []
+    reminder_after_days: ReminderDays | None = None
 
 
 class ProgramUpdate(InputModel):
@@ -31,6 +40,7 @@ class ProgramUpdate(InputModel):
     status: ProgramStatus | None = None
     referee_offer: Annotated[str, Field(max_length=500)] | None = None
     allowed_origins: Annotated[list[Origin], Field(max_length=20)] | None = None
+    reminder_after_days: ReminderDays | None = None
 
 
 class ProgramOut(OutputModel):
@@ -43,5 +53,6 @@ class ProgramOut(OutputModel):
     status: ProgramStatus
     referee_offer: str | None
     allowed_origins: list[str]
+    reminder_after_days: int | None
     created_at: datetime
     updated_at: datetime

@@ -10,7 +10,7 @@ from app.core.pagination import PageParams, paginate
 from app.programs.models import Program, ProgramStatus
 from app.programs.schemas import ProgramCreate, ProgramUpdate
 
-NULLABLE_FIELDS = {"referee_offer"}
+NULLABLE_FIELDS = {"referee_offer", "reminder_after_days"}
 
 
 class ProgramNotFound(AppError):
@@ -38,6 +38,7 @@ async def create_program(
         attribution_window_days=data.attribution_window_days,
         referee_offer=data.referee_offer,
         allowed_origins=list(data.allowed_origins),
+        reminder_after_days=data.reminder_after_days,
         status=ProgramStatus.ACTIVE,
     )
     session.add(program)

@@ -32,6 +32,7 @@ from sqlalchemy.orm import aliased
 
 from app.core.config import Settings
 from app.core.db import is_postgres, utcnow
+from app.core.retry import backoff, poll
 from app.core.telemetry import WEBHOOK_DELIVERIES
 from app.webhooks.models import (
     DeliveryStatus,
@@ -113,15 +114,13 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Rounds until cancelled; a failed round (database outage) is logged and retried."""
-        interval = self.settings.webhook_dispatch_interval_seconds
-        while True:
-            try:
-                sent = await self.run_once()
-            except Exception:
-                logger.warning("webhook dispatch round failed", exc_info=True)
-                sent = 0
-            if sent < self.settings.webhook_dispatch_batch_size:
-                await asyncio.sleep(interval)
+        await poll(
+            self.run_once,
+            interval_seconds=self.settings.webhook_dispatch_interval_seconds,
+            batch_size=self.settings.webhook_dispatch_batch_size,
+            logger=logger,
+            what="webhook dispatch",
+        )
 
     async def run_once(self, now: datetime | None = None) -> int:
         """Claim the due deliveries, send them, record the answers; returns how many were sent.
@@ -254,12 +253,12 @@ class Dispatcher:
                     logger.warning("webhook delivery %s failed for good", row.id)
 
     def _backoff(self, attempts: int) -> timedelta:
-        """Exponential in the number of attempts, capped, with ±25% jitter."""
-        base = self.settings.webhook_retry_base_seconds
-        delay = min(
-            base * 2 ** min(attempts - 1, 32), self.settings.webhook_retry_max_delay_seconds
+        return backoff(
+            attempts,
+            self.settings.webhook_retry_base_seconds,
+            self.settings.webhook_retry_max_delay_seconds,
+            self._random,
         )
-        return timedelta(seconds=delay * self._random.uniform(0.75, 1.25))
 
 
 def _body(event: WebhookEvent) -> str:
