@@ -139,10 +139,10 @@ async def queue_reward_emails(
 
 async def queue_reminder(
     session: AsyncSession, referrer: Referrer, code: str, period: int, days: int
-) -> None:
-    """The reminder of one referrer for one `days`-long period (once per period)."""
+) -> bool:
+    """The reminder of one referrer for one `days`-long period; False if it was queued before."""
     assert referrer.email is not None
-    await _queue(
+    return await _queue(
         session,
         referrer.program_id,
         EmailKind.REMINDER,
@@ -206,13 +206,14 @@ async def _queue(
     address: str,
     referrer_id: UUID | None,
     context: dict[str, Any],
-) -> None:
+) -> bool:
+    """Queue one email unless its dedupe key was queued before; True when a row was written."""
     if kind in await disabled_kinds(session, program_id):
-        return
+        return False
     digest = address_hash(address)
     suppressed = await is_suppressed(session, program_id, digest)
     now = utcnow()
-    await session.execute(
+    result = await session.execute(
         insert_ignoring_conflicts(
             session,
             EmailMessage.__table__,
@@ -234,5 +235,6 @@ async def _queue(
                 "attempts": 0,
                 "next_attempt_at": now,
             },
-        )
+        ).returning(EmailMessage.__table__.c.id)
     )
+    return result.scalar() is not None

@@ -32,6 +32,7 @@ async def queue_reminders(session: AsyncSession, now: datetime, batch: int = BAT
     )
     queued = 0
     for program_id, days in programs.all():
+        assert days is not None
         if queued >= batch:
             break
         if EmailKind.REMINDER in await disabled_kinds(session, program_id):
@@ -58,6 +59,5 @@ async def queue_reminders(session: AsyncSession, now: datetime, batch: int = BAT
         )
         for referrer, code in due.all():
             period = (now - referrer.created_at) // timedelta(days=days)
-            await queue_reminder(session, referrer, code, period, days)
-            queued += 1
+            queued += await queue_reminder(session, referrer, code, period, days)
     return queued

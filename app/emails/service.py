@@ -267,11 +267,9 @@ async def forget_recipient(
         referrers = referrers.where(Referrer.program_id.in_(programs))
         referrals = referrals.where(Referral.program_id.in_(programs))
     referrer_rows = (await session.execute(referrers)).all()
-    targets = {
-        (program_id, address_hash(email))
-        for program_id, email, *_ in [*referrer_rows, *(await session.execute(referrals)).all()]
-        if email
-    }
+    addresses = [(row[0], row[1]) for row in referrer_rows]
+    addresses += [(row[0], row[1]) for row in (await session.execute(referrals)).all()]
+    targets = {(program_id, address_hash(email)) for program_id, email in addresses if email}
     await suppress(session, targets, "erased")
     referrer_ids = [row[2] for row in referrer_rows]
     # Their emails: to them as a referrer, or to one of their addresses (as a referee). Emails

@@ -86,7 +86,8 @@ def compose(
     message["Message-ID"] = message_id(row_id, settings)
     unsubscribe = f"<{unsubscribe_url}>"
     if settings.email_unsubscribe_mailto:
-        unsubscribe += f", <mailto:{settings.email_unsubscribe_mailto}?subject=unsubscribe%20{unsubscribe_token}>"
+        mailto = settings.email_unsubscribe_mailto
+        unsubscribe += f", <mailto:{mailto}?subject=unsubscribe%20{unsubscribe_token}>"
     # RFC 8058: a mail client POSTs "List-Unsubscribe=One-Click" to the https URL.
     message["List-Unsubscribe"] = unsubscribe
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
