@@ -407,6 +407,8 @@ async def test_killed_after_the_250_before_the_commit_is_not_sent_twice(
                     "AND datname = current_database()"
                 )
             )
+            # pg_stat_activity is a snapshot per transaction: end it to read afresh.
+            await observer.rollback()
             if waiting:
                 break
             await asyncio.sleep(0.05)

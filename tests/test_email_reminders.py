@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 from httpx import AsyncClient
 from sqlalchemy import update
@@ -19,7 +20,7 @@ async def _enrolled_days_ago(app: Any, referrer_id: str, days: float) -> None:
     async with app.state.engine.begin() as connection:
         await connection.execute(
             update(Referrer)
-            .where(Referrer.id == referrer_id)
+            .where(Referrer.id == UUID(referrer_id))
             .values(created_at=utcnow() - timedelta(days=days))
         )
 

@@ -214,9 +214,8 @@ async def unsubscribe_target(session: AsyncSession, settings: Settings, token: s
 async def unsubscribe(session: AsyncSession, settings: Settings, token: str) -> Program:
     """The address of the token gets no email of its program again (idempotent)."""
     program = await unsubscribe_target(session, settings, token)
-    found = read_token(settings.email_secret.get_secret_value(), token)
-    assert found is not None
-    await suppress(session, {(program.id, found[1])}, "unsubscribed")
+    _, digest = read_token(settings.email_secret.get_secret_value(), token) or (None, "")
+    await suppress(session, {(program.id, digest)}, "unsubscribed")
     return program
 
 

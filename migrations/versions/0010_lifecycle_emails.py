@@ -75,13 +75,15 @@ def upgrade() -> None:
         batch_op.create_index('ix_email_messages_referrer_id_kind_created_at', ['referrer_id', 'kind', 'created_at'], unique=False)
         batch_op.create_index('ix_email_messages_status_next_attempt_at', ['status', 'next_attempt_at'], unique=False)
 
-    with op.batch_alter_table('programs', schema=None) as batch_op:
+    # In place on SQLite too (ADD/DROP COLUMN, SQLite 3.35+): recreating programs would trip the
+    # foreign keys that point at it.
+    with op.batch_alter_table('programs', schema=None, recreate='never') as batch_op:
         batch_op.add_column(sa.Column('reminder_after_days', sa.Integer(), nullable=True))
 
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('programs', schema=None) as batch_op:
+    with op.batch_alter_table('programs', schema=None, recreate='never') as batch_op:
         batch_op.drop_column('reminder_after_days')
 
     with op.batch_alter_table('email_messages', schema=None) as batch_op:
