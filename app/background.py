@@ -6,6 +6,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import is_postgres, utcnow
+from app.emails import reminders
 from app.idempotency.service import delete_expired
 from app.metrics import rollups
 from app.rewards.service import SWEEP_BATCH, approve_due
@@ -57,6 +58,21 @@ async def compact_metrics_rollups(
     return total
 
 
+async def queue_referrer_reminders(
+    sessionmaker: async_sessionmaker[AsyncSession], rounds: int = 20
+) -> int:
+    """Reminder emails to referrers who shared nothing lately (app.emails.reminders); one
+    transaction per batch. Nothing when emails are off."""
+    total = 0
+    for _ in range(rounds):
+        async with sessionmaker() as session, session.begin():
+            queued = await reminders.queue_reminders(session, utcnow())
+        total += queued
+        if queued < reminders.BATCH:
+            break
+    return total
+
+
 async def run_housekeeping(
     sessionmaker: async_sessionmaker[AsyncSession], interval_seconds: float
 ) -> None:
@@ -66,6 +82,7 @@ async def run_housekeeping(
             forgotten = await forget_expired_idempotency_keys(sessionmaker)
             pruned = await forget_lapsed_click_claims(sessionmaker)
             compacted = await compact_metrics_rollups(sessionmaker)
+            reminded = await queue_referrer_reminders(sessionmaker)
             if approved or forgotten or pruned:
                 logger.info(
                     "approved %d rewards; forgot %d idempotency keys and %d click claims",
@@ -73,6 +90,8 @@ async def run_housekeeping(
                     forgotten,
                     pruned,
                 )
+            if reminded:
+                logger.info("queued %d reminder emails", reminded)
             if compacted:
                 logger.info("compacted the metrics rollups of %d keys", compacted)
         except Exception:

@@ -19,6 +19,9 @@ from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
 from app.customers.router import router as customers_router
 from app.dashboard.router import router as dashboard_router
+from app.emails.dispatcher import EmailDispatcher
+from app.emails.outbox import switch_on as switch_emails_on
+from app.emails.router import router as emails_router
 from app.fulfilment.dispatcher import Dispatcher as FulfilmentDispatcher
 from app.fulfilment.router import router as fulfilment_router
 from app.http.auth import principal_cache, session_cache
@@ -41,6 +44,7 @@ from app.keys.router import router as keys_router
 from app.me.router import router as me_router
 from app.metrics.router import router as metrics_router
 from app.programs.router import router as programs_router
+from app.qr.router import router as qr_router
 from app.referrer_sessions.router import router as referrer_sessions_router
 from app.referrers.router import router as referrers_router
 from app.referrers.service import code_cache
@@ -106,10 +110,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         fulfiller = None
         if settings.fulfilment_dispatch_interval_seconds > 0:
             fulfiller = asyncio.create_task(app.state.fulfilment_dispatcher.run())
+        mailer = None
+        email_dispatcher: EmailDispatcher | None = app.state.email_dispatcher
+        if email_dispatcher is not None and settings.email_dispatch_interval_seconds > 0:
+            mailer = asyncio.create_task(email_dispatcher.run())
         try:
             yield
         finally:
-            for task in (dispatcher, fulfiller):
+            for task in (dispatcher, fulfiller, mailer):
                 if task is not None:
                     task.cancel()
                     with suppress(asyncio.CancelledError):
@@ -150,6 +158,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.webhook_dispatcher = Dispatcher(app.state.sessionmaker, settings)
     app.state.fulfilment_dispatcher = FulfilmentDispatcher(app.state.sessionmaker, settings)
+    # Lifecycle emails only with SMTP configured: then requests queue them, and this sends them.
+    app.state.email_dispatcher = None
+    if settings.emails_enabled:
+        switch_emails_on(app.state.sessionmaker)
+        app.state.email_dispatcher = EmailDispatcher(app.state.sessionmaker, settings)
     install_error_handlers(app)
     app.add_middleware(UnitOfWorkMiddleware, sessionmaker=app.state.sessionmaker, settings=settings)
     app.add_middleware(
@@ -180,6 +193,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         me_router,
         dashboard_router,
         storefront_router,
+        qr_router,
+        emails_router,
     ):
         app.include_router(router)
 

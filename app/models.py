@@ -2,6 +2,7 @@
 
 from app.conversions.models import Conversion, Refund
 from app.core.db import Base
+from app.emails.models import EmailMessage, EmailSuppression, EmailTemplate
 from app.fulfilment.models import Fulfilment, FulfilmentCredential
 from app.idempotency.models import IdempotencyRecord
 from app.integrations.models import IntegrationEvent, IntegrationReference, IntegrationSecret
@@ -22,6 +23,9 @@ __all__ = [
     "Code",
     "Conversion",
     "CustomerTokenSecret",
+    "EmailMessage",
+    "EmailSuppression",
+    "EmailTemplate",
     "Fulfilment",
     "FulfilmentCredential",
     "IdempotencyRecord",

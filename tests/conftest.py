@@ -13,7 +13,14 @@ from tests.attribution_factories import World, make_world
 from tests.database import empty_tables, reset_postgres_schema
 from tests.factories import auth, make_key, make_program, make_referrer
 from tests.money_factories import Shop, setup_program
-from tests.settings import DATABASE_REASON, DATABASE_URL, ON_POSTGRES, settings_for_tests
+from tests.settings import (
+    DATABASE_REASON,
+    DATABASE_URL,
+    ON_POSTGRES,
+    mail_settings_for_tests,
+    settings_for_tests,
+)
+from tests.smtp_server import SmtpServer
 
 
 def pytest_report_header() -> list[str]:
@@ -106,3 +113,31 @@ async def referrer(
 async def world(client: AsyncClient, app: object) -> World:
     """A program with referrers alice and bob (tests/attribution_factories.py World)."""
     return await make_world(client, app)
+
+
+# --- lifecycle emails: a real SMTP server on loopback, and an app that sends to it -----------
+
+
+@pytest.fixture(scope="session")
+async def smtp_server() -> AsyncIterator[SmtpServer]:
+    server = SmtpServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def mail_app(smtp_server: SmtpServer) -> AsyncIterator[object]:
+    application = create_app(mail_settings_for_tests(smtp_server.port))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def mail_client(mail_app: object, smtp_server: SmtpServer) -> AsyncIterator[AsyncClient]:
+    """An HTTP client over the app with emails on, on empty tables and a fresh SMTP server."""
+    await empty_tables(mail_app)
+    smtp_server.reset()
+    transport = ASGITransport(app=mail_app)  # type: ignore[arg-type]
+    async with AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http

@@ -28,3 +28,18 @@ def settings_for_tests(**overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def mail_settings_for_tests(smtp_port: int, **overrides: object) -> Settings:
+    """The suite's settings with lifecycle emails on, sent to the test SMTP server on loopback;
+    tests run the dispatch rounds themselves."""
+    values: dict[str, object] = {
+        "smtp_url": f"smtp://127.0.0.1:{smtp_port}",
+        "email_from": "Spring Shop <referrals@shop.example>",
+        "email_secret": "test-email-secret",
+        "email_dispatch_interval_seconds": 0,
+        "smtp_timeout_seconds": 5,
+        "public_base_url": "https://referrals.example.com",
+    }
+    values.update(overrides)
+    return settings_for_tests(**values)

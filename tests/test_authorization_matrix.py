@@ -38,10 +38,12 @@ from uuid import UUID, uuid4
 import pytest
 from httpx import ASGITransport, AsyncClient, Request, Response
 
+from app.emails.tokens import address_hash, unsubscribe_token
 from app.http.openapi import build_schema
 from app.keys.service import create_key
 from tests.database import empty_tables
 from tests.factories import BROWSER_UA, assert_problem, auth
+from tests.settings import settings_for_tests
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
 CALLERS = (
@@ -519,6 +521,18 @@ def _fulfilment_call(method: str, suffix: str = "") -> Builder:
     return build
 
 
+def _unsubscribe(method: str) -> Builder:
+    async def build(w: World, missing: bool) -> Call:
+        secret = settings_for_tests().email_secret.get_secret_value()
+        digest = address_hash(str(w.referrer["email"]))
+        token = unsubscribe_token(secret, UUID(w.pid), digest)
+        return Call(method, "/unsubscribe", params={"token": token})
+
+    return build
+
+
+EMAIL_TEMPLATE = "/v1/programs/{program_id}/email-templates/enrolled"
+
 MATRIX: dict[str, Expectation] = {
     # programs
     "POST /v1/programs": Expectation(
@@ -558,6 +572,12 @@ MATRIX: dict[str, Expectation] = {
     ),
     "GET /v1/codes/{code}": Expectation(WIDGET, 200, _call("GET", "/v1/codes/{code}")),
     "PATCH /v1/codes/{code}": Expectation(SECRET, 200, _patch_code),
+    "GET /v1/codes/{code}/qr.svg": Expectation(
+        PUBLIC, 200, _call("GET", "/v1/codes/{code}/qr.svg"), note="public, like the link"
+    ),
+    "GET /v1/codes/{code}/qr.png": Expectation(
+        PUBLIC, 200, _call("GET", "/v1/codes/{code}/qr.png"), note="public, like the link"
+    ),
     # tracking
     "POST /v1/clicks": Expectation(WIDGET, 201, _click),
     "POST /v1/redemptions": Expectation(WIDGET, 201, _redeem),
@@ -703,6 +723,31 @@ MATRIX: dict[str, Expectation] = {
     "GET /v1/me/balance": Expectation(REFERRER, 200, _me("GET", "/balance"), "self"),
     "GET /v1/me/progress": Expectation(REFERRER, 200, _me("GET", "/progress"), "self"),
     "GET /v1/me/leaderboard": Expectation(REFERRER, 200, _me("GET", "/leaderboard"), "self"),
+    # lifecycle emails
+    "GET /v1/programs/{program_id}/email-templates": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/email-templates")
+    ),
+    "GET /v1/programs/{program_id}/email-templates/{event}": Expectation(
+        SECRET, 200, _call("GET", EMAIL_TEMPLATE)
+    ),
+    "PUT /v1/programs/{program_id}/email-templates/{event}": Expectation(
+        SECRET, 200, _call("PUT", EMAIL_TEMPLATE, json={"subject": "Hi {{ recipient.name }}"})
+    ),
+    "DELETE /v1/programs/{program_id}/email-templates/{event}": Expectation(
+        SECRET, 204, _call("DELETE", EMAIL_TEMPLATE)
+    ),
+    "POST /v1/programs/{program_id}/email-templates/{event}/preview": Expectation(
+        SECRET, 200, _call("POST", EMAIL_TEMPLATE + "/preview", json={})
+    ),
+    "GET /v1/programs/{program_id}/email-messages": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/email-messages")
+    ),
+    "GET /unsubscribe": Expectation(
+        PUBLIC, 200, _unsubscribe("GET"), note="a signed token; asks to confirm"
+    ),
+    "POST /unsubscribe": Expectation(
+        PUBLIC, 200, _unsubscribe("POST"), note="a signed token (RFC 8058 one-click)"
+    ),
     # ops
     "GET /healthz": Expectation(PUBLIC, 200, _call("GET", "/healthz"), note="probe"),
     "GET /readyz": Expectation(PUBLIC, 200, _call("GET", "/readyz"), note="probe"),

@@ -231,6 +231,9 @@ GETS = [
     "/v1/webhook-endpoints/{endpoint}",
     "/v1/programs/{program}/fulfilment-providers",
     "/v1/fulfilments/{fulfilment}",
+    "/v1/programs/{program}/email-templates",
+    "/v1/programs/{program}/email-templates/enrolled",
+    "/v1/programs/{program}/email-messages",
 ]
 
 
@@ -323,3 +326,29 @@ async def test_no_me_get_writes_and_the_leaderboard_takes_one_ranking_statement(
     board = await _count_me(client, app, token, "/v1/me/leaderboard", {"limit": 100})
     # The session's token, the referrer with its program, the ranking.
     assert board.reads() == 3, board.seen
+
+
+async def test_the_email_outbox_pages_cost_the_same(
+    mail_client: AsyncClient, mail_app: Any
+) -> None:
+    admin = await make_key(mail_app)
+    prog = await make_program(mail_client, admin)
+    for n in range(ROWS):
+        await make_referrer(mail_client, admin, prog["id"], f"ref_{n}", email=f"r{n}@example.com")
+    path = f"/v1/programs/{prog['id']}/email-messages"
+    small = await _count(mail_client, mail_app, admin, path, {"limit": SMALL})
+    large = await _count(mail_client, mail_app, admin, path, {"limit": LARGE})
+    listed = (await mail_client.get(path, params={"limit": LARGE}, headers=auth(admin))).json()
+    assert len(listed["data"]) == LARGE
+    assert small.reads() == large.reads(), (small.seen, large.seen)
+    assert large.writes() == []
+    code = (
+        listed["data"]
+        and (
+            await mail_client.get(f"/v1/programs/{prog['id']}/referrers", headers=auth(admin))
+        ).json()["data"][0]["default_code"]["code"]
+    )
+    with counting(mail_app) as statements:
+        for url in (f"/v1/codes/{code}/qr.svg", f"/v1/codes/{code}/qr.png"):
+            assert (await mail_client.get(url)).status_code == 200
+    assert statements.writes() == []

@@ -1,11 +1,13 @@
 import ipaddress
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_IP_HASH_SALT = "dev-only-ip-salt-change-me"
 DEFAULT_PSEUDONYM_KEY = "dev-only-pseudonym-key-change-me"
+DEFAULT_EMAIL_SECRET = "dev-only-email-secret-change-me"
 
 
 class Settings(BaseSettings):
@@ -132,6 +134,44 @@ class Settings(BaseSettings):
     # Where the providers' APIs are; unset Shopify means https://{shop_domain} (tests: a fake).
     shopify_admin_base_url: str | None = None
     stripe_api_base_url: str = "https://api.stripe.com"
+    # Lifecycle emails (app.emails): while smtp_url is unset nothing is queued or sent.
+    # smtp://user:pass@host:587 (STARTTLS as smtp_starttls says) or smtps://…:465 (TLS).
+    smtp_url: SecretStr | None = None
+    smtp_starttls: Literal["auto", "required", "off"] = "auto"
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    email_from: str | None = None  # "Shop referrals <referrals@shop.example>"
+    # Signs unsubscribe links: changing it breaks the links in emails already sent.
+    email_secret: SecretStr = SecretStr(DEFAULT_EMAIL_SECRET)
+    # Also offered in List-Unsubscribe; the service does not read that mailbox.
+    email_unsubscribe_mailto: str | None = None
+    email_dispatch_interval_seconds: float = Field(default=5.0, ge=0)
+    email_dispatch_batch_size: int = Field(default=20, ge=1, le=500)
+    email_retry_base_seconds: float = Field(default=60.0, ge=0)
+    email_retry_max_delay_seconds: float = Field(default=3600.0, ge=0)
+    email_retry_window_hours: float = Field(default=24.0, gt=0)
+
+    @property
+    def emails_enabled(self) -> bool:
+        return self.smtp_url is not None
+
+    @model_validator(mode="after")
+    def _email_settings_complete(self) -> Self:
+        if self.smtp_url is None:
+            return self
+        parts = urlsplit(self.smtp_url.get_secret_value())
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError(
+                "REFERRAL_SMTP_URL must look like smtp://user:pass@host:587 or smtps://…"
+            )
+        if not self.email_from or "@" not in self.email_from:
+            raise ValueError(
+                "REFERRAL_EMAIL_FROM (the sender address) is needed with REFERRAL_SMTP_URL"
+            )
+        for name in ("email_from", "email_unsubscribe_mailto"):
+            value = getattr(self, name)
+            if value is not None and ("\r" in value or "\n" in value):
+                raise ValueError(f"REFERRAL_{name.upper()} may not contain line breaks")
+        return self
 
     @model_validator(mode="after")
     def _safe_in_production(self) -> Self:
@@ -142,6 +182,11 @@ class Settings(BaseSettings):
                 raise ValueError("set REFERRAL_PSEUDONYM_KEY to a secret value in production")
             if self.database_url.startswith("sqlite"):
                 raise ValueError("production needs PostgreSQL, not SQLite (REFERRAL_DATABASE_URL)")
+            if (
+                self.smtp_url is not None
+                and self.email_secret.get_secret_value() == DEFAULT_EMAIL_SECRET
+            ):
+                raise ValueError("set REFERRAL_EMAIL_SECRET to a secret value to send emails")
             for name in ("shopify_admin_base_url", "stripe_api_base_url"):
                 url = getattr(self, name)
                 if url is not None and not url.startswith("https://"):

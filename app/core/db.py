@@ -140,3 +140,15 @@ def insert_ignoring_conflicts(session: AsyncSession, table: Any, values: dict[st
 
 def is_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def transaction_cache(session: AsyncSession, name: str) -> dict[Any, Any]:
+    """A dict kept on the session for its current transaction only (lookups a request repeats,
+    such as who listens to events: a purchase emits several)."""
+    transaction = session.sync_session.get_transaction()
+    held = session.info.get(name)
+    if held is None or held[0] is not transaction:
+        held = (transaction, {})
+        session.info[name] = held
+    cache: dict[Any, Any] = held[1]
+    return cache

@@ -19,3 +19,8 @@ FULFILMENT_ATTEMPTS = Counter(
 )
 DB_POOL_CHECKED_OUT = Gauge("referral_db_pool_checked_out", "Database connections in use")
 DB_POOL_SIZE = Gauge("referral_db_pool_size", "Database connections kept in the pool")
+EMAIL_MESSAGES = Counter(
+    "referral_email_messages_total",
+    "Lifecycle emails by outcome (sent, retrying, failed, unknown, suppressed)",
+    ["outcome"],
+)

@@ -27,6 +27,7 @@ from app.core.config import Settings
 from app.core.db import is_postgres, utcnow
 from app.customers.redaction import Person, pseudonym, redact, redact_detail
 from app.customers.schemas import ErasureOut
+from app.emails.service import forget_recipient
 from app.idempotency.models import IdempotencyRecord
 from app.integrations.models import IntegrationEvent
 from app.referrer_sessions.models import ReferrerSession
@@ -49,6 +50,8 @@ async def erase_customer(
 ) -> ErasureOut:
     """Anonymise everything held about `customer_id` in the programs the key may see."""
     programs = program_scope(principal, program_id)
+    # First, while their addresses are still there: no email to this person, ever again.
+    await forget_recipient(session, customer_id, programs)
 
     def scoped(statement: Any, column: Any) -> Any:
         return statement if programs is None else statement.where(column.in_(programs))

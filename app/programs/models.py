@@ -46,6 +46,8 @@ class Program(IdMixin, Base):
     redemption_proof: Mapped[RedemptionProof] = mapped_column(
         StrEnumText(RedemptionProof, 16), default=RedemptionProof.NONE, server_default="none"
     )
+    # Remind referrers whose codes got no click for this many days (None: no reminders).
+    reminder_after_days: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

@@ -14,6 +14,14 @@ PROOF_DESCRIPTION = (
 )
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 WindowDays = Annotated[int, Field(ge=1, le=365)]
+ReminderDays = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=365,
+        description="Email referrers whose codes got no click for this many days; null: never.",
+    ),
+]
 Origin = Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]+$", max_length=255)]
 
 
@@ -28,6 +36,7 @@ class ProgramCreate(InputModel):
     redemption_proof: RedemptionProof = Field(
         default=RedemptionProof.NONE, description=PROOF_DESCRIPTION
     )
+    reminder_after_days: ReminderDays | None = None
 
 
 class ProgramUpdate(InputModel):
@@ -40,6 +49,7 @@ class ProgramUpdate(InputModel):
     referee_offer: Annotated[str, Field(max_length=500)] | None = None
     allowed_origins: Annotated[list[Origin], Field(max_length=20)] | None = None
     redemption_proof: RedemptionProof | None = Field(default=None, description=PROOF_DESCRIPTION)
+    reminder_after_days: ReminderDays | None = None
 
 
 class ProgramOut(OutputModel):
@@ -53,6 +63,7 @@ class ProgramOut(OutputModel):
     referee_offer: str | None
     allowed_origins: list[str]
     redemption_proof: RedemptionProof
+    reminder_after_days: int | None
     created_at: datetime
     updated_at: datetime
 

@@ -12,7 +12,7 @@ from app.programs.models import Program, ProgramStatus
 from app.programs.schemas import ProgramCreate, ProgramUpdate
 from app.rewards.models import RewardRule
 
-NULLABLE_FIELDS = {"referee_offer"}
+NULLABLE_FIELDS = {"referee_offer", "reminder_after_days"}
 
 
 class ProgramNotFound(AppError):
@@ -45,6 +45,7 @@ async def create_program(
         referee_offer=data.referee_offer,
         allowed_origins=list(data.allowed_origins),
         redemption_proof=data.redemption_proof,
+        reminder_after_days=data.reminder_after_days,
         status=ProgramStatus.ACTIVE,
     )
     session.add(program)

@@ -23,6 +23,7 @@ from app.referrers.schemas import (
     ReferrerOut,
     ReferrerUpsert,
 )
+from app.webhooks.outbox import emit_referrer_enrolled
 
 CODE_GENERATION_ATTEMPTS = 8
 
@@ -76,7 +77,8 @@ async def upsert_referrer(
     assert referrer is not None
     if created:
         assert referrer.id == new_id
-        await _insert_code(session, settings, referrer, vanity=None, is_default=True)
+        code = await _insert_code(session, settings, referrer, vanity=None, is_default=True)
+        await emit_referrer_enrolled(session, referrer, code)
     else:
         for field in ("email", "name"):
             if getattr(data, field) is not None:

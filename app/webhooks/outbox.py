@@ -3,6 +3,9 @@
 `emit` writes the event and one pending delivery per subscribed endpoint with the change that
 caused it, so an event exists exactly when its change was committed; the dispatcher
 (app.webhooks.dispatcher) sends it later. Nothing is written when no endpoint listens.
+
+The lifecycle emails of an event (app.emails.outbox) are queued here too, in the same
+transaction: every event has one place where it is emitted.
 """
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -15,8 +18,9 @@ from pydantic_core import to_jsonable_python
 from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.db import utcnow
-from app.referrers.models import Code
+from app.core.db import transaction_cache, utcnow
+from app.emails import outbox as emails
+from app.referrers.models import Code, Referrer
 from app.rewards.models import Reward
 from app.rewards.schemas import RewardOut
 from app.rewards.states import RewardStatus
@@ -70,7 +74,12 @@ async def emit(
 async def emit_rewards(
     session: AsyncSession, event_type: EventType, rewards: Iterable[Reward]
 ) -> None:
-    """One event per reward; a reward created already approved also gets `reward.approved`."""
+    """One event per reward; a reward created already approved also gets `reward.approved`.
+
+    Its email is the earned one alone: it says the reward is confirmed.
+    """
+    rewards = list(rewards)
+    await emails.queue_reward_emails(session, event_type, rewards)
     for reward in rewards:
         out = RewardOut.model_validate(reward)
         await emit(session, reward.program_id, event_type, out)
@@ -82,7 +91,9 @@ async def emit_reward_ids(
     session: AsyncSession, event_type: EventType, reward_ids: Sequence[UUID]
 ) -> None:
     """Like emit_rewards, for rows changed by a bulk UPDATE (read afresh, if anyone listens)."""
-    if not reward_ids or not await _any_endpoint(session):
+    if not reward_ids:
+        return
+    if not emails.emails_on(session) and not await _any_endpoint(session):
         return
     rewards = await session.scalars(
         select(Reward)
@@ -95,7 +106,7 @@ async def emit_reward_ids(
 
 async def emit_referral_created(session: AsyncSession, referral_id: UUID) -> None:
     """`referral.created` for a referral just made by a redemption or a first purchase."""
-    if not await _any_endpoint(session):
+    if not emails.emails_on(session) and not await _any_endpoint(session):
         return
     row = (
         await session.execute(
@@ -105,6 +116,7 @@ async def emit_referral_created(session: AsyncSession, referral_id: UUID) -> Non
         )
     ).one()
     referral, code = row
+    await emails.queue_referral_redeemed(session, referral, code)
     await emit(
         session,
         referral.program_id,
@@ -123,19 +135,8 @@ async def emit_referral_created(session: AsyncSession, referral_id: UUID) -> Non
     )
 
 
-def _transaction_cache(session: AsyncSession) -> dict[Any, Any]:
-    """Lookups kept for the current transaction only: a purchase emits several events."""
-    transaction = session.sync_session.get_transaction()
-    held = session.info.get(_CACHE)
-    if held is None or held[0] is not transaction:
-        held = (transaction, {})
-        session.info[_CACHE] = held
-    cache: dict[Any, Any] = held[1]
-    return cache
-
-
 async def _any_endpoint(session: AsyncSession) -> bool:
-    cache = _transaction_cache(session)
+    cache = transaction_cache(session, _CACHE)
     if "any" not in cache:
         found = await session.scalar(
             select(WebhookEndpoint.id).where(WebhookEndpoint.enabled.is_(True)).limit(1)
@@ -145,7 +146,7 @@ async def _any_endpoint(session: AsyncSession) -> bool:
 
 
 async def _subscribers(session: AsyncSession, program_id: UUID, event_type: str) -> list[UUID]:
-    cache = _transaction_cache(session)
+    cache = transaction_cache(session, _CACHE)
     if program_id not in cache:
         rows = await session.execute(
             select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
@@ -158,6 +159,14 @@ async def _subscribers(session: AsyncSession, program_id: UUID, event_type: str)
         )
         cache[program_id] = [(endpoint_id, list(types or [])) for endpoint_id, types in rows]
     return [endpoint_id for endpoint_id, types in cache[program_id] if event_type in types]
+
+
+async def emit_referrer_enrolled(session: AsyncSession, referrer: Referrer, code: Code) -> None:
+    """A referrer just joined a program, with `code` as their default code: their welcome email.
+
+    The place for the `referrer.enrolled` webhook event too (and the path that enrols buyers).
+    """
+    await emails.queue_enrolled(session, referrer, code)
 
 
 def _event_time(session: AsyncSession) -> datetime:
