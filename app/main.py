@@ -43,6 +43,7 @@ from app.integrations.router import webhooks as integration_webhooks_router
 from app.keys.router import router as keys_router
 from app.me.router import router as me_router
 from app.metrics.router import router as metrics_router
+from app.portal.router import router as portal_router
 from app.programs.router import router as programs_router
 from app.qr.router import router as qr_router
 from app.referrer_sessions.router import router as referrer_sessions_router
@@ -192,6 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         referrer_sessions_router,
         me_router,
         dashboard_router,
+        portal_router,
         storefront_router,
         qr_router,
         emails_router,

@@ -91,12 +91,14 @@ pytestmark = pytest.mark.skipif(
 @contextmanager
 def live_server() -> Iterator[str]:
     """The app under uvicorn in a thread of its own, on a random loopback port."""
-    # Its own app and engine, on the suite's database, in the server thread's event loop.
-    app = create_app(settings_for_tests(database_url=DATABASE_URL))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    # Its own app and engine, on the suite's database, in the server thread's event loop; the
+    # links it makes (/r/{code}, portal links) point at itself.
+    base_url = f"http://127.0.0.1:{port}"
+    app = create_app(settings_for_tests(database_url=DATABASE_URL, public_base_url=base_url))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -106,7 +108,7 @@ def live_server() -> Iterator[str]:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield base_url
     finally:
         server.should_exit = True
         thread.join(timeout=15)

@@ -140,9 +140,11 @@ WidgetKey = Annotated[ApiKeyPrincipal, Depends(require_allowed_origin)]
 async def require_session_origin(
     request: Request, principal: AnyReferrerSession, session: SessionDep
 ) -> ReferrerPrincipal:
-    """A browser call to /v1/me… must come from a storefront origin of the session's program."""
+    """A browser call to /v1/me… must come from a storefront origin of the session's program,
+    or from this service's own pages (the hosted portal: a browser sends its Origin on a
+    same-origin PATCH or DELETE too)."""
     origin = request.headers.get("origin")
-    if origin is None:
+    if origin is None or origin == f"{request.url.scheme}://{request.url.netloc}":
         return principal
     origins = await session.scalar(
         select(Program.allowed_origins).where(Program.id == principal.program_id)

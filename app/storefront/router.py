@@ -1,11 +1,12 @@
-"""`GET /js/v1/referrals.js`: the storefront snippet, served from this package.
+"""`GET /js/v1/referrals.js` and `GET /js/v1/widget.js`: the storefront snippet and the share
+widget (`<referral-share>`, `<referral-redeem>`), served from this package.
 
-Shops load it cross-origin with Subresource Integrity, so the answer is readable by any origin
-(`Access-Control-Allow-Origin: *`; it carries no data) and its bytes never change under this
-path: a changed script is served under a new version path, never as a new `/js/v1/` file that
+Shops load them cross-origin with Subresource Integrity, so the answer is readable by any origin
+(`Access-Control-Allow-Origin: *`; they carry no data) and their bytes never change under these
+paths: a changed script is served under a new version path, never as a new `/js/v1/` file that
 pages pinning the old hash would refuse. Whole-line comments and indentation are dropped when
-the file is read (the file stays readable, the wire stays small); the SRI hash in the README is
-that of the served bytes.
+a file is read (the file stays readable, the wire stays small); the SRI hashes in the README
+are those of the served bytes.
 """
 
 import base64
@@ -19,6 +20,7 @@ from fastapi import APIRouter, Request, Response
 
 STATIC = Path(__file__).resolve().parent / "static"
 SCRIPT_PATH = "/js/v1/referrals.js"
+WIDGET_PATH = "/js/v1/widget.js"
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 router = APIRouter(include_in_schema=False)
@@ -43,8 +45,9 @@ def compact(source: str) -> str:
 
 
 @cache
-def snippet() -> Script:
-    body = compact((STATIC / "referrals.js").read_text(encoding="utf-8")).encode()
+def served(name: str) -> Script:
+    """A script of static/ as it is served: compacted, with its gzip, ETag and SRI value."""
+    body = compact((STATIC / name).read_text(encoding="utf-8")).encode()
     digest = hashlib.sha384(body).digest()
     return Script(
         body=body,
@@ -53,6 +56,14 @@ def snippet() -> Script:
         etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
         integrity="sha384-" + base64.b64encode(digest).decode(),
     )
+
+
+def snippet() -> Script:
+    return served("referrals.js")
+
+
+def widget() -> Script:
+    return served("widget.js")
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -77,7 +88,16 @@ def _accepts_gzip(accept_encoding: str | None) -> bool:
 @router.get(SCRIPT_PATH)
 async def referrals_script(request: Request) -> Response:
     """The snippet: cacheable for a year by anyone, gzipped when the client takes it."""
-    script = snippet()
+    return _script_response(request, snippet())
+
+
+@router.get(WIDGET_PATH)
+async def widget_script(request: Request) -> Response:
+    """The share widget's custom elements, served like the snippet."""
+    return _script_response(request, widget())
+
+
+def _script_response(request: Request, script: Script) -> Response:
     gzipped = _accepts_gzip(request.headers.get("accept-encoding"))
     # One representation per encoding, each with its own strong validator.
     etag = script.etag[:-1] + '-gzip"' if gzipped else script.etag
