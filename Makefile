@@ -4,8 +4,20 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Written after a successful install; pyproject.toml newer than it means reinstall.
-STAMP := $(VENV)/.installed
+
+# uv installs exactly the versions in uv.lock. It is installed itself once per machine, by pip,
+# at this pinned version, into UV_HOME (no venv and no root needed); `make UV=uv ...` uses yours.
+UV_VERSION := 0.13.9
+UV_HOME ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/referral-service/uv-$(UV_VERSION)
+ifeq ($(origin UV),undefined)
+UV := $(UV_HOME)/bin/uv
+UV_BOOTSTRAP := $(UV)
+endif
+# The interpreter uv builds .venv with: the one that installed uv, never a download.
+UV_ENV := UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never
+# Written after a successful sync; a newer pyproject.toml or uv.lock means sync again.
+RUNTIME_STAMP := $(VENV)/.synced-runtime
+DEV_STAMP := $(VENV)/.synced-dev
 
 HOST ?= 0.0.0.0
 PORT ?= 8000
@@ -14,7 +26,7 @@ PYTEST_ARGS ?=
 FUZZ_EXAMPLES ?= 500
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test fuzz lint fmt migrate revision openapi bench bench-quick clean
+.PHONY: help runtime dev run test fuzz lint fmt migrate revision openapi bench bench-quick clean
 
 help:
 	@echo "make run                  migrate, print a first admin key, seed a demo into an empty database, serve on :$(PORT)"
@@ -29,57 +41,75 @@ help:
 	@echo "make bench-quick          the same, smaller data set and shorter runs (< 3 min)"
 	@echo "make clean                remove caches and build output (keeps .venv and referrals.db)"
 
-venv: $(STAMP)
+# `runtime`: what serving needs (make run); `dev`: that plus the test and lint tools.
+runtime: $(RUNTIME_STAMP)
+dev: $(DEV_STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
-		echo "$(PYTHON) -m venv failed (on Debian: apt-get install python3-venv)" >&2; exit 1; }
-	$(BIN)/python -m pip install -e ".[dev]"
-	touch $@
+# --inexact: serving never uninstalls the dev tools that `make test` put there.
+$(RUNTIME_STAMP): pyproject.toml uv.lock | $(UV_BOOTSTRAP)
+	$(UV_ENV) $(UV) sync --locked --no-dev --inexact
+	@touch $@
+
+$(DEV_STAMP): pyproject.toml uv.lock | $(UV_BOOTSTRAP)
+	$(UV_ENV) $(UV) sync --locked
+	@touch $@ $(RUNTIME_STAMP)
+
+# pip --target: works where `pip install --user` is refused (PEP 668) and needs no venv module.
+# Installed beside, then moved, so an interrupted install leaves nothing that looks installed.
+$(UV_HOME)/bin/uv:
+	@echo "installing uv $(UV_VERSION) into $(UV_HOME) (once per machine)"
+	@rm -rf "$(UV_HOME).partial"
+	@PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install --quiet --disable-pip-version-check \
+		--target "$(UV_HOME).partial" "uv==$(UV_VERSION)" \
+	&& rm -rf "$(UV_HOME)" && mv "$(UV_HOME).partial" "$(UV_HOME)" \
+	|| { rm -rf "$(UV_HOME).partial"; \
+		echo "error: could not install uv $(UV_VERSION) with '$(PYTHON) -m pip' (see above)." >&2; \
+		echo "  Install uv yourself (pipx install uv==$(UV_VERSION), or your package manager)," >&2; \
+		echo "  then run: make UV=uv $(or $(MAKECMDGOALS),help)" >&2; exit 1; }
 
 # The demo (and its dashboard key) only on a database with no program yet: /dashboard has data.
-run: venv
+run: runtime
 	$(BIN)/referral-service migrate
 	$(BIN)/referral-service keys bootstrap
 	$(BIN)/referral-service demo --if-empty
 	$(BIN)/referral-service serve --host $(HOST) --port $(PORT)
 
-test: venv
+test: dev
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-fuzz: venv
+fuzz: dev
 	REFERRAL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/test_fuzz.py $(PYTEST_ARGS)
 
 # Runs all three checks and fails at the end, so one run shows every finding.
-lint: venv
+lint: dev
 	@status=0; \
 	echo "ruff check"; $(BIN)/ruff check . || status=1; \
 	echo "ruff format --check"; $(BIN)/ruff format --check . || status=1; \
 	echo "mypy"; $(BIN)/mypy || status=1; \
 	exit $$status
 
-fmt: venv
+fmt: dev
 	$(BIN)/ruff check --fix --select I .
 	$(BIN)/ruff format .
 
-migrate: venv
+migrate: runtime
 	$(BIN)/referral-service migrate
 
 # Autogenerate compares the models with a database at head, so migrate first.
-revision: venv
+revision: runtime
 	@test -n "$(m)" || { echo 'usage: make revision m="add reward rules"' >&2; exit 2; }
 	$(BIN)/referral-service migrate
 	$(BIN)/alembic revision --autogenerate -m "$(m)"
 
-openapi: venv
+openapi: runtime
 	$(BIN)/python -m app.http.openapi
 
 # Not part of the test run: loads the machine for minutes; uses only the referral_bench database.
 # BENCH_ARGS passes options, e.g. BENCH_ARGS='--wait-quiet 600'.
-bench: venv
+bench: dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py $(BENCH_ARGS)
 
-bench-quick: venv
+bench-quick: dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py --quick $(BENCH_ARGS)
 
 clean:
