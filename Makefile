@@ -67,12 +67,10 @@ $(UV_HOME)/bin/uv:
 		echo "  Install uv yourself (pipx install uv==$(UV_VERSION), or your package manager)," >&2; \
 		echo "  then run: make UV=uv $(or $(MAKECMDGOALS),help)" >&2; exit 1; }
 
-# The demo (and its dashboard key) only on a database with no program yet: /dashboard has data.
+# In one process (each start imports the app): migrate, `keys bootstrap`, `demo --if-empty` (a
+# demo and its dashboard key only on a database with no program), then serve.
 run: runtime
-	$(BIN)/referral-service migrate
-	$(BIN)/referral-service keys bootstrap
-	$(BIN)/referral-service demo --if-empty
-	$(BIN)/referral-service serve --host $(HOST) --port $(PORT)
+	$(BIN)/referral-service serve --setup --host $(HOST) --port $(PORT)
 
 test: dev
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -4,6 +4,17 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_IP_HASH_SALT = "dev-only-ip-salt-change-me"
+# Hosts that mean "this machine" when served on: links say localhost instead.
+LOCAL_HOSTS = frozenset({"", "0.0.0.0", "::", "127.0.0.1", "::1", "localhost"})
+
+
+def served_base_url(host: str, port: int) -> str:
+    """The public base URL when REFERRAL_PUBLIC_BASE_URL is not set: the address served."""
+    if host in LOCAL_HOSTS:
+        host = "localhost"
+    elif ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 class Settings(BaseSettings):
@@ -24,6 +35,7 @@ class Settings(BaseSettings):
     # PgBouncer in transaction mode cannot keep prepared statements per connection.
     database_statement_cache_size: int = Field(default=100, ge=0)
 
+    # Not set: `referral-service serve` sets it to the address it serves (served_base_url).
     public_base_url: str = "http://localhost:8000"
     ip_hash_salt: str = DEFAULT_IP_HASH_SALT
     trust_forwarded_for: bool = False
