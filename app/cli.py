@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from app.core.access import OPERATOR, KeyKind
 from app.core.config import Settings, served_base_url
@@ -105,7 +105,8 @@ def require_migrated(settings: Settings) -> None:
 
 
 async def _current_revisions(url: str, settings: Settings) -> set[str]:
-    engine = create_engine(url, settings)
+    # SQLite without the service's WAL pragma: looking must not write to the file.
+    engine = create_async_engine(url) if url.startswith("sqlite") else create_engine(url, settings)
     try:
         async with engine.connect() as connection:
             migrated = await connection.run_sync(
@@ -196,8 +197,6 @@ def run_demo(settings: Settings, *, if_empty: bool) -> None:
 
 def rebuild_rollups(settings: Settings, program_id: UUID | None) -> None:
     """Recount the metrics rollups (after a load with triggers off, e.g. COPY as a replica)."""
-    from sqlalchemy.ext.asyncio import create_async_engine
-
     from app.metrics import rollups
 
     if settings.database_url.startswith("sqlite"):
@@ -257,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {_version()}", help="print the version"
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", help="what to do")
 
     serve = commands.add_parser("serve", help="run the HTTP service with uvicorn")
     serve.add_argument(
@@ -280,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     key_parser = commands.add_parser("keys", help="manage API keys")
     key_parser.set_defaults(command_parser=key_parser)
-    key_commands = key_parser.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND")
+    key_commands = key_parser.add_subparsers(
+        dest="keys_command", metavar="KEYS_COMMAND", help="what to do with keys"
+    )
     create = key_commands.add_parser("create", help="create a key; it is printed once, last line")
     create.add_argument(
         "--kind",

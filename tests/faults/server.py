@@ -85,6 +85,21 @@ class ServiceProcess:
         self._log.write(f"--- start {self.starts + 1} ---\n".encode())
         self._log.flush()
         self._process = await asyncio.create_subprocess_exec(
+            *self.command(),
+            cwd=ROOT,
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its own process group: killpg reaches it and its children
+            preexec_fn=_die_with_parent,
+        )
+        self.starts += 1
+        await self.wait_healthy()
+
+    def command(self) -> list[str]:
+        """The command line of the process; it must serve on 127.0.0.1:self.port."""
+        return [
             sys.executable,
             "-m",
             "uvicorn",
@@ -97,16 +112,7 @@ class ServiceProcess:
             "--no-access-log",
             "--log-level",
             "warning",
-            cwd=ROOT,
-            env=self.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # its own process group: killpg reaches it and its children
-            preexec_fn=_die_with_parent,
-        )
-        self.starts += 1
-        await self.wait_healthy()
+        ]
 
     async def wait_healthy(self, within: float = START_TIMEOUT_SECONDS) -> None:
         deadline = time.monotonic() + within
@@ -172,12 +178,23 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+class CliService(ServiceProcess):
+    """The service as `referral-service serve` starts it (which sets the links' base URL)."""
+
+    def command(self) -> list[str]:
+        host, port = "127.0.0.1", str(self.port)
+        return [sys.executable, "-m", "app.cli", "serve", "--host", host, "--port", port]
+
+
 @asynccontextmanager
 async def running_service(
-    env: dict[str, str], log_path: Path, port: int | None = None
+    env: dict[str, str],
+    log_path: Path,
+    port: int | None = None,
+    kind: type[ServiceProcess] = ServiceProcess,
 ) -> AsyncIterator[ServiceProcess]:
     """A started service that is always killed on the way out, even when the test failed."""
-    service = ServiceProcess(env, log_path, port)
+    service = kind(env, log_path, port)
     try:
         await service.start()
         yield service
