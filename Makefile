@@ -26,10 +26,13 @@ PYTEST_ARGS ?=
 FUZZ_EXAMPLES ?= 500
 
 .DEFAULT_GOAL := help
-.PHONY: help runtime dev run test fuzz lint fmt migrate revision openapi bench bench-quick clean
+.PHONY: help runtime dev lock run test fuzz lint fmt migrate revision openapi bench bench-quick clean
 
 help:
-	@echo "make run                  migrate, print a first admin key, seed a demo into an empty database, serve on :$(PORT)"
+	@echo "make run                  install the runtime, migrate, print a first admin key, seed a demo into an empty database,"
+	@echo "                          serve on :$(PORT) (make run PORT=8001 HOST=127.0.0.1; links follow the port)"
+	@echo "make dev                  install the runtime and the dev tools (make test and make lint do it themselves)"
+	@echo "make lock                 update uv.lock after a change to pyproject.toml's dependencies"
 	@echo "make test                 run the test suite (PYTEST_ARGS='-k redeem -x' passes options)"
 	@echo "make fuzz                 schemathesis over every operation, FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) per operation"
 	@echo "make lint                 ruff check, ruff format --check, mypy"
@@ -53,6 +56,10 @@ $(RUNTIME_STAMP): pyproject.toml uv.lock | $(UV_BOOTSTRAP)
 $(DEV_STAMP): pyproject.toml uv.lock | $(UV_BOOTSTRAP)
 	$(UV_ENV) $(UV) sync --locked
 	@touch $@ $(RUNTIME_STAMP)
+
+# After a dependency change in pyproject.toml: `--locked` refuses to install from a stale lock.
+lock: | $(UV_BOOTSTRAP)
+	$(UV_ENV) $(UV) lock
 
 # pip --target: works where `pip install --user` is refused (PEP 668) and needs no venv module.
 # Installed beside, then moved, so an interrupted install leaves nothing that looks installed.
