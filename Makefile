@@ -62,14 +62,16 @@ lock: | $(UV_BOOTSTRAP)
 	$(UV_ENV) $(UV) lock
 
 # pip --target: works where `pip install --user` is refused (PEP 668) and needs no venv module.
-# Installed beside, then moved, so an interrupted install leaves nothing that looks installed.
+# Installed beside (one folder per make process), then moved, so an interrupted or concurrent
+# install leaves nothing that looks installed.
 $(UV_HOME)/bin/uv:
 	@echo "installing uv $(UV_VERSION) into $(UV_HOME) (once per machine)"
-	@rm -rf "$(UV_HOME).partial"
-	@PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install --quiet --disable-pip-version-check \
-		--target "$(UV_HOME).partial" "uv==$(UV_VERSION)" \
-	&& rm -rf "$(UV_HOME)" && mv "$(UV_HOME).partial" "$(UV_HOME)" \
-	|| { rm -rf "$(UV_HOME).partial"; \
+	@partial="$(UV_HOME).partial.$$$$"; \
+	PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install --quiet --disable-pip-version-check \
+		--target "$$partial" "uv==$(UV_VERSION)" \
+	&& { mv -T "$$partial" "$(UV_HOME)" 2>/dev/null || rm -rf "$$partial"; } \
+	&& test -x "$(UV_HOME)/bin/uv" \
+	|| { rm -rf "$$partial"; \
 		echo "error: could not install uv $(UV_VERSION) with '$(PYTHON) -m pip' (see above)." >&2; \
 		echo "  Install uv yourself (pipx install uv==$(UV_VERSION), or your package manager)," >&2; \
 		echo "  then run: make UV=uv $(or $(MAKECMDGOALS),help)" >&2; exit 1; }
