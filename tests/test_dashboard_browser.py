@@ -77,7 +77,7 @@ def _missing_browser() -> str | None:
     try:
         import playwright.async_api  # noqa: F401
     except ImportError:
-        return "playwright is not installed (pip install -e '.[dev]')"
+        return "playwright is not installed (make dev)"
     return None
 
 

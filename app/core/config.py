@@ -8,6 +8,17 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEFAULT_IP_HASH_SALT = "dev-only-ip-salt-change-me"
 DEFAULT_PSEUDONYM_KEY = "dev-only-pseudonym-key-change-me"
 DEFAULT_EMAIL_SECRET = "dev-only-email-secret-change-me"
+# Hosts that mean "this machine" when served on: links say localhost instead.
+LOCAL_HOSTS = frozenset({"", "0.0.0.0", "::", "127.0.0.1", "::1", "localhost"})
+
+
+def served_base_url(host: str, port: int) -> str:
+    """The public base URL when REFERRAL_PUBLIC_BASE_URL is not set: the address served."""
+    if host in LOCAL_HOSTS:
+        host = "localhost"
+    elif ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 class Settings(BaseSettings):
@@ -28,6 +39,7 @@ class Settings(BaseSettings):
     # PgBouncer in transaction mode cannot keep prepared statements per connection.
     database_statement_cache_size: int = Field(default=100, ge=0)
 
+    # Not set: `referral-service serve` sets it to the address it serves (served_base_url).
     public_base_url: str = "http://localhost:8000"
     ip_hash_salt: str = DEFAULT_IP_HASH_SALT
     # Keys the HMAC that stands in for an erased customer's id (app.customers.redaction).

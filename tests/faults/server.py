@@ -106,7 +106,16 @@ class ServiceProcess:
 
     def _command(self) -> list[str]:
         if self.via_cli:
-            return [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)]
+            return [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ]
         return [
             sys.executable,
             "-m",
