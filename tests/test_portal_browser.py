@@ -23,8 +23,8 @@ from httpx import AsyncClient
 from app.dashboard.router import CONTENT_SECURITY_POLICY
 from tests.factories import auth
 from tests.session_factories import set_session_expiry
+from tests.storefront_fixtures import DESKTOP, chromium
 from tests.test_dashboard_browser import MISSING, OUTPUT, REQUIRED, live_server
-from tests.test_storefront_browser import DESKTOP, chromium
 from tests.widget_fixtures import (
     PHONE,
     Page,

@@ -27,8 +27,8 @@ from app.keys.service import hash_key
 from app.referrer_sessions.models import ReferrerSession
 from tests.factories import auth, db_all, make_key
 from tests.session_factories import set_session_expiry
+from tests.storefront_fixtures import DESKTOP, chromium
 from tests.test_dashboard_browser import MISSING, OUTPUT, REQUIRED, live_server
-from tests.test_storefront_browser import DESKTOP, chromium
 from tests.widget_fixtures import (
     NO_CLIPBOARD,
     PHONE,

@@ -24,7 +24,7 @@ from app.programs.tokens import sign
 from app.storefront.router import SCRIPT_PATH, WIDGET_PATH, snippet, widget
 from tests.factories import BROWSER_UA, auth, make_key, make_program, make_referrer, redeem
 from tests.money_factories import add_rule, post_refund, purchase
-from tests.test_storefront_browser import DESKTOP, VIOLATION_LISTENER
+from tests.storefront_fixtures import DESKTOP, VIOLATION_LISTENER
 
 PHONE = {
     "viewport": {"width": 390, "height": 844},
