@@ -7,6 +7,7 @@ package reads argv or the environment to decide what to measure.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +26,9 @@ PGBENCH_DIR = BENCH / "pgbench"
 # The venv's executables (uvicorn, referral-service) sit next to its python.
 BIN = Path(sys.executable).parent
 
-PG_HOST, PG_PORT, PG_USER, DATABASE = "127.0.0.1", 5432, "postgres", "referral_bench"
+# REFERRAL_BENCH_DATABASE names another database (two benchmarks on one server must not share one).
+PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
+DATABASE = os.environ.get("REFERRAL_BENCH_DATABASE", "referral_bench")
 DSN = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{DATABASE}"
 SERVICE_ENV = {
     "REFERRAL_DATABASE_URL": f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{DATABASE}",
