@@ -191,7 +191,12 @@ async def test_two_workers_flooded_at_once_count_one_unique_click(
     admin = await make_key(app)
     program = await make_program(client, admin)
     code = (await make_referrer(client, admin, program["id"]))["default_code"]["code"]
-    workers = [create_app(settings_for_tests(database_pool_size=4)) for _ in range(2)]
+    # Small pools, as in production per worker; a generous checkout timeout, so a busy machine
+    # slows the flood down instead of answering 503 (this test is about uniqueness, not load).
+    workers = [
+        create_app(settings_for_tests(database_pool_size=4, database_pool_timeout_seconds=30))
+        for _ in range(2)
+    ]
     try:
         clients = [
             AsyncClient(transport=ASGITransport(app=worker), base_url="http://testserver")

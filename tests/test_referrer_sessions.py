@@ -12,7 +12,6 @@ from sqlalchemy import select
 
 from app.main import create_app
 from app.referrer_sessions.models import ReferrerSession
-from tests.conftest import settings_for_tests
 from tests.factories import (
     assert_problem,
     auth,
@@ -22,6 +21,7 @@ from tests.factories import (
     make_referrer,
 )
 from tests.session_factories import me, me_ok, mint, session_token, set_session_expiry
+from tests.settings import settings_for_tests
 
 SHOP = "https://shop.example.com"
 OTHER_SHOP = "https://other-shop.example.com"

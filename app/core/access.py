@@ -7,6 +7,7 @@ ids by hand; they pass their statements through `scoped`, load single objects wi
 `ensure_visible`. Whatever a principal may not see answers exactly like what does not exist.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -73,6 +74,15 @@ def may_see(principal: Principal, program_id: UUID | None, referrer_id: UUID | N
     if principal.program_ids is None:
         return True
     return program_id is not None and program_id in principal.program_ids
+
+
+def grants_within_scope(principal: Principal, program_ids: Iterable[UUID] | None) -> bool:
+    """Whether a grant limited to `program_ids` (None or empty: every program), such as a new
+    API key, stays inside what `principal` may touch: nobody hands out more than they hold."""
+    allowed = program_scope(principal)
+    if allowed is None:
+        return True
+    return bool(program_ids) and set(program_ids or ()) <= allowed
 
 
 def scoped(

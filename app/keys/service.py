@@ -10,9 +10,16 @@ from uuid import UUID
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.access import ApiKeyPrincipal, KeyKind, program_scope
+from app.core.access import (
+    OPERATOR,
+    ApiKeyPrincipal,
+    KeyKind,
+    Principal,
+    grants_within_scope,
+    sees_every_program,
+)
 from app.core.db import is_postgres, utcnow
-from app.core.errors import NotFound, Unprocessable
+from app.core.errors import Forbidden, NotFound, Unprocessable
 from app.keys.models import ApiKey
 from app.programs.models import Program
 
@@ -40,8 +47,14 @@ async def create_key(
     kind: KeyKind | str,
     program_ids: list[UUID] | None = None,
     name: str | None = None,
+    principal: Principal = OPERATOR,
 ) -> CreatedKey:
-    """Make a key of `kind`, optionally limited to `program_ids`; the secret is returned once."""
+    """Make a key of `kind`, optionally limited to `program_ids`; the secret is returned once.
+
+    `principal` (the command line: every program) may only grant programs it holds itself.
+    """
+    if not grants_within_scope(principal, program_ids):
+        raise Forbidden("A key limited to programs can only make keys for those programs.")
     if kind not in KIND_PREFIXES:
         raise Unprocessable(f"kind must be one of {', '.join(KIND_PREFIXES)}")
     kind = KeyKind(kind)  # validated just above; a plain string from the CLI or tests is fine
@@ -99,8 +112,15 @@ async def _record_use(session: AsyncSession, api_key: ApiKey) -> None:
     await session.execute(update(ApiKey).where(this_key, stale).values(last_used_at=now))
 
 
-async def revoke_key(session: AsyncSession, key_id_or_prefix: str) -> ApiKey:
-    """Revoke a key by its id or its displayed prefix; revoking twice is harmless."""
+async def revoke_key(
+    session: AsyncSession, key_id_or_prefix: str, principal: Principal = OPERATOR
+) -> ApiKey:
+    """Revoke a key by its id or its displayed prefix; revoking twice is harmless.
+
+    Only a principal for every program (an admin key, the command line) revokes keys.
+    """
+    if not sees_every_program(principal):
+        raise Forbidden("Only an admin key for every program may revoke keys.")
     query = select(ApiKey)
     try:
         query = query.where(ApiKey.id == UUID(key_id_or_prefix))
@@ -119,8 +139,7 @@ async def revoke_key(session: AsyncSession, key_id_or_prefix: str) -> ApiKey:
 async def list_keys(session: AsyncSession, principal: ApiKeyPrincipal) -> list[ApiKey]:
     """Every key, or for a key limited to programs the keys limited to some of those programs."""
     keys = await session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id))
-    allowed = program_scope(principal)
-    if allowed is None:
-        return list(keys)
     # Key limits are a JSON list, not a column a statement can scope; a short list of keys.
-    return [k for k in keys if k.program_ids and {UUID(p) for p in k.program_ids} <= allowed]
+    return [
+        k for k in keys if grants_within_scope(principal, [UUID(p) for p in k.program_ids or ()])
+    ]
