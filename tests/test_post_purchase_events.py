@@ -126,6 +126,26 @@ async def test_nothing_is_written_when_no_endpoint_listens(client: AsyncClient, 
     assert await db_all(app, select(WebhookEvent)) == []
 
 
+async def test_erasure_rewrites_the_enrolled_event_of_a_buyer(
+    client: AsyncClient, app: Any
+) -> None:
+    admin = await make_key(app)
+    prog = await make_program(client, admin, auto_enrol_buyers=True)
+    await client.post(
+        "/v1/webhook-endpoints",
+        json={"url": "http://127.0.0.1:9/x", "event_types": ["referrer.enrolled"]},
+        headers=auth(admin),
+    )
+    await purchase(client, admin, prog, "o1", "frank_77", "25.00", email="frank@example.com")
+    [before] = await db_all(app, select(WebhookEvent.payload))
+    assert before["data"]["external_id"] == "frank_77"
+    assert (await client.delete("/v1/customers/frank_77", headers=auth(admin))).status_code == 200
+    [after] = await db_all(app, select(WebhookEvent.payload))
+    assert "frank" not in str(after)
+    assert after["data"]["external_id"].startswith("erased:") and after["data"]["email"] is None
+    assert after["data"]["share"] == before["data"]["share"]  # a code and texts: nobody's data
+
+
 # --- emails -----------------------------------------------------------------------------------
 
 
