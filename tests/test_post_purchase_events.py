@@ -242,3 +242,28 @@ async def drain_emails(app: Any) -> None:
         if await dispatch(app, later) == 0:
             return
     raise AssertionError("the email outbox did not drain")
+
+
+async def test_the_fulfilled_email_previews_and_takes_an_override(
+    client: AsyncClient, app: Any
+) -> None:
+    admin = await make_key(app)
+    prog = await make_program(client, admin, name="Spring referrals")
+    path = f"/v1/programs/{prog['id']}/email-templates/reward_fulfilled"
+    preview = await client.post(f"{path}/preview", json={}, headers=auth(admin))
+    assert preview.status_code == 200, preview.text
+    body = preview.json()
+    assert body["subject"] == "Your $10.00 reward is ready: REFK7QW2M9XHD4TP"
+    assert "Your discount code:\n\nREFK7QW2M9XHD4TP\n" in body["text"]
+    assert "<strong>REFK7QW2M9XHD4TP</strong>" in body["html"]
+    own = {"text": "{{ fulfilment.method }}: {{ fulfilment.code }} ({{ fulfilment.reference }})"}
+    saved = await client.put(path, json=own, headers=auth(admin))
+    assert saved.status_code == 200, saved.text
+    again = await client.post(f"{path}/preview", json={}, headers=auth(admin))
+    assert again.json()["text"].startswith(
+        "coupon: REFK7QW2M9XHD4TP (gid://shopify/DiscountCodeNode/1042)"
+    )
+    refused = await client.post(
+        f"{path}/preview", json={"text": "{{ fulfilment.secret }}"}, headers=auth(admin)
+    )
+    assert refused.status_code == 422 and refused.json()["code"] == "template_invalid"
