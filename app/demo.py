@@ -423,7 +423,9 @@ class _Seeder:
             click_id=self._click_of_visitor[data["visitor"]] if data.get("visitor") else None,
             metadata={"channel": "web", "items": self.rng.randint(1, 3)},
         )
-        conversion, _ = await conversions.record_conversion(self.session, SEEDER, body)
+        conversion, _ = await conversions.record_conversion(
+            self.session, SEEDER, body, self.settings
+        )
         self.conversions += 1
         if conversion.status == ConversionStatus.ATTRIBUTED:
             self._attributed.append((conversion.id, event.at, amount))

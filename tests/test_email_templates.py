@@ -15,6 +15,7 @@ EVENTS = [
     "reward_earned",
     "reward_approved",
     "reward_paid",
+    "reward_fulfilled",
     "reminder",
 ]
 

@@ -1,13 +1,14 @@
 """The share widget in a real browser, on a shop of another origin, under a strict CSP.
 
 The service runs under uvicorn on 127.0.0.1; a fixture shop on `localhost` (another origin,
-tests/widget_fixtures.py) loads `/js/v1/widget.js` with its SRI hash, under a CSP that allows
+tests/widget_fixtures.py) loads `/js/v2/widget.js` with its SRI hash, under a CSP that allows
 scripts only from the service and its own nonce, connections only to the service and itself,
-and no style for the widget. Its backend mints the referrer session token with a secret key, as
-the README's samples do, and renders `<referral-share token="…">`; its cart page renders
-`<referral-redeem>` with the customer's id (and a signed customer token) next to the referral
-snippet. Desktop and a 390 px phone; no console error or CSP violation anywhere, and the
-widget's calls go to the service only.
+images only from the service (the QR code, scanned back to the link), and no style for the
+widget. Its backend mints the referrer session token with a secret key, as the README's samples
+do, and renders `<referral-share token="…">`; its cart page renders `<referral-redeem>` with the
+customer's id (and a signed customer token) next to the referral snippet. Desktop and a 390 px
+phone; no console error or CSP violation anywhere, and the widget's calls go to the service
+only.
 """
 
 import asyncio

@@ -20,7 +20,7 @@ from httpx import AsyncClient
 from app.dashboard.router import CONTENT_SECURITY_POLICY
 from app.portal.router import STATIC as PORTAL_STATIC
 from app.portal.router import assets
-from app.storefront.router import STATIC, WIDGET_PATH, widget
+from app.storefront.router import STATIC, WIDGET_PATH, WIDGET_V1_PATH, widget, widget_v1
 from tests.factories import assert_problem, auth
 from tests.session_factories import referrer_with_session
 
@@ -55,6 +55,21 @@ async def test_the_widget_is_served_like_the_snippet(client: AsyncClient) -> Non
     assert again.status_code == 304 and again.content == b""
     plain = await client.get(WIDGET_PATH, headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers and plain.content == widget().body
+
+
+# The hash of /js/v1/widget.js that shops pinned (the README's until v2): it never changes.
+V1_INTEGRITY = "sha384-jCURooMqWe4IRJl4mLJiLsCRwt4cXwBgRF4iMwb3xQxtgIbyExoqDvuU95Vgzoys"
+
+
+async def test_the_first_widget_is_still_served_byte_for_byte(client: AsyncClient) -> None:
+    response = await client.get(WIDGET_V1_PATH, headers={"Accept-Encoding": "identity"})
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == IMMUTABLE
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert response.content == widget_v1().body
+    digest = "sha384-" + base64.b64encode(hashlib.sha384(response.content).digest()).decode()
+    assert digest == widget_v1().integrity == V1_INTEGRITY
+    assert widget().body != widget_v1().body and WIDGET_PATH != WIDGET_V1_PATH
 
 
 async def test_the_widget_is_small(client: AsyncClient) -> None:

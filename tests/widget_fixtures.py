@@ -25,6 +25,7 @@ from app.storefront.router import SCRIPT_PATH, WIDGET_PATH, snippet, widget
 from tests.factories import BROWSER_UA, auth, make_key, make_program, make_referrer, redeem
 from tests.money_factories import add_rule, post_refund, purchase
 from tests.storefront_fixtures import DESKTOP, VIOLATION_LISTENER
+from tests.test_qr import decode_png
 
 PHONE = {
     "viewport": {"width": 390, "height": 844},
@@ -125,6 +126,16 @@ async def assert_fits_the_phone(page: Any) -> None:
     assert layout["width"] <= layout["inner"] and layout["outside"] == [], layout
 
 
+async def assert_qr_code_of(page: Any, host: str, api: str, share: dict[str, Any]) -> None:
+    """The widget shows the service's QR image of the link, loaded, and it scans to the link."""
+    image = page.locator(f"{host} [part=qr-image]")
+    assert await image.get_attribute("src") == f"{api}/v1/codes/{share['code']}/qr.svg?size=160"
+    assert await image.get_attribute("alt") == "QR code of your referral link"
+    await image.evaluate("img => img.complete ? null : img.decode()")
+    assert await image.evaluate("img => [img.naturalWidth, img.width]") == [160, 160]
+    assert decode_png(await image.screenshot()) == [share["link"]]
+
+
 def shown_money(amount: str, unit: str) -> str:
     assert unit == "USD"
     return "$" + format(Decimal(amount), ",")
@@ -140,6 +151,7 @@ async def assert_widget_matches(
     ]
     share = me["share"]
     assert await page.get_attribute(host, "data-state") == "ready"
+    await assert_qr_code_of(page, host, str(api.base_url).rstrip("/"), share)
     assert await page.input_value(f"{host} #link") == share["link"]
     assert await page.inner_text(f"{host} [part=offer]") == f"Your friends get: {share['offer']}"
     for channel in CHANNELS:
@@ -261,7 +273,7 @@ class Shop:
                 f"script-src {self.api} 'nonce-{nonce}'",
                 f"connect-src {self.api} 'self'",
                 f"style-src 'nonce-{nonce}'",  # the shop's own style; the widget needs none
-                "img-src 'none'",
+                f"img-src {self.api}",  # the widget's QR code, from the service
                 "form-action 'self'",
                 "base-uri 'none'",
                 "frame-ancestors 'none'",

@@ -51,15 +51,21 @@ router = APIRouter(
     | {200: {"model": ConversionOut, "description": "A retry: the first result"}},
 )
 async def record_conversion(
-    body: ConversionCreate, response: Response, session: SessionDep, principal: SecretKey
+    body: ConversionCreate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: SecretKey,
 ) -> ConversionOut:
-    conversion, created = await service.record_conversion(session, principal, body)
+    settings = request.app.state.settings
+    conversion, created = await service.record_conversion(session, principal, body, settings)
     response.status_code = 201 if created else 200
     return conversion
 
 
-# Every field but the rewards (GET /v1/rewards?format=csv exports those); metadata as JSON.
-CSV_COLUMNS = tuple(name for name in ConversionOut.model_fields if name != "rewards")
+# Every field but the rewards (GET /v1/rewards?format=csv exports those) and the buyer's share
+# (only in the answer to POST); metadata as JSON.
+CSV_COLUMNS = tuple(name for name in ConversionOut.model_fields if name not in ("rewards", "share"))
 
 
 @router.get(

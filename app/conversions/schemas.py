@@ -17,6 +17,7 @@ from app.core.schemas import (
     OutputModel,
     PositiveMoney,
 )
+from app.referrers.schemas import Share
 from app.rewards.schemas import RewardOut
 
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -59,6 +60,12 @@ class ConversionOut(OutputModel):
     metadata: dict[str, Any]
     rewards: list[RewardOut]
     created_at: datetime
+    share: Share | None = Field(
+        default=None,
+        description="In the answer to POST /v1/conversions (and its replays) when the "
+        "program enrols buyers (auto_enrol_buyers): the buyer's own code, link, share texts "
+        "and QR codes, to show on the order confirmation.",
+    )
 
     @model_validator(mode="after")
     def _display(self) -> Self:

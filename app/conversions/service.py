@@ -23,13 +23,16 @@ from app.conversions.schemas import (
     RefundOut,
 )
 from app.core.access import Principal, get_visible, scoped
+from app.core.config import Settings
 from app.core.db import insert_ignoring_conflicts, utcnow
 from app.core.errors import AppError
 from app.core.money import for_display, has_valid_precision, minor_unit
 from app.core.pagination import PageParams, paginate
 from app.programs.models import Program
 from app.programs.service import get_program
+from app.referrers.enrolment import buyer_share, enrol_buyer
 from app.referrers.models import Code, Referrer
+from app.referrers.schemas import Share
 from app.rewards import service as ledger
 from app.rewards.rules import active_rules
 from app.rewards.schemas import RewardOut
@@ -80,7 +83,7 @@ def request_hash(body: Any) -> str:
 
 
 async def record_conversion(
-    session: AsyncSession, principal: Principal, data: ConversionCreate
+    session: AsyncSession, principal: Principal, data: ConversionCreate, settings: Settings
 ) -> tuple[ConversionOut, bool]:
     """Record a purchase once per (program, event_id), attribute it, and create its rewards.
 
@@ -135,7 +138,8 @@ async def record_conversion(
         assert existing is not None
         if existing.request_hash != fingerprint:
             raise EventConflict(f"event_id {data.event_id!r} was recorded with another body.")
-        return await conversion_out(session, existing), False
+        share = await buyer_share(session, settings, program, existing.customer_id)
+        return _with_share(await conversion_out(session, existing), share), False
     conversion = await session.get(Conversion, conversion_id)
     assert conversion is not None
     decision = await attribute(
@@ -150,7 +154,12 @@ async def record_conversion(
         ),
     )
     await _apply(session, program, conversion, decision, now)
-    return await conversion_out(session, conversion), True
+    share = await enrol_buyer(session, settings, program, conversion)
+    return _with_share(await conversion_out(session, conversion), share), True
+
+
+def _with_share(out: ConversionOut, share: Share | None) -> ConversionOut:
+    return out if share is None else out.model_copy(update={"share": share})
 
 
 async def _apply(

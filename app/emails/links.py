@@ -32,7 +32,7 @@ def render_context(
         "qr_url": qr_url(settings, code, "email") if code else None,
         "unsubscribe_url": unsubscribe_url,
     }
-    for optional in ("reward", "days"):
+    for optional in ("reward", "days", "fulfilment"):
         if optional in stored:
             context[optional] = stored[optional]
     return context

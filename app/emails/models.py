@@ -17,6 +17,7 @@ class EmailKind(StrEnum):
     REWARD_EARNED = "reward_earned"
     REWARD_APPROVED = "reward_approved"
     REWARD_PAID = "reward_paid"
+    REWARD_FULFILLED = "reward_fulfilled"
     REMINDER = "reminder"
 
 

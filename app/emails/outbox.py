@@ -42,6 +42,7 @@ REWARD_EMAILS = {
     "reward.created": EmailKind.REWARD_EARNED,
     "reward.approved": EmailKind.REWARD_APPROVED,
     "reward.paid": EmailKind.REWARD_PAID,
+    "reward.fulfilled": EmailKind.REWARD_FULFILLED,
 }
 
 
@@ -90,9 +91,14 @@ async def queue_referral_redeemed(session: AsyncSession, referral: Referral, cod
 
 
 async def queue_reward_emails(
-    session: AsyncSession, event_type: str, rewards: Sequence[Reward]
+    session: AsyncSession,
+    event_type: str,
+    rewards: Sequence[Reward],
+    fulfilment: dict[str, Any] | None = None,
 ) -> None:
-    """Earned, approved and paid emails, to whoever the reward is for.
+    """Earned, approved, paid and fulfilled emails, to whoever the reward is for; a fulfilled
+    one shows what the provider issued (`fulfilment`: the coupon or gift card code, the
+    reference).
 
     A referrer's reward goes to the referrer; a referee's reward to the referee, at the email
     their referral was recorded with (a referee is never told anything about their referrer's
@@ -105,6 +111,8 @@ async def queue_reward_emails(
         if reward.entry_type != EntryType.REWARD:
             continue
         context: dict[str, Any] = {"reward": reward_context(reward)}
+        if fulfilment is not None:
+            context["fulfilment"] = fulfilment
         if reward.recipient == Recipient.REFERRER:
             referrer = await session.get(Referrer, reward.referrer_id)
             if referrer is None or not referrer.email:

@@ -290,7 +290,12 @@ def sample_context(kind: EmailKind) -> dict[str, Any]:
         "qr_url": SAMPLE_QR,
         "unsubscribe_url": "https://referrals.example.com/unsubscribe?token=sample",
     }
-    if kind in (EmailKind.REWARD_EARNED, EmailKind.REWARD_APPROVED, EmailKind.REWARD_PAID):
+    if kind in (
+        EmailKind.REWARD_EARNED,
+        EmailKind.REWARD_APPROVED,
+        EmailKind.REWARD_PAID,
+        EmailKind.REWARD_FULFILLED,
+    ):
         context["reward"] = {
             "amount": "$10.00",
             "value": "10.00",
@@ -298,6 +303,15 @@ def sample_context(kind: EmailKind) -> dict[str, Any]:
             "status": "pending" if kind == EmailKind.REWARD_EARNED else "approved",
             "available_on": "2026-05-01",
             "payout_reference": "PAY-1042" if kind == EmailKind.REWARD_PAID else None,
+        }
+    if kind == EmailKind.REWARD_FULFILLED:
+        context["reward"]["status"] = "paid"
+        context["reward"]["payout_reference"] = "gid://shopify/DiscountCodeNode/1042"
+        context["fulfilment"] = {
+            "method": "coupon",
+            "provider": "shopify",
+            "code": "REFK7QW2M9XHD4TP",
+            "reference": "gid://shopify/DiscountCodeNode/1042",
         }
     if kind == EmailKind.REMINDER:
         context["days"] = 30

@@ -58,7 +58,7 @@ from app.rewards.states import (
     RewardStatus,
     next_status,
 )
-from app.webhooks.outbox import emit
+from app.webhooks.outbox import emit, emit_reward_fulfilled
 
 logger = logging.getLogger("app.fulfilment")
 
@@ -254,9 +254,7 @@ class Dispatcher:
             reward.paid_at = now
             reward.payout_reference = issued.reference[:200]
             await session.flush()
-            out = _reward_out(reward, row)
-            await emit(session, reward.program_id, "reward.paid", out)
-            await emit(session, reward.program_id, "reward.fulfilled", out)
+            await emit_reward_fulfilled(session, reward, _reward_out(reward, row))
             return "fulfilled"
         # Reversed or paid by hand while the call was out: take the coupon back.
         self._take_back(row, now, "issued after the reward was reversed or paid by hand")

@@ -71,7 +71,13 @@ async def stripe_webhook(
     if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
         raise service.InvalidPayload("A Stripe event has an id and a type.")
     return await service.process(
-        session, program_id, "stripe", event["id"], event["type"], stripe.map_event(event)
+        session,
+        settings,
+        program_id,
+        "stripe",
+        event["id"],
+        event["type"],
+        stripe.map_event(event),
     )
 
 
@@ -96,7 +102,13 @@ async def shopify_webhook(
         "sha256:" + hashlib.sha256(body).hexdigest()
     )
     return await service.process(
-        session, program_id, "shopify", webhook_id, topic, shopify.map_event(topic, payload)
+        session,
+        request.app.state.settings,
+        program_id,
+        "shopify",
+        webhook_id,
+        topic,
+        shopify.map_event(topic, payload),
     )
 
 

@@ -24,6 +24,7 @@ from app.conversions.models import Conversion, Refund
 from app.conversions.schemas import ConversionCreate, RefundCreate
 from app.conversions.service import EventConflict, record_conversion, refund
 from app.core.access import ApiKeyPrincipal, KeyKind, Principal
+from app.core.config import Settings
 from app.core.db import insert_ignoring_conflicts, is_postgres, utcnow
 from app.core.errors import AppError, NotFound, Unprocessable
 from app.core.money import quantize
@@ -195,6 +196,7 @@ async def list_events(
 
 async def process(
     session: AsyncSession,
+    settings: Settings,
     program_id: UUID,
     provider: str,
     external_id: str,
@@ -236,7 +238,7 @@ async def process(
     if isinstance(mapped, Skipped):
         event.outcome, event.detail = mapped.outcome, mapped.detail[:500]
     elif isinstance(mapped, PlatformPurchase):
-        await _record_purchase(session, principal, event, mapped)
+        await _record_purchase(session, settings, principal, event, mapped)
     else:
         await _record_refund(session, principal, event, mapped)
     await session.flush()
@@ -275,7 +277,11 @@ async def _known_code(session: AsyncSession, program_id: UUID, candidates: list[
 
 
 async def _record_purchase(
-    session: AsyncSession, principal: Principal, event: IntegrationEvent, purchase: PlatformPurchase
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    event: IntegrationEvent,
+    purchase: PlatformPurchase,
 ) -> None:
     program_id = event.program_id
     if purchase.amount <= 0:
@@ -306,7 +312,7 @@ async def _record_purchase(
         return
     try:
         async with session.begin_nested():
-            conversion, created = await record_conversion(session, principal, data)
+            conversion, created = await record_conversion(session, principal, data, settings)
     except EventConflict:
         # The same platform object through another event type (say, the invoice of a
         # subscription checkout): the first one recorded stands.

@@ -5,7 +5,7 @@ Content-Security-Policy. A magic link (`POST /v1/referrers/{id}/portal-links`) o
 `/portal#token=rk_ref_…`: the fragment never reaches a server, and the page moves the token to
 the tab's sessionStorage and out of the address bar before it calls `/v1/me…` with it (same
 origin). The link, sharing, progress and rewards are the share widget's `<referral-share>`,
-served from `/js/v1/widget.js`; the page adds the friends, the leaderboard and the name form.
+served from `/js/v2/widget.js`; the page adds the friends, the leaderboard and the name form.
 """
 
 import hashlib

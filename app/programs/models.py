@@ -3,7 +3,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IdMixin, StrEnumText, UTCDateTime, utcnow
@@ -48,6 +48,8 @@ class Program(IdMixin, Base):
     )
     # Remind referrers whose codes got no click for this many days (None: no reminders).
     reminder_after_days: Mapped[int | None] = mapped_column(Integer)
+    # Every recorded purchase makes its buyer a referrer (app.referrers.enrolment).
+    auto_enrol_buyers: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

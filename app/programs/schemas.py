@@ -22,6 +22,11 @@ ReminderDays = Annotated[
         description="Email referrers whose codes got no click for this many days; null: never.",
     ),
 ]
+AUTO_ENROL_DESCRIPTION = (
+    "Every recorded purchase (POST /v1/conversions, Stripe, Shopify) makes its buyer a referrer "
+    "of the program (external_id = the customer id) with a code; the purchase's answer then "
+    "carries `share`. Off by default."
+)
 Origin = Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]+$", max_length=255)]
 
 
@@ -37,6 +42,7 @@ class ProgramCreate(InputModel):
         default=RedemptionProof.NONE, description=PROOF_DESCRIPTION
     )
     reminder_after_days: ReminderDays | None = None
+    auto_enrol_buyers: bool = Field(default=False, description=AUTO_ENROL_DESCRIPTION)
 
 
 class ProgramUpdate(InputModel):
@@ -50,6 +56,7 @@ class ProgramUpdate(InputModel):
     allowed_origins: Annotated[list[Origin], Field(max_length=20)] | None = None
     redemption_proof: RedemptionProof | None = Field(default=None, description=PROOF_DESCRIPTION)
     reminder_after_days: ReminderDays | None = None
+    auto_enrol_buyers: bool | None = Field(default=None, description=AUTO_ENROL_DESCRIPTION)
 
 
 class ProgramOut(OutputModel):
@@ -64,6 +71,7 @@ class ProgramOut(OutputModel):
     allowed_origins: list[str]
     redemption_proof: RedemptionProof
     reminder_after_days: int | None
+    auto_enrol_buyers: bool
     created_at: datetime
     updated_at: datetime
 

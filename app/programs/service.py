@@ -46,6 +46,7 @@ async def create_program(
         allowed_origins=list(data.allowed_origins),
         redemption_proof=data.redemption_proof,
         reminder_after_days=data.reminder_after_days,
+        auto_enrol_buyers=data.auto_enrol_buyers,
         status=ProgramStatus.ACTIVE,
     )
     session.add(program)

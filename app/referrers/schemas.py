@@ -103,8 +103,24 @@ class LinkShare(OutputModel):
     share_url: str = Field(description="The channel's share dialog (it takes only a URL)")
 
 
+class QrUrls(OutputModel):
+    svg: str = Field(description="GET /v1/codes/{code}/qr.svg for this placement")
+    png: str = Field(description="GET /v1/codes/{code}/qr.png for this placement")
+
+
+class QrCodes(OutputModel):
+    """Where the QR images of the code are served, per placement (their links carry it as
+    utm_source); `plain` is the bare link, for a screen."""
+
+    plain: QrUrls
+    packaging: QrUrls
+    invoice: QrUrls
+    receipt: QrUrls
+    email: QrUrls
+
+
 class Share(OutputModel):
-    """Ready-made texts and share URLs, per channel, for one code."""
+    """Ready-made texts and share URLs, per channel, for one code, and its QR codes."""
 
     code: str
     link: str
@@ -115,3 +131,4 @@ class Share(OutputModel):
     facebook: LinkShare
     linkedin: LinkShare
     sms: MessageShare
+    qr: QrCodes

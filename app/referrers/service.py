@@ -1,5 +1,5 @@
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID, uuid4
 
 from cachetools import TTLCache
@@ -23,6 +23,7 @@ from app.referrers.schemas import (
     ReferrerOut,
     ReferrerUpsert,
 )
+from app.referrers.share import share_for
 from app.webhooks.outbox import emit_referrer_enrolled
 
 CODE_GENERATION_ATTEMPTS = 8
@@ -77,8 +78,8 @@ async def upsert_referrer(
     assert referrer is not None
     if created:
         assert referrer.id == new_id
-        code = await _insert_code(session, settings, referrer, vanity=None, is_default=True)
-        await emit_referrer_enrolled(session, referrer, code)
+        code = await insert_code(session, settings, referrer, vanity=None, is_default=True)
+        await announce_enrolled(session, settings, program, referrer, code, source="api")
     else:
         for field in ("email", "name"):
             if getattr(data, field) is not None:
@@ -87,6 +88,39 @@ async def upsert_referrer(
             referrer.metadata_ = data.metadata
         await session.flush()
     return await referrer_out(session, settings, referrer, program), created
+
+
+async def announce_enrolled(
+    session: AsyncSession,
+    settings: Settings,
+    program: Program,
+    referrer: Referrer,
+    code: Code,
+    *,
+    source: Literal["api", "purchase"],
+    conversion_id: UUID | None = None,
+) -> None:
+    """A referrer just joined with `code` as their default code: the `referrer.enrolled`
+    event (the referrer, how they joined, and their `share`) and the welcome email."""
+
+    def payload() -> dict[str, Any]:
+        out = ReferrerOut(
+            id=referrer.id,
+            program_id=referrer.program_id,
+            external_id=referrer.external_id,
+            email=referrer.email,
+            name=referrer.name,
+            metadata=referrer.metadata_,
+            default_code=code_out(settings, code, program),
+            created_at=referrer.created_at,
+        )
+        return out.model_dump(mode="json") | {
+            "source": source,
+            "conversion_id": str(conversion_id) if conversion_id else None,
+            "share": share_for(program, code.code, settings).model_dump(mode="json"),
+        }
+
+    await emit_referrer_enrolled(session, referrer, code, payload)
 
 
 async def get_referrer(
@@ -163,7 +197,7 @@ async def create_code(
 ) -> CodeOut:
     """A new code for the referrer: the vanity code asked for, or a random one."""
     referrer, program = await get_referrer(session, principal, referrer_id)
-    code = await _insert_code(
+    code = await insert_code(
         session,
         settings,
         referrer,
@@ -302,7 +336,7 @@ async def increment_redemptions(session: AsyncSession, code: Code) -> bool:
     return True
 
 
-async def _insert_code(
+async def insert_code(
     session: AsyncSession,
     settings: Settings,
     referrer: Referrer,

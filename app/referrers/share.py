@@ -1,9 +1,11 @@
-"""Share texts per channel for one code: the one builder behind /v1/me and, later, the answers
-to auto-enrolled buyers and the lifecycle emails.
+"""Share texts per channel for one code: the one builder behind /v1/me, the answers to
+auto-enrolled buyers (app.referrers.enrolment) and the `referrer.enrolled` event.
 
 Each channel gets its own link (`utm_source=<channel>`, `utm_medium=share`), so the channels
-report shows where referrals come from. The words come from `templates_for(program)`: the
-defaults today, a program's own texts once programs can set them, with no caller changing.
+report shows where referrals come from. The QR code URLs point at the service's own
+`/v1/codes/{code}/qr.svg|png` (app.qr), one per placement. The words come from
+`templates_for(program)`: the defaults today, a program's own texts once programs can set them,
+with no caller changing.
 """
 
 import re
@@ -12,9 +14,11 @@ from urllib.parse import quote, urlencode
 
 from app.core.config import Settings
 from app.programs.models import Program
-from app.referrers.schemas import EmailShare, LinkShare, MessageShare, Share
+from app.referrers.schemas import EmailShare, LinkShare, MessageShare, QrCodes, QrUrls, Share
 
 SHARE_MEDIUM = "share"
+# The placements of app.qr.service (which imports this domain, so it cannot be imported here;
+# tests/test_post_purchase.py checks that QrCodes names the same ones).
 _PLACEHOLDER = re.compile(r"\{(offer|link|code)\}")
 
 
@@ -60,6 +64,23 @@ def referral_link(settings: Settings, code: str, channel: str | None = None) -> 
     if channel is None:
         return link
     return f"{link}?{urlencode({'utm_source': channel, 'utm_medium': SHARE_MEDIUM})}"
+
+
+def qr_codes(settings: Settings, code: str) -> QrCodes:
+    """The URLs of the code's QR images: the plain link and one per placement."""
+    base = f"{settings.public_base_url.rstrip('/')}/v1/codes/{quote(code, safe='')}/qr"
+
+    def urls(placement: str | None) -> QrUrls:
+        query = f"?{urlencode({'placement': placement})}" if placement else ""
+        return QrUrls(svg=f"{base}.svg{query}", png=f"{base}.png{query}")
+
+    return QrCodes(
+        plain=urls(None),
+        packaging=urls("packaging"),
+        invoice=urls("invoice"),
+        receipt=urls("receipt"),
+        email=urls("email"),
+    )
 
 
 def _fill(template: str, values: dict[str, str]) -> str:
@@ -116,4 +137,5 @@ def share_for(program: Program, code: str, settings: Settings) -> Share:
         ),
         # "sms:?&body=" is the form both iOS and Android open with the body filled in.
         sms=message(templates.message, "sms", "sms:?&body="),
+        qr=qr_codes(settings, code),
     )

@@ -1,5 +1,7 @@
-"""`GET /js/v1/referrals.js` and `GET /js/v1/widget.js`: the storefront snippet and the share
-widget (`<referral-share>`, `<referral-redeem>`), served from this package.
+"""`GET /js/v1/referrals.js` and `GET /js/v2/widget.js`: the storefront snippet and the share
+widget (`<referral-share>`, `<referral-redeem>`), served from this package. `/js/v1/widget.js`
+(the widget before it showed the QR code, static/widget-v1.js) is still served, unchanged, for
+the pages that pinned its hash.
 
 Shops load them cross-origin with Subresource Integrity, so the answer is readable by any origin
 (`Access-Control-Allow-Origin: *`; they carry no data) and their bytes never change under these
@@ -20,7 +22,8 @@ from fastapi import APIRouter, Request, Response
 
 STATIC = Path(__file__).resolve().parent / "static"
 SCRIPT_PATH = "/js/v1/referrals.js"
-WIDGET_PATH = "/js/v1/widget.js"
+WIDGET_PATH = "/js/v2/widget.js"
+WIDGET_V1_PATH = "/js/v1/widget.js"
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 router = APIRouter(include_in_schema=False)
@@ -66,6 +69,11 @@ def widget() -> Script:
     return served("widget.js")
 
 
+def widget_v1() -> Script:
+    """The first widget, frozen: its bytes (and SRI hash) never change."""
+    return served("widget-v1.js")
+
+
 def _matches(if_none_match: str | None, etag: str) -> bool:
     if not if_none_match:
         return False
@@ -95,6 +103,12 @@ async def referrals_script(request: Request) -> Response:
 async def widget_script(request: Request) -> Response:
     """The share widget's custom elements, served like the snippet."""
     return _script_response(request, widget())
+
+
+@router.get(WIDGET_V1_PATH)
+async def widget_v1_script(request: Request) -> Response:
+    """The first share widget, as it was: served for the pages that pinned its hash."""
+    return _script_response(request, widget_v1())
 
 
 def _script_response(request: Request, script: Script) -> Response:

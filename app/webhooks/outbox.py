@@ -37,6 +37,7 @@ EventType = Literal[
     "reward.paid",
     "reward.fulfilled",
     "reward.fulfilment_failed",
+    "referrer.enrolled",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
@@ -85,6 +86,26 @@ async def emit_rewards(
         await emit(session, reward.program_id, event_type, out)
         if event_type == "reward.created" and reward.status == RewardStatus.APPROVED:
             await emit(session, reward.program_id, "reward.approved", out)
+
+
+async def emit_reward_fulfilled(session: AsyncSession, reward: Reward, out: RewardOut) -> None:
+    """A reward its provider issued: `reward.paid` and `reward.fulfilled` (the reward with its
+    `fulfilment`), and the email that hands the recipient the code or reference."""
+    brief = out.fulfilment
+    assert brief is not None
+    await emails.queue_reward_emails(
+        session,
+        "reward.fulfilled",
+        [reward],
+        fulfilment={
+            "method": brief.method.value,
+            "provider": brief.provider.value,
+            "code": brief.code,
+            "reference": brief.reference,
+        },
+    )
+    await emit(session, reward.program_id, "reward.paid", out)
+    await emit(session, reward.program_id, "reward.fulfilled", out)
 
 
 async def emit_reward_ids(
@@ -161,12 +182,18 @@ async def _subscribers(session: AsyncSession, program_id: UUID, event_type: str)
     return [endpoint_id for endpoint_id, types in cache[program_id] if event_type in types]
 
 
-async def emit_referrer_enrolled(session: AsyncSession, referrer: Referrer, code: Code) -> None:
-    """A referrer just joined a program, with `code` as their default code: their welcome email.
-
-    The place for the `referrer.enrolled` webhook event too (and the path that enrols buyers).
-    """
+async def emit_referrer_enrolled(
+    session: AsyncSession, referrer: Referrer, code: Code, payload: Callable[[], Mapping[str, Any]]
+) -> None:
+    """A referrer just joined a program (through the API, or as a buyer auto-enrolled by a
+    purchase), with `code` as their default code: their welcome email and `referrer.enrolled`.
+    `payload` (the referrer with its `share`) is built only when an endpoint listens."""
     await emails.queue_enrolled(session, referrer, code)
+
+    async def data() -> Mapping[str, Any]:
+        return payload()
+
+    await emit(session, referrer.program_id, "referrer.enrolled", data, object_id=str(referrer.id))
 
 
 def _event_time(session: AsyncSession) -> datetime:

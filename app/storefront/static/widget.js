@@ -1,9 +1,9 @@
-/*! widget.js v1: <referral-share> (a referrer's link, sharing, rewards), <referral-redeem> */
+/*! widget.js v2: <referral-share> (link, QR code, sharing, rewards), <referral-redeem> */
 (() => {
   "use strict";
   if (!window.customElements || customElements.get("referral-share")) return;
   const script =
-    document.currentScript || document.querySelector("script[src*='/js/v1/widget.js']");
+    document.currentScript || document.querySelector("script[src*='/js/v2/widget.js']");
   const home = new URL(script ? script.src : "/", location.href).origin;
 
   // Every node is built from text (createElement, textContent, attributes): nothing that comes
@@ -40,6 +40,8 @@
     "button.quiet,a.button{background:var(--bg);color:var(--a)}",
     "button:disabled{opacity:.6;cursor:default}",
     "button:focus-visible,a:focus-visible,input:focus-visible{outline:3px solid var(--a);outline-offset:2px}",
+    ".qr{margin:0;display:grid;justify-items:center;gap:6px;font-size:.85em}",
+    ".qr img{width:160px;height:160px;background:#fff;box-shadow:0 0 0 1px var(--bd);border-radius:calc(var(--r)*.33)}",
     ".channels{display:grid;grid-template-columns:repeat(auto-fill,minmax(110px,1fr));gap:8px}",
     ".status{min-height:1.45em;margin-top:-8px;font-size:.9em;color:var(--ok)}",
     ".note{color:var(--mu)}",
@@ -153,6 +155,8 @@
     copyByHand: "Link selected: copy it with Ctrl+C (⌘C).",
     share: "Share…",
     more: "More ways to share",
+    qr: "Or let a friend scan your link",
+    qrImage: "QR code of your referral link",
     noCode: "You have no active referral code at the moment.",
     progress: "Your progress",
     balance: "Your rewards",
@@ -173,9 +177,7 @@
   const CHANNELS = ["whatsapp", "email", "sms", "x", "facebook", "linkedin"];
 
   class ReferralShare extends HTMLElement {
-    static get observedAttributes() {
-      return ["token", "api", "rewards-limit", "channels"];
-    }
+    static observedAttributes = ["token", "api", "rewards-limit", "channels", "qr"];
     constructor() {
       super();
       style(this.attachShadow({ mode: "open" }));
@@ -254,6 +256,7 @@
         share
           ? this.linkBlock(share)
           : h("p", { class: "note", part: "message", text: this.t("noCode") }),
+        share && this.getAttribute("qr") != "none" && this.qrBlock(share),
         this.progressBlock(progress),
         this.rewardsBlock(rewards, balance, lang)
       );
@@ -336,6 +339,16 @@
         text: this.t("more"),
       });
       return [...blocks, h("div", { class: "row" }, native, more), channels];
+    }
+    // The plain link's QR code, the service's own qr.svg (so img-src names the service).
+    qrBlock(share) {
+      const src = `${this.api}/v1/codes/${encodeURIComponent(share.code)}/qr.svg?size=160`;
+      const size = { width: 160, height: 160 };
+      const img = h("img", { src, alt: this.t("qrImage"), ...size, part: "qr-image" });
+      const caption = h("figcaption", { class: "note", text: this.t("qr") });
+      const figure = h("figure", { class: "qr", part: "qr" }, img, caption);
+      img.onerror = () => (figure.hidden = true); // refused by the page's CSP, or unavailable
+      return figure;
     }
     progressBlock(progress) {
       if (!progress.rules.length) return null;
@@ -437,17 +450,9 @@
       style(this.attachShadow({ mode: "open" }));
       this.texts = {};
       this.refusals = {};
-      this.input = h("input", {
-        id: "code",
-        name: "code",
-        part: "input",
-        autocomplete: "off",
-        autocapitalize: "characters",
-        spellcheck: "false",
-        maxlength: "64",
-        required: true,
-        oninput: () => this.reset(),
-      });
+      const field = { id: "code", name: "code", part: "input", autocomplete: "off" };
+      const typing = { autocapitalize: "characters", spellcheck: "false", maxlength: "64" };
+      this.input = h("input", { ...field, ...typing, required: true, oninput: () => this.reset() });
       this.checkButton = h("button", { type: "submit", part: "button check" });
       this.message = h("div", { part: "message", role: "status", "aria-live": "polite" });
       const apply = { type: "button", part: "button apply", hidden: true };
