@@ -6,6 +6,7 @@ answers by status, CPU per request, RSS, and the check of answers against rows s
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import medians
 from bench.config import (
     CONNECTIONS,
     DATABASE,
@@ -33,6 +35,15 @@ from bench.sampling import CpuAccount, RssSampler, per_request
 from bench.scenarios import RowCounts, Scenario
 from bench.server import Server, Service
 from bench.stats import percentile
+
+# Every wrk run of the benchmark gets the next number, at the end of its last argument: the
+# scripts make their visitors and event ids from it, so no run repeats another's.
+RUN_NUMBERS = itertools.count(1)
+
+
+def run_label(phase: str, server: Service) -> str:
+    """The last argument of a wrk run: e.g. "run-service-2w-7"."""
+    return f"{phase}-{server.name}-{next(RUN_NUMBERS)}"
 
 
 def parse_duration_ms(text: str) -> float:
@@ -202,22 +213,30 @@ def click_ceiling(
 
 
 def bare_run(workers: int, mode: Mode, cpu: CpuAccount) -> dict[str, Any]:
-    """The framework ceiling: the bare FastAPI app with `workers` workers under wrk."""
+    """The framework ceiling: the bare FastAPI app with `workers` workers under wrk, one
+    warm-up and `mode.runs` measured runs; their medians, each run under `runs`."""
     server = Server.bare(workers)
     try:
         server.wait_ready("/ping")
-        log(f"  bare FastAPI, {workers} worker(s): warm-up {mode.warmup}s, run {mode.seconds}s")
+        log(
+            f"  bare FastAPI, {workers} worker(s): warm-up {mode.warmup}s, "
+            f"{mode.runs} runs of {mode.seconds}s"
+        )
         run_wrk(server.url, "bare.lua", [], mode.warmup)
-        snapshot = cpu.snapshot()
-        with RssSampler(server.worker_pids()) as rss:
-            run = run_wrk(server.url, "bare.lua", [], mode.seconds)
-        noise = cpu.measure(snapshot, run["duration_s"], server.all_pids())
+        return medians.repeated(mode.runs, lambda _: bare_once(server, mode, cpu))
     finally:
         server.stop(LOGS / f"bare-{workers}w.log")
+
+
+def bare_once(server: Server, mode: Mode, cpu: CpuAccount) -> dict[str, Any]:
+    snapshot = cpu.snapshot()
+    with RssSampler(server.worker_pids()) as rss:
+        run = run_wrk(server.url, "bare.lua", [], mode.seconds)
+    noise = cpu.measure(snapshot, run["duration_s"], server.all_pids())
     statuses = {k: int(v) for k, v in run["statuses"].items()}
     pct = run["latency_ms"]["percentiles"]
     return {
-        "workers": workers,
+        "workers": server.workers,
         "requests_per_s": round(statuses.get("200", 0) / run["duration_s"], 1),
         "p50_ms": round(pct["50"], 2),
         "p95_ms": round(pct["95"], 2),
@@ -235,10 +254,7 @@ def load_run(
 ) -> dict[str, Any]:
     """Warm-up and measured run of one scenario; then the answers that mean "stored" are
     checked against the rows the scenario's program gained."""
-    log(
-        f"  {scenario.name}, {server.workers} worker(s): "
-        f"warm-up {mode.warmup}s, run {mode.seconds}s"
-    )
+    log(f"  {scenario.name}, {server.name}: warm-up {mode.warmup}s, run {mode.seconds}s")
     # The program's rows before its warm-up: the check below covers warm-up and run together,
     # so no wait for the warm-up's cut-off requests is needed between the two.
     before = scenario.count()
@@ -246,7 +262,7 @@ def load_run(
     whole, whole_started = cpu.snapshot(), time.monotonic()
     sessions_before = int(monitor.value(SESSIONS_OPENED))
     warm = run_wrk(
-        server.url, scenario.script, [*scenario.args, f"warmup{server.workers}"], mode.warmup
+        server.url, scenario.script, [*scenario.args, run_label("warmup", server)], mode.warmup
     )
     # No answer at all is a slow service (measured next); answers without a success are a bug.
     if warm["statuses"] and scenario.success not in warm["statuses"]:
@@ -257,7 +273,7 @@ def load_run(
     snapshot = cpu.snapshot()
     with RssSampler(server.worker_pids()) as rss:
         run = run_wrk(
-            server.url, scenario.script, [*scenario.args, f"run{server.workers}"], mode.seconds
+            server.url, scenario.script, [*scenario.args, run_label("run", server)], mode.seconds
         )
     noise = cpu.measure(snapshot, run["duration_s"], server.all_pids())
     after = wait_until_stable(scenario.count, mode.stable_seconds)
@@ -304,6 +320,7 @@ def load_run(
     return {
         "scenario": scenario.name,
         "path": scenario.path,
+        "service": server.name,
         "workers": server.workers,
         "duration_s": round(duration, 2),
         "requests": run["requests"],

@@ -107,7 +107,8 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     targets.append(conversions(name, row) if row else not_measured(name, CONVERSIONS_TARGET))
     for metric_name, entry in results.get("metrics", {}).get("endpoints", {}).items():
         targets.append(metric(metric_name, entry))
-    rss = [r["max_rss_mb"] for r in results["load"] if r.get("max_rss_mb")]
+    rows = [*results["load"], *results.get("replicas", [])]
+    rss = [r["max_rss_mb"] for r in rows if r.get("max_rss_mb")]
     if rss:
         worst = max(rss)
         parts = {f"≤ {MAX_RSS_MB} MB": worst <= MAX_RSS_MB}
