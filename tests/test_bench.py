@@ -10,6 +10,7 @@ import dataclasses
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +175,7 @@ def test_one_run_that_lost_a_row_fails_the_combined_check_and_the_target() -> No
 
 
 def test_a_ceiling_run_that_failed_stays_in_the_runs_but_not_in_the_medians() -> None:
-    outcomes = iter(
+    outcomes: Iterator[dict[str, Any]] = iter(
         [
             {"requests_per_s": 10.0, "p99_ms": 5.0},
             {"error": "only 12 free Postgres connections; pgbench skipped"},
