@@ -76,6 +76,9 @@ class Mode:
 
     name: str
     runs: int  # measured runs of every scenario and ceiling; the report shows their medians
+    # Default worker counts of one process, and replica counts behind HAProxy.
+    workers: tuple[int, ...]
+    replicas: tuple[int, ...]
     seconds: int  # each measured load run
     warmup: int
     pgbench_seconds: int
@@ -92,6 +95,8 @@ class Mode:
 FULL = Mode(
     name="full",
     runs=3,
+    workers=(1, 2),
+    replicas=(1, 2),
     seconds=8,
     warmup=2,
     pgbench_seconds=8,
@@ -107,6 +112,9 @@ FULL = Mode(
 QUICK = Mode(
     name="quick",
     runs=3,
+    # Within 3 minutes: 2 workers, and 2 replicas of 1 worker (the full run adds the 1s).
+    workers=(2,),
+    replicas=(2,),
     seconds=2,
     warmup=1,
     pgbench_seconds=2,
@@ -121,9 +129,7 @@ QUICK = Mode(
 )
 
 
-DEFAULT_WORKERS = (1, 2)
 # Two replicas of one worker each: as many service processes as 2 workers, on 2 cores.
-DEFAULT_REPLICAS = (1, 2)
 DEFAULT_REPLICA_WORKERS = 1
 
 
@@ -135,7 +141,7 @@ class Config:
     workers: tuple[int, ...]  # worker counts, in the order they run
     # Replica counts behind HAProxy, in the order they run (none: no scale-out phase), and
     # the workers of each replica.
-    replicas: tuple[int, ...] = DEFAULT_REPLICAS
+    replicas: tuple[int, ...]
     replica_workers: int = DEFAULT_REPLICA_WORKERS
     wait_quiet: float  # seconds to wait for a quiet machine first
     only: str | None  # one phase alone ("metrics"), or None for the whole benchmark
@@ -145,10 +151,9 @@ class Config:
         """The run as the results record it: every option that is not the default."""
         only = f" --only {self.only}" if self.only else ""
         quick = " --quick" if self.mode is QUICK else ""
-        workers = "" if self.workers == DEFAULT_WORKERS else f" --workers {join(self.workers)}"
-        replicas = (
-            "" if self.replicas == DEFAULT_REPLICAS else f" --replicas '{join(self.replicas)}'"
-        )
+        mode = self.mode
+        workers = "" if self.workers == mode.workers else f" --workers {join(self.workers)}"
+        replicas = "" if self.replicas == mode.replicas else f" --replicas '{join(self.replicas)}'"
         if self.replica_workers != DEFAULT_REPLICA_WORKERS:
             replicas += f" --replica-workers {self.replica_workers}"
         return f"python bench/run.py{only}{quick}{workers}{replicas}"
@@ -179,15 +184,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument(
         "--workers",
         type=counts,
-        default=DEFAULT_WORKERS,
-        help="worker counts of one service process to run (default 1,2)",
+        help="worker counts of one service process to run (default 1,2; --quick: 2)",
     )
     parser.add_argument(
         "--replicas",
         type=counts,
-        default=DEFAULT_REPLICAS,
         help="replica counts to run behind a local HAProxy, each replica its own service "
-        "process on its own port (default 1,2; '' leaves the scale-out phase out)",
+        "process on its own port (default 1,2; --quick: 2; '' leaves the phase out)",
     )
     parser.add_argument(
         "--replica-workers",
@@ -211,12 +214,17 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         "(no load runs; results in bench/results/metrics.md and metrics.json)",
     )
     args = parser.parse_args(argv)
+    mode = QUICK if args.quick else FULL
+    if args.workers is None:
+        args.workers = mode.workers
+    if args.replicas is None:
+        args.replicas = mode.replicas
     if not args.workers:
         parser.error("--workers needs at least one worker count")
     if args.replica_workers < 1:
         parser.error("--replica-workers must be at least 1")
     return Config(
-        mode=QUICK if args.quick else FULL,
+        mode=mode,
         workers=args.workers,
         replicas=args.replicas,
         replica_workers=args.replica_workers,

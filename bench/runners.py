@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
+import resource
 import subprocess
 import tempfile
 import time
@@ -78,7 +80,11 @@ def run_wrk(
         "--",
         *args,
     ]
+    # wrk has exited before the CPU sampling looks at /proc again: its CPU comes from the
+    # rusage of waited-for children instead (the bench runs one child at a time).
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 90)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     marker = [line for line in out.stdout.splitlines() if line.startswith("BENCH_JSON ")]
     if out.returncode != 0 or not marker:
         raise RuntimeError(
@@ -94,7 +100,17 @@ def run_wrk(
     if match := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out.stdout):
         text["non_2xx_3xx"] = int(match[1])
     result["wrk_text"] = text
+    result["cpu_s"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2)
     return result
+
+
+def with_load_generator(noise: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """The run's noise with wrk's CPU share of the machine filled in (see run_wrk)."""
+    capacity = (os.cpu_count() or 1) * run["duration_s"]
+    noise["load_generator_cpu_s"] = run["cpu_s"]
+    if "shares" in noise:
+        noise["shares"]["load_generator"] = round(run["cpu_s"] / capacity, 3)
+    return noise
 
 
 def wait_until_stable(
@@ -232,7 +248,7 @@ def bare_once(server: Server, mode: Mode, cpu: CpuAccount) -> dict[str, Any]:
     snapshot = cpu.snapshot()
     with RssSampler(server.worker_pids()) as rss:
         run = run_wrk(server.url, "bare.lua", [], mode.seconds)
-    noise = cpu.measure(snapshot, run["duration_s"], server.all_pids())
+    noise = with_load_generator(cpu.measure(snapshot, run["duration_s"], server.all_pids()), run)
     statuses = {k: int(v) for k, v in run["statuses"].items()}
     pct = run["latency_ms"]["percentiles"]
     return {
@@ -275,7 +291,7 @@ def load_run(
         run = run_wrk(
             server.url, scenario.script, [*scenario.args, run_label("run", server)], mode.seconds
         )
-    noise = cpu.measure(snapshot, run["duration_s"], server.all_pids())
+    noise = with_load_generator(cpu.measure(snapshot, run["duration_s"], server.all_pids()), run)
     after = wait_until_stable(scenario.count, mode.stable_seconds)
     work = cpu.measure(whole, time.monotonic() - whole_started, server.all_pids())
     # New database connections while it ran: a pool that churns pays for a backend each time.

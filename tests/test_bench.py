@@ -33,9 +33,15 @@ def test_options_become_a_frozen_config() -> None:
     assert (config.mode, config.workers, config.wait_quiet, config.only) == (FULL, (1, 2), 0, None)
     assert (config.replicas, config.replica_workers) == ((1, 2), 1)
     assert config.command == "python bench/run.py"
-    quick = parse_args(["--quick", "--workers", "2", "--only", "metrics", "--wait-quiet", "60"])
-    assert (quick.mode, quick.workers, quick.wait_quiet) == (QUICK, (2,), 60.0)
-    assert quick.command == "python bench/run.py --only metrics --quick --workers 2"
+    quick = parse_args(["--quick", "--only", "metrics", "--wait-quiet", "60"])
+    assert (quick.mode, quick.workers, quick.replicas, quick.wait_quiet) == (
+        QUICK,
+        (2,),
+        (2,),
+        60.0,
+    )
+    assert quick.command == "python bench/run.py --only metrics --quick"
+    assert parse_args(["--workers", "2"]).command == "python bench/run.py --workers 2"
     scale = parse_args(["--replicas", "2,3", "--replica-workers", "2"])
     assert (scale.replicas, scale.replica_workers) == ((2, 3), 2)
     assert scale.command == "python bench/run.py --replicas '2,3' --replica-workers 2"
