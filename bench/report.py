@@ -265,8 +265,13 @@ def scaling_finding(rows: list[dict[str, Any]]) -> str:
     )
     if not shares:
         return text + "."
+    biggest = max((k for k, _ in SHARE_NAMES), key=lambda k: shares.get(k) or 0)
+    if total >= CPU_FULL and biggest == "others":
+        return text + (
+            f" ({total:.0%} in all): the cores are full, mostly with other processes' work, so "
+            "this run cannot tell where the service itself stops scaling."
+        )
     if total >= CPU_FULL:
-        biggest = max((k for k, _ in SHARE_NAMES), key=lambda k: shares.get(k) or 0)
         label = dict(SHARE_NAMES)[biggest]
         return text + (
             f" ({total:.0%} in all): the cores are full, so another replica on this machine "

@@ -113,6 +113,13 @@ def with_load_generator(noise: dict[str, Any], run: dict[str, Any]) -> dict[str,
     return noise
 
 
+PERCENTILES = ("50", "95", "99")
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
 def wait_until_stable(
     count: Callable[[], RowCounts], stable_for: float, limit: float = 30
 ) -> RowCounts:
@@ -332,7 +339,8 @@ def load_run(
     elif "200" in statuses:
         unexpected["200"] = statuses["200"]
     errors = {k: v for k, v in run["errors"].items() if v}
-    pct = run["latency_ms"]["percentiles"]
+    # No answer in the run: no latency was measured (wrk reports 0), not a fast one.
+    pct = run["latency_ms"]["percentiles"] if run["requests"] else dict.fromkeys(PERCENTILES, None)
     return {
         "scenario": scenario.name,
         "path": scenario.path,
@@ -342,9 +350,9 @@ def load_run(
         "requests": run["requests"],
         "requests_per_s_all": round(run["requests"] / duration, 1),
         "requests_per_s": round(run_acked / duration, 1),  # stored-and-acknowledged per second
-        "p50_ms": round(pct["50"], 2),
-        "p95_ms": round(pct["95"], 2),
-        "p99_ms": round(pct["99"], 2),
+        "p50_ms": rounded(pct["50"]),
+        "p95_ms": rounded(pct["95"]),
+        "p99_ms": rounded(pct["99"]),
         "max_ms": round(run["latency_ms"]["max"], 2),
         "statuses": statuses,
         "unexpected_statuses": unexpected,
