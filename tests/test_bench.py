@@ -308,3 +308,26 @@ def test_the_replicas_states_are_read_from_haproxys_stat_csv() -> None:
     )
     assert balancer.parse_stat(csv) == {"replica1": "UP", "replica2": "DOWN"}
     assert balancer.parse_stat("") == {}
+
+
+def test_cores_filled_by_other_processes_tell_nothing_about_scaling() -> None:
+    rows = sorted(replica_rows(), key=lambda r: r["replicas"])
+    rows[-1]["noise"]["shares"] = {
+        "service": 0.2,
+        "postgres": 0.05,
+        "load_generator": 0.05,
+        "haproxy": 0.01,
+        "others": 0.7,
+    }
+    finding = report.scaling_finding(rows)
+    assert "(101% in all): the cores are full, mostly with other processes' work" in finding
+
+
+def test_a_run_without_answers_has_no_latency_and_misses_its_target() -> None:
+    silent = load_row(100.0, 10.0)
+    silent.update(requests_per_s=0.0, p50_ms=None, p95_ms=None, p99_ms=None)
+    row = medians.median_row([silent])
+    assert row["p99_ms"] is None
+    verdict = targets.hot_path("clicks, 2 workers", row, {"2": {"requests_per_s": 1000.0}})
+    assert verdict["parts"]["p99 ≤ 25 ms"] is False
+    assert medians.median([None, None]) is None
