@@ -38,7 +38,7 @@ def haproxy_config(
     threads: int = 1,
 ) -> str:
     """haproxy.cfg: one frontend on 127.0.0.1:`port`, round robin over `backends`
-    ((host, port) pairs), each health-checked on `health_path` every 500 ms."""
+    ((host, port) pairs), each health-checked on `health_path` every second."""
     if not backends:
         raise ValueError("a load balancer needs at least one backend")
     servers = "\n".join(
@@ -58,7 +58,9 @@ defaults
     timeout client 30s
     timeout server 30s
     timeout http-keep-alive 30s
-    timeout check 2s
+    # A replica busy with load answers /healthz late, not never: only 3 checks in a row
+    # without an answer within 5 s take it out (and every run counts how often that happened).
+    timeout check 5s
 
 frontend bench
     bind 127.0.0.1:{port}
@@ -69,13 +71,13 @@ backend replicas
     option httpchk
     http-check send meth GET uri {health_path}
     http-check expect status 200
-    default-server inter 500ms fall 2 rise 1
+    default-server inter 1s fall 3 rise 1
 {servers}
 """
 
 
-def server_states(stats_socket: Path) -> dict[str, str]:
-    """Each backend server's status (UP, DOWN, ...) from HAProxy's `show stat` CSV."""
+def server_states(stats_socket: Path) -> dict[str, dict[str, Any]]:
+    """Each backend server's status and health-check record from HAProxy's `show stat`."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(2)
         conn.connect(str(stats_socket))
@@ -86,18 +88,27 @@ def server_states(stats_socket: Path) -> dict[str, str]:
     return parse_stat(b"".join(chunks).decode(errors="replace"))
 
 
-def parse_stat(csv_text: str) -> dict[str, str]:
-    """The `replicas` backend's servers and their status, from `show stat` output."""
+def parse_stat(csv_text: str) -> dict[str, dict[str, Any]]:
+    """The `replicas` backend's servers from `show stat` output: status (UP, DOWN, ...),
+    `chkdown` (times a health check took it out so far) and `downtime` (seconds)."""
     lines = [line for line in csv_text.splitlines() if line.strip()]
     if not lines or not lines[0].startswith("# "):
         return {}
     header = lines[0][2:].split(",")
-    name, service, status = header.index("pxname"), header.index("svname"), header.index("status")
+    column = {name: index for index, name in enumerate(header)}
     states = {}
     for line in lines[1:]:
         fields = line.split(",")
-        if fields[name] == "replicas" and fields[service] not in ("FRONTEND", "BACKEND"):
-            states[fields[service]] = fields[status]
+        if fields[column["pxname"]] != "replicas" or fields[column["svname"]] in (
+            "FRONTEND",
+            "BACKEND",
+        ):
+            continue
+        state: dict[str, Any] = {"status": fields[column["status"]]}
+        for counter in ("chkdown", "downtime"):
+            if counter in column and fields[column[counter]].isdigit():
+                state[counter] = int(fields[column[counter]])
+        states[fields[column["svname"]]] = state
     return states
 
 
@@ -131,13 +142,14 @@ class Balancer:
     def wait_ready(self, timeout: float = 30) -> None:
         """Every replica UP by HAProxy's own health checks."""
         deadline = time.monotonic() + timeout
-        states: dict[str, str] = {}
+        states: dict[str, dict[str, Any]] = {}
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"haproxy exited during start-up:\n{self.log_tail(20)}")
             with contextlib.suppress(OSError):
                 states = server_states(self.stats_socket)
-                if len(states) == self.backends and all(s == "UP" for s in states.values()):
+                up = [s for s in states.values() if s["status"] == "UP"]
+                if len(up) == self.backends:
                     return
             time.sleep(0.2)
         raise RuntimeError(f"haproxy: not every replica UP within {timeout:.0f}s: {states}")
@@ -182,6 +194,16 @@ class Cluster:
         self.balancer = Balancer([("127.0.0.1", server.port) for server in self.servers])
         self.url = self.balancer.url
         self.balancer.wait_ready()
+
+    def replicas_taken_out(self) -> int:
+        """How often HAProxy's health checks have taken a replica out so far (all replicas)."""
+        if self.balancer is None:
+            return 0
+        try:
+            states = server_states(self.balancer.stats_socket)
+        except OSError:
+            return 0
+        return sum(state.get("chkdown", 0) for state in states.values())
 
     def worker_pids(self) -> list[int]:
         return [pid for server in self.servers for pid in server.worker_pids()]

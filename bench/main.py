@@ -88,8 +88,10 @@ def run_scenarios(
     medians of each scenario's runs into `results[into]`. A failed run is recorded and the next
     one runs."""
     runs: dict[str, list[dict[str, Any]]] = {scenario.name: [] for scenario in load}
+    cluster = service if isinstance(service, Cluster) else None
     for run in range(1, config.mode.runs + 1):
         for scenario in load:
+            taken_out = cluster.replicas_taken_out() if cluster else 0
             try:
                 row = load_run(scenario, service, config.mode, cpu, monitor)
             except Exception as exc:  # one broken run must not hide the others
@@ -104,6 +106,9 @@ def run_scenarios(
                     }
                 )
                 continue
+            if cluster:
+                # A replica the health checks took out: its share of the load got 503s.
+                row["replicas_taken_out"] = cluster.replicas_taken_out() - taken_out
             runs[scenario.name].append(row)
             log(
                 f"    run {run}: {row['requests_per_s']} req/s stored, "
@@ -116,10 +121,13 @@ def run_scenarios(
         if not runs[scenario.name]:
             continue
         row = medians.median_row(runs[scenario.name])
-        replicas = getattr(service, "replicas", None)
-        if replicas is not None:
-            row["replicas"] = replicas
-            row["workers_per_replica"] = getattr(service, "workers_per_replica", None)
+        if cluster:
+            row["replicas"] = cluster.replicas
+            row["workers_per_replica"] = cluster.workers_per_replica
+            counts = [r["replicas_taken_out"] for r in runs[scenario.name]]
+            row["replicas_taken_out"] = sum(counts)
+            for summary, count in zip(row["runs"], counts, strict=True):
+                summary["replicas_taken_out"] = count
         results[into].append(row)
         log(
             f"  {scenario.name}, {service.name}, median of {len(runs[scenario.name])}: "

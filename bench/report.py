@@ -72,6 +72,8 @@ def check_text(row: dict[str, Any]) -> str:
     if row["socket_errors"]:
         errors = row["socket_errors"].items()
         text += " · socket errors: " + ", ".join(f"{k} {v:,}" for k, v in errors)
+    if row.get("replicas_taken_out"):
+        text += f" · **a replica taken out {row['replicas_taken_out']}x by the health checks**"
     return text
 
 

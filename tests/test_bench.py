@@ -299,15 +299,24 @@ def test_haproxy_accepts_the_generated_config(tmp_path: Path) -> None:
 
 def test_the_replicas_states_are_read_from_haproxys_stat_csv() -> None:
     csv = (
-        "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,"
-        "wretr,wredis,status,weight\n"
-        "bench,FRONTEND,,,0,0,4096,0,0,0,0,0,0,,,,,OPEN,\n"
-        "replicas,replica1,0,0,0,0,,0,0,0,,0,,0,0,0,0,UP,1\n"
-        "replicas,replica2,0,0,0,0,,0,0,0,,0,,0,0,0,0,DOWN,1\n"
-        "replicas,BACKEND,0,0,0,0,410,0,0,0,0,0,,0,0,0,0,UP,1\n"
+        "# pxname,svname,qcur,status,weight,chkdown,downtime\n"
+        "bench,FRONTEND,,OPEN,,,\n"
+        "replicas,replica1,0,UP,1,0,0\n"
+        "replicas,replica2,0,DOWN,1,2,7\n"
+        "replicas,BACKEND,0,UP,1,0,0\n"
     )
-    assert balancer.parse_stat(csv) == {"replica1": "UP", "replica2": "DOWN"}
+    assert balancer.parse_stat(csv) == {
+        "replica1": {"status": "UP", "chkdown": 0, "downtime": 0},
+        "replica2": {"status": "DOWN", "chkdown": 2, "downtime": 7},
+    }
     assert balancer.parse_stat("") == {}
+
+
+def test_a_replica_taken_out_by_the_health_checks_is_flagged_in_the_report() -> None:
+    row = replica_rows()[0]
+    assert "taken out" not in report.check_text(row)
+    row["replicas_taken_out"] = 2
+    assert report.check_text(row).endswith(" · **a replica taken out 2x by the health checks**")
 
 
 def test_cores_filled_by_other_processes_tell_nothing_about_scaling() -> None:
