@@ -20,10 +20,10 @@ MEDIAN_FIELDS = ("requests_per_s", "requests_per_s_all", "p50_ms", "p95_ms", "p9
 RUN_FIELDS = (*MEDIAN_FIELDS, "max_ms", "duration_s", "requests", "transactions", "stored")
 
 
-def median(values: list[float | None]) -> float | None:
-    """The median of the values that were measured (None when none was), rounded to 0.01."""
+def median(values: list[float | None], digits: int = 2) -> float | None:
+    """The median of the values that were measured (None when none was), rounded."""
     measured = [v for v in values if v is not None]
-    return round(statistics.median(measured), 2) if measured else None
+    return round(statistics.median(measured), digits) if measured else None
 
 
 def run_summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -60,11 +60,12 @@ def median_noise(noises: list[dict[str, Any]]) -> dict[str, Any]:
         "others_share": max(n["others_share"] for n in noises),
         "loadavg_1m": max(n["loadavg_1m"] for n in noises),
     }
-    for key in ("ours_share", "server_cpu_s", "postgres_cpu_s"):
+    combined["ours_share"] = median([n.get("ours_share") for n in noises], 3)
+    for key in ("server_cpu_s", "postgres_cpu_s", "load_generator_cpu_s"):
         combined[key] = median([n.get(key) for n in noises])
     shares = [n["shares"] for n in noises if "shares" in n]
     if shares:
-        combined["shares"] = {key: median([s[key] for s in shares]) for key in shares[0]}
+        combined["shares"] = {key: median([s[key] for s in shares], 3) for key in shares[0]}
     return combined
 
 
