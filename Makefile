@@ -46,7 +46,8 @@ help:
 	@echo "make migrate              apply migrations (alembic upgrade head)"
 	@echo "make revision m='...'     autogenerate a migration from the models"
 	@echo "make openapi              regenerate openapi/openapi.json"
-	@echo "make bench                run the benchmarks (< 20 min; results in bench/results/latest.md)"
+	@echo "make bench                run the benchmarks: 1 and 2 workers, 1 and 2 replicas behind HAProxy, 3 runs each"
+	@echo "                          (< 20 min; results in bench/results/latest.md)"
 	@echo "make bench-quick          the same, smaller data set and shorter runs (< 3 min)"
 	@echo "make clean                remove caches and build output (keeps .venv and referrals.db)"
 
@@ -127,7 +128,8 @@ openapi: runtime
 	$(BIN)/python -m app.http.openapi
 
 # Not part of the test run: loads the machine for minutes; uses only the referral_bench database.
-# BENCH_ARGS passes options, e.g. BENCH_ARGS='--wait-quiet 600'.
+# BENCH_ARGS passes options, e.g. BENCH_ARGS='--wait-quiet 600' or BENCH_ARGS="--replicas ''".
+# The scale-out phase (--replicas 1,2 by default; --quick: 2) runs HAProxy, installed when missing.
 bench: dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py $(BENCH_ARGS)
 

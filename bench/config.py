@@ -75,6 +75,10 @@ class Mode:
     """How big and how long: the full benchmark or the quick one."""
 
     name: str
+    runs: int  # measured runs of every scenario and ceiling; the report shows their medians
+    # Default worker counts of one process, and replica counts behind HAProxy.
+    workers: tuple[int, ...]
+    replicas: tuple[int, ...]
     seconds: int  # each measured load run
     warmup: int
     pgbench_seconds: int
@@ -90,9 +94,12 @@ class Mode:
 
 FULL = Mode(
     name="full",
-    seconds=20,
-    warmup=3,
-    pgbench_seconds=20,
+    runs=3,
+    workers=(1, 2),
+    replicas=(1, 2),
+    seconds=8,
+    warmup=2,
+    pgbench_seconds=8,
     codes=10_000,
     metrics_seconds=10.0,
     metrics_floor_seconds=30.0,
@@ -104,9 +111,13 @@ FULL = Mode(
 )
 QUICK = Mode(
     name="quick",
-    seconds=4,
+    runs=3,
+    # Within 3 minutes: 2 workers, and 2 replicas of 1 worker (the full run adds the 1s).
+    workers=(2,),
+    replicas=(2,),
+    seconds=2,
     warmup=1,
-    pgbench_seconds=4,
+    pgbench_seconds=2,
     codes=2_000,
     metrics_seconds=2.0,
     metrics_floor_seconds=4.0,
@@ -118,21 +129,49 @@ QUICK = Mode(
 )
 
 
+# Two replicas of one worker each: as many service processes as 2 workers, on 2 cores.
+DEFAULT_REPLICA_WORKERS = 1
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     """The options of one run, parsed once from the command line."""
 
     mode: Mode
     workers: tuple[int, ...]  # worker counts, in the order they run
+    # Replica counts behind HAProxy, in the order they run (none: no scale-out phase), and
+    # the workers of each replica.
+    replicas: tuple[int, ...]
+    replica_workers: int = DEFAULT_REPLICA_WORKERS
     wait_quiet: float  # seconds to wait for a quiet machine first
     only: str | None  # one phase alone ("metrics"), or None for the whole benchmark
 
     @property
     def command(self) -> str:
-        """The run as the results record it."""
+        """The run as the results record it: every option that is not the default."""
         only = f" --only {self.only}" if self.only else ""
         quick = " --quick" if self.mode is QUICK else ""
-        return f"python bench/run.py{only}{quick}"
+        mode = self.mode
+        workers = "" if self.workers == mode.workers else f" --workers {join(self.workers)}"
+        replicas = "" if self.replicas == mode.replicas else f" --replicas '{join(self.replicas)}'"
+        if self.replica_workers != DEFAULT_REPLICA_WORKERS:
+            replicas += f" --replica-workers {self.replica_workers}"
+        return f"python bench/run.py{only}{quick}{workers}{replicas}"
+
+
+def join(counts: tuple[int, ...]) -> str:
+    return ",".join(str(n) for n in counts)
+
+
+def counts(text: str) -> tuple[int, ...]:
+    """ "1,2" -> (1, 2); "" -> () (a phase left out)."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of counts: {text!r}") from None
+    if any(value < 1 for value in values):
+        raise argparse.ArgumentTypeError(f"counts must be at least 1: {text!r}")
+    return values
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Config:
@@ -142,7 +181,24 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument(
         "--quick", action="store_true", help="small data set and short runs (< 3 min)"
     )
-    parser.add_argument("--workers", default="1,2", help="worker counts to run (default 1,2)")
+    parser.add_argument(
+        "--workers",
+        type=counts,
+        help="worker counts of one service process to run (default 1,2; --quick: 2)",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=counts,
+        help="replica counts to run behind a local HAProxy, each replica its own service "
+        "process on its own port (default 1,2; --quick: 2; '' leaves the phase out)",
+    )
+    parser.add_argument(
+        "--replica-workers",
+        type=int,
+        default=DEFAULT_REPLICA_WORKERS,
+        metavar="N",
+        help="workers per replica (default 1)",
+    )
     parser.add_argument(
         "--wait-quiet",
         type=float,
@@ -158,9 +214,20 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         "(no load runs; results in bench/results/metrics.md and metrics.json)",
     )
     args = parser.parse_args(argv)
+    mode = QUICK if args.quick else FULL
+    if args.workers is None:
+        args.workers = mode.workers
+    if args.replicas is None:
+        args.replicas = mode.replicas
+    if not args.workers:
+        parser.error("--workers needs at least one worker count")
+    if args.replica_workers < 1:
+        parser.error("--replica-workers must be at least 1")
     return Config(
-        mode=QUICK if args.quick else FULL,
-        workers=tuple(int(w) for w in args.workers.split(",")),
+        mode=mode,
+        workers=args.workers,
+        replicas=args.replicas,
+        replica_workers=args.replica_workers,
         wait_quiet=args.wait_quiet,
         only=args.only,
     )

@@ -22,9 +22,11 @@ PACKAGES = ("fastapi", "uvicorn", "uvloop", "httptools", "sqlalchemy", "asyncpg"
 
 
 def ensure_tools() -> None:
-    """wrk, pgbench and psql, installed from Debian's packages when missing."""
+    """wrk, pgbench, psql and HAProxy (the replicas' load balancer), installed from Debian's
+    packages when missing."""
     missing = {
         "wrk": ["wrk"],
+        "haproxy": ["haproxy"],
         "pgbench": ["postgresql-contrib", "postgresql-client"],
         "psql": ["postgresql-client"],
     }
@@ -72,6 +74,7 @@ def machine_info(monitor: Monitor) -> dict[str, Any]:
             versions[package] = importlib.metadata.version(package)
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
     wrk_text = wrk.stdout or wrk.stderr
+    haproxy = subprocess.run(["haproxy", "-v"], capture_output=True, text=True)
     pg_settings = {
         name: monitor.value(f"SHOW {name}")
         for name in ("shared_buffers", "synchronous_commit", "max_connections", "work_mem")
@@ -85,6 +88,7 @@ def machine_info(monitor: Monitor) -> dict[str, Any]:
         "postgres": monitor.value("SELECT version()").split(" on ")[0],
         "postgres_settings": pg_settings,
         "wrk": wrk_text.splitlines()[0].strip() if wrk_text else "?",
+        "haproxy": " ".join(haproxy.stdout.split()[:3]) if haproxy.stdout else "?",
         "packages": versions,
     }
 

@@ -1,9 +1,10 @@
 """One benchmark run, phase by phase: set-up, ceilings, load runs, metrics, report.
 
-`measure` is one round of measurements into one results dict; `main` wraps it with the
-set-up before and the verdicts and files after. Medians over several rounds, or a round
-against two replicas behind a load balancer (issue 14), fit between those two without
-touching the runners.
+`measure` is the measurements into one results dict; `main` wraps it with the set-up
+before and the verdicts and files after. Every ceiling and every scenario runs `Mode.runs`
+times (three) against the same server, the scenarios taking turns; the results carry the
+medians, each run under `runs` (bench/medians.py). After the service with 1 and 2 workers
+comes the scale-out phase: 1 and 2 replicas behind a local HAProxy (bench/balancer.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import dataset, report, scenarios
+from bench import dataset, medians, report, scenarios
+from bench.balancer import Cluster
 from bench.config import (
     DSN,
     LOGS,
@@ -80,23 +82,56 @@ def run_scenarios(
     cpu: CpuAccount,
     monitor: Monitor,
     results: dict[str, Any],
+    into: str = "load",
 ) -> None:
-    """Every scenario against one service; a failed one is recorded and the next runs."""
-    for scenario in load:
-        try:
-            row = load_run(scenario, service, config.mode, cpu, monitor)
-        except Exception as exc:  # one broken scenario must not hide the others
-            log(f"  {scenario.name}: FAILED: {exc}")
-            results["failures"].append(
-                {"scenario": scenario.name, "workers": service.workers, "error": str(exc)[:2000]}
+    """Every scenario against one service, `runs` times, the scenarios taking turns; the
+    medians of each scenario's runs into `results[into]`. A failed run is recorded and the next
+    one runs."""
+    runs: dict[str, list[dict[str, Any]]] = {scenario.name: [] for scenario in load}
+    cluster = service if isinstance(service, Cluster) else None
+    for run in range(1, config.mode.runs + 1):
+        for scenario in load:
+            taken_out = cluster.replicas_taken_out() if cluster else 0
+            try:
+                row = load_run(scenario, service, config.mode, cpu, monitor)
+            except Exception as exc:  # one broken run must not hide the others
+                log(f"  {scenario.name}: FAILED: {exc}")
+                results["failures"].append(
+                    {
+                        "scenario": scenario.name,
+                        "service": service.name,
+                        "workers": service.workers,
+                        "run": run,
+                        "error": str(exc)[:2000],
+                    }
+                )
+                continue
+            if cluster:
+                # A replica the health checks took out: its share of the load got 503s.
+                row["replicas_taken_out"] = cluster.replicas_taken_out() - taken_out
+            runs[scenario.name].append(row)
+            log(
+                f"    run {run}: {row['requests_per_s']} req/s stored, "
+                f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
+                f"check {'ok' if row['check']['ok'] else 'FAILED'} {row['check']}, "
+                f"other answers {row['unexpected_statuses']}, RSS {row['max_rss_mb']} MB, "
+                f"others' CPU {row['noise']['others_share']:.0%}"
             )
+    for scenario in load:
+        if not runs[scenario.name]:
             continue
-        results["load"].append(row)
+        row = medians.median_row(runs[scenario.name])
+        if cluster:
+            row["replicas"] = cluster.replicas
+            row["workers_per_replica"] = cluster.workers_per_replica
+            counts = [r["replicas_taken_out"] for r in runs[scenario.name]]
+            row["replicas_taken_out"] = sum(counts)
+            for summary, count in zip(row["runs"], counts, strict=True):
+                summary["replicas_taken_out"] = count
+        results[into].append(row)
         log(
-            f"  {scenario.name}: {row['requests_per_s']} req/s stored, "
-            f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
-            f"check {'ok' if row['check']['ok'] else 'FAILED'} {row['check']}, "
-            f"other answers {row['unexpected_statuses']}, RSS {row['max_rss_mb']} MB"
+            f"  {scenario.name}, {service.name}, median of {len(runs[scenario.name])}: "
+            f"{row['requests_per_s']} req/s, p99 {row['p99_ms']} ms"
         )
 
 
@@ -108,12 +143,16 @@ def measure(
     results: dict[str, Any],
     phases: Phases,
 ) -> None:
-    """One round: the database ceiling, then per worker count the framework ceiling and the
-    service under every scenario; the metrics phase on the largest worker count."""
+    """The database ceiling; per worker count the framework ceiling and the service under
+    every scenario, the metrics phase on the largest worker count; then per replica count the
+    replicas behind HAProxy under every scenario."""
     mode, cpu = config.mode, CpuAccount()
-    log(f"database ceiling: pgbench, {mode.pgbench_seconds}s")
-    results["ceilings"]["pgbench"] = click_ceiling(
-        monitor, mode.pgbench_seconds, seed.programs["clicks"], mode.codes, cpu
+    log(f"database ceiling: pgbench, {mode.runs} runs of {mode.pgbench_seconds}s")
+    results["ceilings"]["pgbench"] = medians.repeated(
+        mode.runs,
+        lambda _: click_ceiling(
+            monitor, mode.pgbench_seconds, seed.programs["clicks"], mode.codes, cpu
+        ),
     )
     log(f"  pgbench: {results['ceilings']['pgbench']}")
     phases.done("pgbench")
@@ -121,7 +160,7 @@ def measure(
     for workers in config.workers:
         bare = bare_run(workers, mode, cpu)
         results["ceilings"]["bare"][str(workers)] = bare
-        log(f"  bare: {bare['requests_per_s']} req/s, p99 {bare['p99_ms']} ms")
+        log(f"  bare: {bare['requests_per_s']} req/s, p99 {bare['p99_ms']} ms (medians)")
         server = Server.service(workers)
         try:
             server.wait_ready("/healthz")
@@ -136,6 +175,29 @@ def measure(
             outcome = server.stop(LOGS / f"service-{workers}w.log")
             results.setdefault("server_output", {})[f"{workers}w"] = outcome
         phases.done(f"load runs, {workers} worker(s)")
+
+    for replicas in config.replicas:
+        cluster = Cluster(replicas, config.replica_workers)
+        log(
+            f"{cluster.name}: {replicas} replica(s) of {config.replica_workers} "
+            "worker(s) behind HAProxy"
+        )
+        try:
+            cluster.start()
+            run_scenarios(cluster, load, config, cpu, monitor, results, into="replicas")
+        except Exception as exc:  # the scale-out phase must not lose the results before it
+            log(f"  {cluster.name}: FAILED: {exc}")
+            results["failures"].append(
+                {
+                    "scenario": "all",
+                    "service": cluster.name,
+                    "workers": cluster.workers,
+                    "error": str(exc)[:2000],
+                }
+            )
+        finally:
+            results.setdefault("server_output", {})[cluster.name] = cluster.stop(LOGS)
+        phases.done(f"load runs, {replicas} replica(s)")
 
 
 def full_run(
@@ -159,11 +221,14 @@ def full_run(
                 **server_settings(),
             },
             **at_start,  # the load average and Postgres sessions before the run
+            "runs": config.mode.runs,
             "run_seconds": config.mode.seconds,
             "warmup_seconds": config.mode.warmup,
+            "replica_workers": config.replica_workers,
             "dataset": data,
             "ceilings": {"bare": {}},
             "load": [],
+            "replicas": [],
             "failures": [],
             "metrics": {},
             "phases_s": phases.seconds,

@@ -1,7 +1,9 @@
 """The report: latest.md (and metrics.md) rendered from the results, beside the JSON.
 
 Markdown is rendered from the results dict alone, so a report can be rebuilt from a saved
-latest.json (or, later, from the medians of several runs' results).
+latest.json. Every figure of a load run or ceiling is the median of its runs
+(bench/medians.py); the runs' own req/s are shown beside it, with the worst load average and
+the worst share of the CPU that other processes took during them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,21 @@ def ratio(value: float | None, ceiling: float | None) -> str:
     return fmt(value / ceiling, 2) if value is not None and ceiling else "—"
 
 
+def per_run(row: dict[str, Any]) -> str:
+    """The runs' own req/s, "690 / 710 / 702" ("—" for a run that failed or a single run)."""
+    runs = row.get("runs") or []
+    values = [fmt(r.get("requests_per_s"), 0) if "error" not in r else "failed" for r in runs]
+    return " / ".join(values) if values else "—"
+
+
+def machine_state(row: dict[str, Any]) -> str:
+    """The machine during the runs: the worst load average and others' CPU share."""
+    noise = row.get("noise") or {}
+    if "others_share" not in noise:
+        return "—"
+    return f"{noise['others_share']:.0%} · {noise['loadavg_1m']:.1f}"
+
+
 def check_text(row: dict[str, Any]) -> str:
     """The "2xx vs stored" cell: acknowledged / stored, and everything that deserves a look."""
     c = row["check"]
@@ -55,6 +72,8 @@ def check_text(row: dict[str, Any]) -> str:
     if row["socket_errors"]:
         errors = row["socket_errors"].items()
         text += " · socket errors: " + ", ".join(f"{k} {v:,}" for k, v in errors)
+    if row.get("replicas_taken_out"):
+        text += f" · **a replica taken out {row['replicas_taken_out']}x by the health checks**"
     return text
 
 
@@ -67,6 +86,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     target_of = {t["name"]: t for t in results["targets"]}
     git = results["git"]
     uncommitted = f" (+ {len(git['uncommitted'])} uncommitted files)" if git["uncommitted"] else ""
+    runs = results.get("runs", 1)
     lines = [
         f"# Benchmark results ({results['mode']} mode)",
         "",
@@ -80,24 +100,31 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"pool {results['server']['pool']}, log level {results['server']['log_level']}; "
         f"wrk {CONNECTIONS} connections, {WRK_THREADS} threads, {results['run_seconds']} s per "
         f"run after {results['warmup_seconds']} s warm-up",
+        f"- {runs} runs of every scenario and ceiling: req/s, p50 and p99 are the medians of "
+        "the runs (each run's figures in latest.json, `runs`); 2xx vs stored adds the runs up; "
+        "others' CPU and load average: the worst run's (the machine is shared)",
         "",
-        "| path | workers | req/s | x bare | x pgbench | p50 | p99 | 2xx vs stored | max RSS "
-        "| target | met? |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| path | workers | req/s | runs' req/s | x bare | x pgbench | p50 | p99 | 2xx vs stored "
+        "| max RSS | others' CPU · load avg | target | met? |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     if pg_rps:
         lines.append(
-            f"| pgbench INSERT (click-shaped, {pg['clients']} clients) | — | {fmt(pg_rps)} | — "
-            f"| 1.00 | {fmt(pg['p50_ms'], 2)} ms | {fmt(pg['p99_ms'], 2)} ms "
-            f"| {pg['transactions']:,} tx / {pg['stored']:,} rows | — | ceiling | — |"
+            f"| pgbench INSERT (click-shaped, {pg['clients']} clients) | — | {fmt(pg_rps)} "
+            f"| {per_run(pg)} | — | 1.00 | {fmt(pg['p50_ms'], 2)} ms | {fmt(pg['p99_ms'], 2)} ms "
+            f"| {pg['transactions']:,} tx / {pg['stored']:,} rows | — | {machine_state(pg)} "
+            "| ceiling | — |"
         )
     elif pg:
-        lines.append(f"| pgbench INSERT | — | — | — | — | — | — | {pg.get('error')} | — | — | — |")
+        lines.append(
+            f"| pgbench INSERT | — | — | — | — | — | — | — | {pg.get('error')} | — | — | — | — |"
+        )
     for workers, b in sorted(bare.items()):
         lines.append(
-            f"| bare FastAPI GET /ping | {workers} | {fmt(b['requests_per_s'])} | 1.00 "
-            f"| {ratio(b['requests_per_s'], pg_rps)} | {fmt(b['p50_ms'], 2)} ms "
-            f"| {fmt(b['p99_ms'], 2)} ms | — | {fmt(b['max_rss_mb'], 0)} MB | ceiling | — |"
+            f"| bare FastAPI GET /ping | {workers} | {fmt(b['requests_per_s'])} | {per_run(b)} "
+            f"| 1.00 | {ratio(b['requests_per_s'], pg_rps)} | {fmt(b['p50_ms'], 2)} ms "
+            f"| {fmt(b['p99_ms'], 2)} ms | — | {fmt(b['max_rss_mb'], 0)} MB | {machine_state(b)} "
+            "| ceiling | — |"
         )
     order = list(LOAD_TARGETS)
     for row in sorted(results["load"], key=lambda r: (order.index(r["scenario"]), r["workers"])):
@@ -108,29 +135,34 @@ def render_markdown(results: dict[str, Any]) -> str:
             else None
         )
         lines.append(
-            f"| {row['path']} | {row['workers']} | {fmt(row['requests_per_s'])} "
+            f"| {row['path']} | {row['workers']} | {fmt(row['requests_per_s'])} | {per_run(row)} "
             f"| {ratio(row['requests_per_s'], ceiling)} | {ratio(row['requests_per_s'], pg_rps)} "
             f"| {fmt(row['p50_ms'], 2)} ms | {fmt(row['p99_ms'], 2)} ms | {check_text(row)} "
-            f"| {fmt(row['max_rss_mb'], 0)} MB "
+            f"| {fmt(row['max_rss_mb'], 0)} MB | {machine_state(row)} "
             f"| {target['target'] if target else '(judged at 2 workers)'} "
             f"| {met_text(target['met'] if target else None)} |"
         )
     for failure in results.get("failures", []):
         lines.append(
-            f"| {failure['scenario']} | {failure['workers']} | FAILED: "
-            f"{failure['error'].splitlines()[0][:200]} | | | | | | | | **no** |"
+            f"| {failure['scenario']} | {failure.get('service', failure['workers'])} | FAILED"
+            f"{' (run ' + str(failure['run']) + ')' if 'run' in failure else ''}: "
+            f"{failure['error'].splitlines()[0][:200]} | | | | | | | | | | **no** |"
         )
     lines += render_cpu(results)
+    lines += render_replicas(results)
     lines += render_metrics(results, target_of)
     lines += ["", "| target | value | met? |", "|---|---|---|"]
     for t in results["targets"]:
         missed = [name for name, ok in t["parts"].items() if not ok]
         value = t["value"] + (f" (missed: {', '.join(missed)})" if missed else "")
         lines.append(f"| {t['name']}: {t['target']} | {value} | {met_text(t['met'])} |")
-    noisy = [(r["scenario"], r["workers"], r["noise"]["others_share"]) for r in results["load"]]
-    noisy += [("bare", int(w), b["noise"]["others_share"]) for w, b in bare.items()]
+    noisy = [
+        (r["scenario"], r.get("service", r["workers"]), r["noise"]["others_share"])
+        for r in [*results["load"], *results.get("replicas", [])]
+    ]
+    noisy += [("bare", f"{w} w", b["noise"]["others_share"]) for w, b in bare.items()]
     if pg.get("noise"):
-        noisy.append(("pgbench", 0, pg["noise"]["others_share"]))
+        noisy.append(("pgbench", "—", pg["noise"]["others_share"]))
     lines += [
         "",
         f"Load average at the start: {results['loadavg_at_start']} on {m['nproc']} cores; "
@@ -141,7 +173,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         name, workers, share = max(noisy, key=lambda n: n[2])
         lines.append(
             f"Noise: processes outside the benchmark used up to {share:.0%} of the machine's CPU "
-            f"during a run ({name}, {workers} w); per run in latest.json (`noise`)."
+            f"during a run ({name}, {workers}); per run in latest.json (`noise`, `runs`)."
         )
     mem = target_of.get(MEMORY_TARGET)
     lines += [
@@ -190,6 +222,103 @@ def render_cpu(results: dict[str, Any]) -> list[str]:
             f"| {path} | {workers} | {fmt(cpu['server'], 2)} | {fmt(cpu['postgres'], 2)} "
             f"| {fmt(opened)} | {noise['others_share']:.0%} |"
         )
+    return lines
+
+
+SHARE_NAMES = (
+    ("service", "service"),
+    ("postgres", "Postgres"),
+    ("load_generator", "wrk"),
+    ("haproxy", "HAProxy"),
+    ("others", "others"),
+)
+# Ours and others' CPU together above this share of the machine: the cores are full.
+CPU_FULL = 0.9
+
+
+def shares_text(row: dict[str, Any]) -> str:
+    """The machine's CPU during the runs (medians): "58 · 17 · 12 · 4 · 6 %"."""
+    shares = (row.get("noise") or {}).get("shares")
+    if not shares:
+        return "—"
+    return " · ".join(f"{(shares.get(key) or 0):.0%}" for key, _ in SHARE_NAMES)
+
+
+def by_scenario(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    order = list(LOAD_TARGETS)
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in sorted(rows, key=lambda r: (order.index(r["scenario"]), r["replicas"])):
+        grouped.setdefault(row["scenario"], []).append(row)
+    return grouped
+
+
+def scaling_finding(rows: list[dict[str, Any]]) -> str:
+    """One scenario from its fewest to its most replicas: the gain, where the CPU went at the
+    most, and whether the machine's cores were full (no more to gain from replicas here)."""
+    first, last = rows[0], rows[-1]
+    gain = ratio(last["requests_per_s"], first["requests_per_s"])
+    shares = (last.get("noise") or {}).get("shares") or {}
+    total = sum(value or 0 for value in shares.values())
+    spent = ", ".join(f"{label} {(shares.get(key) or 0):.0%}" for key, label in SHARE_NAMES)
+    text = (
+        f"- {first['path']}: {fmt(first['requests_per_s'], 0)} req/s with {first['replicas']} "
+        f"replica(s), {fmt(last['requests_per_s'], 0)} with {last['replicas']} ({gain}x). "
+        f"At {last['replicas']}, the machine's CPU went to {spent}"
+    )
+    if not shares:
+        return text + "."
+    biggest = max((k for k, _ in SHARE_NAMES), key=lambda k: shares.get(k) or 0)
+    if total >= CPU_FULL and biggest == "others":
+        return text + (
+            f" ({total:.0%} in all): the cores are full, mostly with other processes' work, so "
+            "this run cannot tell where the service itself stops scaling."
+        )
+    if total >= CPU_FULL:
+        label = dict(SHARE_NAMES)[biggest]
+        return text + (
+            f" ({total:.0%} in all): the cores are full, so another replica on this machine "
+            f"only adds contention; {label} takes the most."
+        )
+    return text + (
+        f" ({total:.0%} in all): CPU to spare, so the limit is waiting (the database, locks or "
+        "the connection count), not the cores."
+    )
+
+
+def render_replicas(results: dict[str, Any]) -> list[str]:
+    """The scale-out phase: replicas behind HAProxy, against 1 replica and a direct server."""
+    rows = results.get("replicas") or []
+    if not rows:
+        return []
+    per_replica = results.get("replica_workers", 1)
+    direct = {(r["scenario"], r["workers"]): r for r in results["load"]}
+    lines = [
+        "",
+        f"Scale out: replicas of {per_replica} worker(s), each its own service process on its "
+        "own port, behind a local HAProxy (round robin, keep-alive, health checks on /healthz; "
+        "config generated by bench/balancer.py), against the same Postgres; the same wrk load. "
+        "CPU: the shares of the machine's CPU (medians of the runs) taken by the service, "
+        "Postgres (the bench database's backends), wrk, HAProxy and other processes.",
+        "",
+        "| path | replicas | req/s | runs' req/s | x fewest replicas | x direct, same workers "
+        "| p50 | p99 | 2xx vs stored | CPU: service · Postgres · wrk · HAProxy · others "
+        "| load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    grouped = by_scenario(rows)
+    for scenario_rows in grouped.values():
+        base = scenario_rows[0]["requests_per_s"]
+        for row in scenario_rows:
+            same = direct.get((row["scenario"], row["workers"]), {}).get("requests_per_s")
+            lines.append(
+                f"| {row['path']} | {row['replicas']} x {row.get('workers_per_replica', 1)} w "
+                f"| {fmt(row['requests_per_s'])} | {per_run(row)} "
+                f"| {ratio(row['requests_per_s'], base)} | {ratio(row['requests_per_s'], same)} "
+                f"| {fmt(row['p50_ms'], 2)} ms | {fmt(row['p99_ms'], 2)} ms | {check_text(row)} "
+                f"| {shares_text(row)} | {row['noise']['loadavg_1m']:.1f} |"
+            )
+    lines += ["", "Where it stops scaling:", ""]
+    lines += [scaling_finding(scenario_rows) for scenario_rows in grouped.values()]
     return lines
 
 

@@ -1,6 +1,7 @@
 """The benchmark's entry point (make bench, make bench-quick):
 
-    python bench/run.py [--quick] [--workers 1,2] [--wait-quiet SECONDS] [--only metrics]
+    python bench/run.py [--quick] [--workers 1,2] [--replicas 1,2] [--replica-workers 1]
+                        [--wait-quiet SECONDS] [--only metrics]
 
 What it measures and how the package is laid out: bench/__init__.py.
 """

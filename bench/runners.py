@@ -6,8 +6,11 @@ answers by status, CPU per request, RSS, and the check of answers against rows s
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import re
+import resource
 import subprocess
 import tempfile
 import time
@@ -15,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import medians
 from bench.config import (
     CONNECTIONS,
     DATABASE,
@@ -33,6 +37,15 @@ from bench.sampling import CpuAccount, RssSampler, per_request
 from bench.scenarios import RowCounts, Scenario
 from bench.server import Server, Service
 from bench.stats import percentile
+
+# Every wrk run of the benchmark gets the next number, at the end of its last argument: the
+# scripts make their visitors and event ids from it, so no run repeats another's.
+RUN_NUMBERS = itertools.count(1)
+
+
+def run_label(phase: str, server: Service) -> str:
+    """The last argument of a wrk run: e.g. "run-service-2w-7"."""
+    return f"{phase}-{server.name}-{next(RUN_NUMBERS)}"
 
 
 def parse_duration_ms(text: str) -> float:
@@ -67,7 +80,11 @@ def run_wrk(
         "--",
         *args,
     ]
+    # wrk has exited before the CPU sampling looks at /proc again: its CPU comes from the
+    # rusage of waited-for children instead (the bench runs one child at a time).
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 90)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     marker = [line for line in out.stdout.splitlines() if line.startswith("BENCH_JSON ")]
     if out.returncode != 0 or not marker:
         raise RuntimeError(
@@ -83,7 +100,24 @@ def run_wrk(
     if match := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out.stdout):
         text["non_2xx_3xx"] = int(match[1])
     result["wrk_text"] = text
+    result["cpu_s"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2)
     return result
+
+
+def with_load_generator(noise: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """The run's noise with wrk's CPU share of the machine filled in (see run_wrk)."""
+    capacity = (os.cpu_count() or 1) * run["duration_s"]
+    noise["load_generator_cpu_s"] = run["cpu_s"]
+    if "shares" in noise:
+        noise["shares"]["load_generator"] = round(run["cpu_s"] / capacity, 3)
+    return noise
+
+
+PERCENTILES = ("50", "95", "99")
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def wait_until_stable(
@@ -202,22 +236,30 @@ def click_ceiling(
 
 
 def bare_run(workers: int, mode: Mode, cpu: CpuAccount) -> dict[str, Any]:
-    """The framework ceiling: the bare FastAPI app with `workers` workers under wrk."""
+    """The framework ceiling: the bare FastAPI app with `workers` workers under wrk, one
+    warm-up and `mode.runs` measured runs; their medians, each run under `runs`."""
     server = Server.bare(workers)
     try:
         server.wait_ready("/ping")
-        log(f"  bare FastAPI, {workers} worker(s): warm-up {mode.warmup}s, run {mode.seconds}s")
+        log(
+            f"  bare FastAPI, {workers} worker(s): warm-up {mode.warmup}s, "
+            f"{mode.runs} runs of {mode.seconds}s"
+        )
         run_wrk(server.url, "bare.lua", [], mode.warmup)
-        snapshot = cpu.snapshot()
-        with RssSampler(server.worker_pids()) as rss:
-            run = run_wrk(server.url, "bare.lua", [], mode.seconds)
-        noise = cpu.measure(snapshot, run["duration_s"], server.all_pids())
+        return medians.repeated(mode.runs, lambda _: bare_once(server, mode, cpu))
     finally:
         server.stop(LOGS / f"bare-{workers}w.log")
+
+
+def bare_once(server: Server, mode: Mode, cpu: CpuAccount) -> dict[str, Any]:
+    snapshot = cpu.snapshot()
+    with RssSampler(server.worker_pids()) as rss:
+        run = run_wrk(server.url, "bare.lua", [], mode.seconds)
+    noise = with_load_generator(cpu.measure(snapshot, run["duration_s"], server.all_pids()), run)
     statuses = {k: int(v) for k, v in run["statuses"].items()}
     pct = run["latency_ms"]["percentiles"]
     return {
-        "workers": workers,
+        "workers": server.workers,
         "requests_per_s": round(statuses.get("200", 0) / run["duration_s"], 1),
         "p50_ms": round(pct["50"], 2),
         "p95_ms": round(pct["95"], 2),
@@ -235,10 +277,7 @@ def load_run(
 ) -> dict[str, Any]:
     """Warm-up and measured run of one scenario; then the answers that mean "stored" are
     checked against the rows the scenario's program gained."""
-    log(
-        f"  {scenario.name}, {server.workers} worker(s): "
-        f"warm-up {mode.warmup}s, run {mode.seconds}s"
-    )
+    log(f"  {scenario.name}, {server.name}: warm-up {mode.warmup}s, run {mode.seconds}s")
     # The program's rows before its warm-up: the check below covers warm-up and run together,
     # so no wait for the warm-up's cut-off requests is needed between the two.
     before = scenario.count()
@@ -246,7 +285,7 @@ def load_run(
     whole, whole_started = cpu.snapshot(), time.monotonic()
     sessions_before = int(monitor.value(SESSIONS_OPENED))
     warm = run_wrk(
-        server.url, scenario.script, [*scenario.args, f"warmup{server.workers}"], mode.warmup
+        server.url, scenario.script, [*scenario.args, run_label("warmup", server)], mode.warmup
     )
     # No answer at all is a slow service (measured next); answers without a success are a bug.
     if warm["statuses"] and scenario.success not in warm["statuses"]:
@@ -257,9 +296,9 @@ def load_run(
     snapshot = cpu.snapshot()
     with RssSampler(server.worker_pids()) as rss:
         run = run_wrk(
-            server.url, scenario.script, [*scenario.args, f"run{server.workers}"], mode.seconds
+            server.url, scenario.script, [*scenario.args, run_label("run", server)], mode.seconds
         )
-    noise = cpu.measure(snapshot, run["duration_s"], server.all_pids())
+    noise = with_load_generator(cpu.measure(snapshot, run["duration_s"], server.all_pids()), run)
     after = wait_until_stable(scenario.count, mode.stable_seconds)
     work = cpu.measure(whole, time.monotonic() - whole_started, server.all_pids())
     # New database connections while it ran: a pool that churns pays for a backend each time.
@@ -300,18 +339,20 @@ def load_run(
     elif "200" in statuses:
         unexpected["200"] = statuses["200"]
     errors = {k: v for k, v in run["errors"].items() if v}
-    pct = run["latency_ms"]["percentiles"]
+    # No answer in the run: no latency was measured (wrk reports 0), not a fast one.
+    pct = run["latency_ms"]["percentiles"] if run["requests"] else dict.fromkeys(PERCENTILES, None)
     return {
         "scenario": scenario.name,
         "path": scenario.path,
+        "service": server.name,
         "workers": server.workers,
         "duration_s": round(duration, 2),
         "requests": run["requests"],
         "requests_per_s_all": round(run["requests"] / duration, 1),
         "requests_per_s": round(run_acked / duration, 1),  # stored-and-acknowledged per second
-        "p50_ms": round(pct["50"], 2),
-        "p95_ms": round(pct["95"], 2),
-        "p99_ms": round(pct["99"], 2),
+        "p50_ms": rounded(pct["50"]),
+        "p95_ms": rounded(pct["95"]),
+        "p99_ms": rounded(pct["99"]),
         "max_ms": round(run["latency_ms"]["max"], 2),
         "statuses": statuses,
         "unexpected_statuses": unexpected,

@@ -6,7 +6,7 @@ import contextlib
 import os
 import threading
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from bench.config import DATABASE
 
@@ -80,15 +80,17 @@ class RssSampler:
 class CpuAccount:
     """How much of the machine's CPU went to processes that are not part of the benchmark.
 
-    A noise gauge: other sessions share this box. Ours: the server, wrk/pgbench, and the
-    Postgres backends of referral_bench; Postgres' own helpers count as ours too.
+    A noise gauge: other sessions share this box. Ours: the server, wrk/pgbench, the load
+    balancer (HAProxy) in a replicas run, and the Postgres backends of the bench database;
+    Postgres' own helpers count as ours too. `shares` splits the machine's CPU among the
+    service, Postgres, wrk, HAProxy and the others: where a run stops scaling.
     """
 
     HZ = os.sysconf("SC_CLK_TCK")
 
     @staticmethod
     def ours(pid: int, command: str) -> bool:
-        if pid == os.getpid() or command.startswith(("wrk", "pgbench", "psql")):
+        if pid == os.getpid() or command.startswith(("wrk", "pgbench", "psql", "haproxy")):
             return True
         if command.startswith("postgres: "):
             parts = command.split()
@@ -112,11 +114,11 @@ class CpuAccount:
 
     def measure(
         self, before: Ticks, seconds: float, servers: frozenset[int] | set[int] = frozenset()
-    ) -> dict[str, float]:
+    ) -> dict[str, Any]:
         """CPU used since `before`: shares of the machine (ours, others'), and the seconds
         spent in the `servers` processes and in the bench database's Postgres backends."""
         after = self.snapshot()
-        ours = others = server = database = 0
+        ours = others = server = database = load = balancer = 0
         for pid, (ticks, started) in after.items():
             previous = before.get(pid)
             used = ticks - previous[0] if previous and previous[1] == started else ticks
@@ -127,6 +129,10 @@ class CpuAccount:
                 server += used
             elif command.startswith("postgres: ") and f" {DATABASE} " in command:
                 database += used
+            elif command.startswith(("wrk", "pgbench")):
+                load += used
+            elif command.startswith("haproxy"):
+                balancer += used
             if pid in servers or self.ours(pid, command):
                 ours += used
             else:
@@ -139,10 +145,18 @@ class CpuAccount:
             # CPU time, not wall time: what a request costs whatever else runs on the box.
             "server_cpu_s": round(server / self.HZ, 2),
             "postgres_cpu_s": round(database / self.HZ, 2),
+            # Shares of the machine's CPU; "postgres" is the bench database's backends only.
+            "shares": {
+                "service": round(server / capacity, 3),
+                "postgres": round(database / capacity, 3),
+                "load_generator": round(load / capacity, 3),
+                "haproxy": round(balancer / capacity, 3),
+                "others": round(others / capacity, 3),
+            },
         }
 
 
-def per_request(noise: dict[str, float], requests: int) -> dict[str, float | None]:
+def per_request(noise: dict[str, Any], requests: int) -> dict[str, float | None]:
     """Server and Postgres CPU milliseconds per answered request during the measured run."""
     if not requests:
         return {"server": None, "postgres": None}

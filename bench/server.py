@@ -1,8 +1,8 @@
 """The servers under load: uvicorn processes, started and stopped by process group.
 
 The load runners see a server only through `Service`: an address, the pids to sample and a
-log. One uvicorn with N workers is one; two replicas behind a local load balancer would be
-another (issue 14), measured by the same runners.
+log. One uvicorn with N workers is one; replicas behind a local HAProxy (bench/balancer.py)
+are another, measured by the same runners.
 """
 
 from __future__ import annotations

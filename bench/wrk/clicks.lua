@@ -5,7 +5,7 @@
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 dofile(here .. "common.lua")
 
-local codes, position, counter, last_code, last_ip
+local codes, position, counter, last_code, last_ip, first_octet
 local key
 local BROWSER = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
   .. "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"
@@ -17,10 +17,12 @@ function init(args)
   key = args[2]
   position = (tid * 7919) % #codes
   counter = 0
+  -- The run's number ends the last argument (bench/runners.py): no run repeats another's visitors.
+  first_octet = 11 + (tid + 2 * (tonumber(string.match(args[#args] or "", "(%d+)$")) or 0)) % 200
 end
 
 function visitor_ip()
-  return string.format("%d.%d.%d.%d", 11 + tid, math.floor(counter / 65536) % 256,
+  return string.format("%d.%d.%d.%d", first_octet, math.floor(counter / 65536) % 256,
     math.floor(counter / 256) % 256, counter % 256)
 end
 

@@ -2,7 +2,7 @@
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 dofile(here .. "common.lua")
 
-local codes, position, counter, last_code, last_ip
+local codes, position, counter, last_code, last_ip, first_octet
 local BROWSER = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
   .. "Chrome/124.0 Mobile Safari/537.36"
 local BOT = "WhatsApp/2.23.20.0"
@@ -12,6 +12,8 @@ function init(args)
   codes = read_lines(args[1])
   position = (tid * 7919) % #codes
   counter = 0
+  -- The run's number ends the last argument (bench/runners.py): no run repeats another's visitors.
+  first_octet = 11 + (tid + 2 * (tonumber(string.match(args[#args] or "", "(%d+)$")) or 0)) % 200
 end
 
 function request()
@@ -22,7 +24,7 @@ function request()
   else
     position = position % #codes + 1
     code = codes[position]
-    ip = string.format("%d.%d.%d.%d", 11 + tid, math.floor(counter / 65536) % 256,
+    ip = string.format("%d.%d.%d.%d", first_octet, math.floor(counter / 65536) % 256,
       math.floor(counter / 256) % 256, counter % 256)
     last_code, last_ip = code, ip
   end
