@@ -9,7 +9,7 @@ coupon's redemption changes the figures of the range it was issued in (no rollup
 - reward cost redeemed: of those coupons, what the orders that used them took off (the
   discount the Shopify order or Stripe checkout reports; its face value when it says none),
   whenever they were used.
-- reward breakage: issued − redeemed: value promised and never spent.
+- reward breakage: issued - redeemed: value promised and never spent.
 - reward redemption rate: redeemed ÷ issued.
 
 Store credit and gift cards are left out: their use does not reach this service.

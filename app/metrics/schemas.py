@@ -55,7 +55,7 @@ class TrueRewardCost(OutputModel):
     reward_cost_redeemed: Decimal = Field(
         description="What the orders that used those coupons took off (the true cost)"
     )
-    reward_breakage: Decimal = Field(description="issued − redeemed: promised, never spent")
+    reward_breakage: Decimal = Field(description="issued - redeemed: promised, never spent")
     reward_redemption_rate: Decimal | None = Field(description=f"redeemed ÷ issued; {RATE}")
 
 
