@@ -130,3 +130,14 @@ async def test_a_bad_change_changes_nothing(client: AsyncClient, app: Any) -> No
         assert_problem(response, 422, code)
     (unchanged,) = await items_of(client, admin, prog["id"])
     assert unchanged == item
+
+
+async def test_an_item_locks_the_programs_currency(client: AsyncClient, app: Any) -> None:
+    admin, prog, _ = await setup_program(client, app)
+    ledger = {"name": "Mug", "points": 100, "amount": "8.00", "fulfilment": "ledger"}
+    assert (await post_item(client, admin, prog["id"], **ledger)).status_code == 201
+    response = await client.patch(
+        f"/v1/programs/{prog['id']}", json={"currency": "EUR"}, headers=auth(admin)
+    )
+    body = assert_problem(response, 409, "currency_locked")
+    assert "points catalogue items" in body["detail"]
