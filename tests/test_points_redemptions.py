@@ -4,12 +4,14 @@ below zero (concurrent spends), 409 insufficient_points, Idempotency-Keys replay
 
 import asyncio
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from httpx import AsyncClient
 from sqlalchemy import func, select
 
+from app.core.db import utcnow
 from app.fulfilment.dispatcher import Dispatcher
 from app.fulfilment.models import Fulfilment
 from app.points.models import PointsRedemption
@@ -80,6 +82,35 @@ async def test_points_buy_a_stripe_coupon_issued_once_for_the_referrer(
     assert await count(app, Reward, Reward.referrer_id == alice["id"]) == 3
 
 
+async def test_a_failed_or_lost_provider_answer_never_issues_the_item_twice(
+    client: AsyncClient, app: Any, stripe_api: FakeStripe, dispatcher: Dispatcher
+) -> None:
+    """Stripe answers 500, then the next attempt's answer is lost (it completes after the 1 s
+    timeout): the retries send the same idempotency keys, and one coupon exists."""
+    admin, prog, alice = await points_program(client, app)
+    await earn(client, admin, prog, alice, "order_1")
+    item = await add_item(client, admin, prog["id"])
+    stripe_api.fail("POST /v1/coupons", 500)
+    stripe_api.stall("POST /v1/promotion_codes", 1.5)
+    spent = await spend(client, admin, alice["id"], item["id"])
+    assert spent.status_code == 201, spent.text
+    given = spent.json()["reward"]
+    assert await dispatcher.run_once() == 1  # the 500: retried later
+    assert await dispatcher.run_once(utcnow() + timedelta(minutes=5)) == 1  # the lost answer
+    for _ in range(200):  # the stalled create finishes on the fake only now
+        if stripe_api.promotion_codes:
+            break
+        await asyncio.sleep(0.05)
+    assert await drain(dispatcher, utcnow() + timedelta(minutes=30)) == 1
+    assert len(stripe_api.coupons) == 1 and len(stripe_api.promotion_codes) == 1
+    keys = {call.headers["idempotency-key"] for call in stripe_api.calls("POST /v1/coupons")}
+    assert keys == {f"{given['id']}:coupon"}
+    paid = await reward(client, admin, given["id"])
+    assert paid["status"] == "paid"
+    (made,) = stripe_api.promotion_codes.values()
+    assert paid["fulfilment"]["code"] == made["code"]
+
+
 async def test_the_referrer_spends_their_own_points_with_an_idempotency_key(
     client: AsyncClient, app: Any
 ) -> None:
@@ -98,6 +129,7 @@ async def test_the_referrer_spends_their_own_points_with_an_idempotency_key(
     token = await session_token(client, admin, alice["id"])
     mine = await me_ok(client, token, "/points")
     assert mine["points"] == 900 and [i["id"] for i in mine["items"]] == [item["id"]]
+    assert mine["items"][0]["name"] == "Sticker pack"
 
     headers = {**auth(token), "Idempotency-Key": "spend-1"}
     first = await client.post(
@@ -108,6 +140,13 @@ async def test_the_referrer_spends_their_own_points_with_an_idempotency_key(
         "/v1/me/points/redemptions", json={"item_id": item["id"]}, headers=headers
     )
     assert replay.status_code == 201 and replay.json() == first.json()
+    other = await add_item(
+        client, admin, prog["id"], name="Cap", points=100, amount="2.00", fulfilment="ledger"
+    )
+    reused = await client.post(
+        "/v1/me/points/redemptions", json={"item_id": other["id"]}, headers=headers
+    )
+    assert_problem(reused, 422, "idempotency_key_reused")
     assert first.json()["points_left"] == 500
     assert first.json()["reward"]["fulfilment"] is None  # ledger: delivered by hand
     assert (await me_ok(client, token, "/points"))["points"] == 500
