@@ -25,6 +25,7 @@ from tests.fulfilment_helpers import (  # noqa: F401
     stripe_fixture,
 )
 from tests.money_factories import add_rule, setup_program
+from tests.points_helpers import add_item, spend
 from tests.test_integrations_shopify import SECRET as SHOPIFY_SECRET
 from tests.test_integrations_shopify import order, post_shopify
 from tests.test_integrations_stripe import checkout_session, connect, event, post_stripe
@@ -163,3 +164,57 @@ async def test_a_code_of_another_program_or_a_coupon_not_issued_is_not_marked(
     found = await fulfilment_of(client, admin, bought["rewards"][0]["id"])
     assert found["redeemed_at"] is None
     assert cost(await summary(client, admin, prog["id"])) == ("10.00", "0.00", "10.00", "0.0000")
+
+
+async def test_a_points_coupon_used_in_a_shopify_order_counts_as_redeemed(
+    client: AsyncClient, app: Any, shopify: Any, dispatcher: Dispatcher
+) -> None:
+    """500 points → a $5 Shopify coupon for alice; her order uses $5 of it."""
+    admin, prog, alice = await setup_program(client, app)
+    await connect_shopify(client, admin, prog["id"])
+    secrets = await client.post(
+        f"/v1/programs/{prog['id']}/integrations/shopify/secrets",
+        json={"secrets": [SHOPIFY_SECRET]},
+        headers=auth(admin),
+    )
+    assert secrets.status_code == 201, secrets.text
+    await add_rule(
+        client,
+        admin,
+        prog["id"],
+        recipient="referrer",
+        kind="points",
+        points=500,
+        trigger="every_purchase",
+    )
+    await buy(client, admin, prog, alice, "friend-1")
+    item = await add_item(
+        client,
+        admin,
+        prog["id"],
+        name="$5 off",
+        points=500,
+        amount="5.00",
+        fulfilment="coupon",
+        fulfilment_provider="shopify",
+    )
+    spent = await spend(client, admin, alice["id"], item["id"])
+    assert spent.status_code == 201, spent.text
+    assert await drain(dispatcher) == 1
+    (create,) = shopify.calls("discountCodeBasicCreate")
+    given = create.parsed["variables"]["basicCodeDiscount"]
+    assert given["usageLimit"] == 1
+    row = await fulfilment_of(client, admin, spent.json()["reward"]["id"])
+    assert row["status"] == "fulfilled" and row["code"] == given["code"]
+
+    payload = order(
+        id=5501,
+        admin_graphql_api_id="gid://shopify/Order/5501",
+        discount_codes=[{"code": row["code"], "amount": "5.00", "type": "fixed_amount"}],
+    )
+    answer = await post_shopify(client, prog["id"], "orders/paid", payload, webhook_id="p-1")
+    assert answer.status_code == 200, answer.text
+    assert (await fulfilment_of(client, admin, row["reward_id"]))["redeemed_amount"] == "5.00"
+    body = await summary(client, admin, prog["id"])
+    assert cost(body) == ("5.00", "5.00", "0.00", "1.0000")
+    assert body["reward_points"] == 500  # the points earned; the spend is in no funnel measure
