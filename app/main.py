@@ -43,6 +43,8 @@ from app.integrations.router import webhooks as integration_webhooks_router
 from app.keys.router import router as keys_router
 from app.me.router import router as me_router
 from app.metrics.router import router as metrics_router
+from app.points.router import me as points_me_router
+from app.points.router import router as points_router
 from app.portal.router import router as portal_router
 from app.programs.router import router as programs_router
 from app.qr.router import router as qr_router
@@ -184,6 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         conversions_router,
         rewards_router,
         fulfilment_router,
+        points_router,
         customers_router,
         keys_router,
         metrics_router,
@@ -192,6 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks_router,
         referrer_sessions_router,
         me_router,
+        points_me_router,
         dashboard_router,
         portal_router,
         storefront_router,

@@ -8,6 +8,7 @@ from app.idempotency.models import IdempotencyRecord
 from app.integrations.models import IntegrationEvent, IntegrationReference, IntegrationSecret
 from app.keys.models import ApiKey
 from app.metrics.models import channel_rollups, program_rollups, referrer_rollups
+from app.points.models import PointsItem, PointsRedemption
 from app.programs.models import CustomerTokenSecret, Program
 from app.referrer_sessions.models import ReferrerSession
 from app.referrers.models import Code, Referrer
@@ -32,6 +33,8 @@ __all__ = [
     "IntegrationEvent",
     "IntegrationReference",
     "IntegrationSecret",
+    "PointsItem",
+    "PointsRedemption",
     "Program",
     "Referral",
     "Referrer",

@@ -109,6 +109,8 @@ def recount(
             tally.conversions += 1
             tally.revenue += v.amount - v.refunded_amount
     for w in t.rewards:
+        if w.conversion_id is None:
+            continue  # a points redemption's entries: no purchase, counted in no funnel
         v = t.conversion_by_id[w.conversion_id]
         if w.status != "reversed" and counted(v, v.occurred_at, v.referrer_id):
             tally = tallies[key(v.occurred_at, v.referrer_id, t.click_by_id.get(v.click_id))]

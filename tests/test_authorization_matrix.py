@@ -102,6 +102,7 @@ class World:
         # The referrer of program B that the "other_referrer" session belongs to.
         self.other_referrer_id = ""
         self.fulfilment_rule = ""
+        self.points_rule = ""
 
     def unique(self, prefix: str) -> str:
         self.count += 1
@@ -521,6 +522,55 @@ def _fulfilment_call(method: str, suffix: str = "") -> Builder:
     return build
 
 
+# --- points catalogue -------------------------------------------------------------------------
+
+
+async def _new_item(w: World) -> str:
+    """An item of program A: 1 point for a reward delivered by hand."""
+    item = await w.admin_post(
+        f"/v1/programs/{w.pid}/points-items",
+        {"name": w.unique("Item A"), "points": 1, "amount": "1.00", "fulfilment": "ledger"},
+    )
+    w.mark(item["id"])
+    return str(item["id"])
+
+
+def _item_call(method: str, **kwargs: Any) -> Builder:
+    async def build(w: World, missing: bool) -> Call:
+        return Call(method, f"/v1/points-items/{_pick(await _new_item(w), missing)}", **kwargs)
+
+    return build
+
+
+async def _earn_points(w: World) -> None:
+    """The world referrer earns points: a points rule of program A pays every purchase."""
+    if not w.points_rule:
+        rule = await w.admin_post(
+            f"/v1/programs/{w.pid}/reward-rules",
+            {
+                "recipient": "referrer",
+                "kind": "points",
+                "points": 5,
+                "trigger": "every_purchase",
+            },
+        )
+        w.points_rule = str(rule["id"])
+        w.mark(rule["id"])
+    await w.new_conversion()
+
+
+def _spend(own: bool) -> Builder:
+    async def build(w: World, missing: bool) -> Call:
+        await _earn_points(w)
+        item = await _new_item(w)
+        if own:  # the missing twin: an item that does not exist
+            return Call("POST", "/v1/me/points/redemptions", json={"item_id": _pick(item, missing)})
+        referrer = _pick(w.referrer["id"], missing)
+        return Call("POST", f"/v1/referrers/{referrer}/points/redemptions", json={"item_id": item})
+
+    return build
+
+
 def _unsubscribe(method: str) -> Builder:
     async def build(w: World, missing: bool) -> Call:
         secret = settings_for_tests().email_secret.get_secret_value()
@@ -706,6 +756,27 @@ MATRIX: dict[str, Expectation] = {
         SECRET, 200, _revoke_all_sessions
     ),
     "POST /v1/referrer-sessions/{session_id}/revoke": Expectation(SECRET, 200, _revoke_session),
+    # points catalogue
+    "POST /v1/programs/{program_id}/points-items": Expectation(
+        SECRET,
+        201,
+        _call(
+            "POST",
+            "/v1/programs/{program_id}/points-items",
+            json={"name": "Mug", "points": 500, "amount": "5.00", "fulfilment": "ledger"},
+        ),
+    ),
+    "GET /v1/programs/{program_id}/points-items": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/points-items")
+    ),
+    "GET /v1/points-items/{item_id}": Expectation(SECRET, 200, _item_call("GET")),
+    "PATCH /v1/points-items/{item_id}": Expectation(
+        SECRET, 200, _item_call("PATCH", json={"points": 2})
+    ),
+    "DELETE /v1/points-items/{item_id}": Expectation(SECRET, 204, _item_call("DELETE")),
+    "POST /v1/referrers/{referrer_id}/points/redemptions": Expectation(
+        SECRET, 201, _spend(own=False), note="spends points"
+    ),
     # /v1/me…: the referrer session, and nothing else
     "GET /v1/me": Expectation(REFERRER, 200, _me("GET"), "self"),
     "PATCH /v1/me": Expectation(
@@ -723,6 +794,10 @@ MATRIX: dict[str, Expectation] = {
     "GET /v1/me/balance": Expectation(REFERRER, 200, _me("GET", "/balance"), "self"),
     "GET /v1/me/progress": Expectation(REFERRER, 200, _me("GET", "/progress"), "self"),
     "GET /v1/me/leaderboard": Expectation(REFERRER, 200, _me("GET", "/leaderboard"), "self"),
+    "GET /v1/me/points": Expectation(REFERRER, 200, _me("GET", "/points"), "self"),
+    "POST /v1/me/points/redemptions": Expectation(
+        REFERRER, 201, _spend(own=True), note="spends own points"
+    ),
     # lifecycle emails
     "GET /v1/programs/{program_id}/email-templates": Expectation(
         SECRET, 200, _call("GET", "/v1/programs/{program_id}/email-templates")

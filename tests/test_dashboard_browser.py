@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,16 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from sqlalchemy import select
 
+from app.core.db import utcnow
 from app.dashboard.router import CONTENT_SECURITY_POLICY
 from app.demo import DEMO_PROGRAM_NAME, ensure_demo
+from app.fulfilment.models import Fulfilment
+from app.fulfilment.states import FulfilmentStatus
 from app.main import create_app
+from app.rewards.models import Reward
+from app.rewards.states import FulfilmentMethod, FulfilmentProvider
 from tests.settings import DATABASE_URL, settings_for_tests
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -57,9 +64,20 @@ FUNNEL = (
     "referral_purchase_rate",
     "average_order_value",
     "revenue_per_reward_spent",
+    "reward_cost_issued",
+    "reward_cost_redeemed",
+    "reward_breakage",
+    "reward_redemption_rate",
 )
-MONEY = {"revenue", "reward_cost", "average_order_value"}
-RATES = {"conversion_rate", "referral_rate", "referral_purchase_rate"}
+MONEY = {
+    "revenue",
+    "reward_cost",
+    "average_order_value",
+    "reward_cost_issued",
+    "reward_cost_redeemed",
+    "reward_breakage",
+}
+RATES = {"conversion_rate", "referral_rate", "referral_purchase_rate", "reward_redemption_rate"}
 TIMES = "\u00d7"  # multiplication sign: revenue per reward spent reads "3.61" + TIMES
 PHONE = {"width": 390, "height": 844}
 # Collects what the CSP refused; init scripts run outside the page's CSP.
@@ -139,6 +157,7 @@ async def test_dashboard_shows_the_apis_numbers(app: Any, client: httpx.AsyncCli
     async with app.state.sessionmaker() as session:
         demo = await ensure_demo(session, app.state.settings, scale=0.25)
         await session.commit()
+        await _issue_coupons(session, demo.program_id)
     key = demo.dashboard_key
     headers = {"Authorization": f"Bearer {key}"}
 
@@ -195,6 +214,38 @@ async def test_dashboard_shows_the_apis_numbers(app: Any, client: httpx.AsyncCli
     print(f"browser test took {time.monotonic() - started:.1f} s")
 
 
+async def _issue_coupons(session: Any, program_id: Any) -> None:
+    """Three of the demo's rewards were coupons, issued a week ago; an order used one of them
+    for less than its face value: the true reward cost is shown, not only zeros."""
+    week_ago = utcnow() - timedelta(days=7)
+    rewards = list(
+        await session.scalars(
+            select(Reward)
+            .where(Reward.program_id == program_id, Reward.unit == "USD", Reward.amount > 2)
+            .order_by(Reward.created_at, Reward.id)
+            .limit(3)
+        )
+    )
+    assert len(rewards) == 3
+    for index, reward in enumerate(rewards):
+        session.add(
+            Fulfilment(
+                program_id=program_id,
+                reward_id=reward.id,
+                method=FulfilmentMethod.COUPON,
+                provider=FulfilmentProvider.SHOPIFY,
+                status=FulfilmentStatus.FULFILLED,
+                code=f"REFDEMO{index}",
+                amount=reward.amount,
+                currency="USD",
+                fulfilled_at=week_ago,
+                redeemed_at=week_ago + timedelta(days=1) if index == 0 else None,
+                redeemed_amount=reward.amount - Decimal("1.25") if index == 0 else None,
+            )
+        )
+    await session.commit()
+
+
 async def _open_page(
     browser: Any, errors: list[str], requests: list[tuple[str, str | None]], **options: Any
 ) -> Any:
@@ -247,6 +298,8 @@ async def _check_page(page: Any, api: httpx.AsyncClient, base_url: str, key: str
 
     summary = (await api.get(f"{metrics}/summary", params=window)).json()
     assert summary["clicks"] > 0 and summary["conversions"] > 0, summary
+    assert Decimal(summary["reward_cost_redeemed"]) > 0, summary
+    assert Decimal(summary["reward_breakage"]) > 0, summary
     for metric in FUNNEL:
         for scope in ("#funnel", "#kpis"):
             found = await page.query_selector(f"{scope} [data-metric={metric}]")

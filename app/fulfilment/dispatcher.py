@@ -385,6 +385,8 @@ async def _emails(session: AsyncSession, rewards: list[Reward]) -> dict[UUID, st
             referrers.get(r.referrer_id)
             if r.recipient == Recipient.REFERRER
             else conversions.get(r.conversion_id)
+            if r.conversion_id is not None
+            else None
         )
         for r in rewards
     }

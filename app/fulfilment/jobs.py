@@ -9,6 +9,7 @@ too. The dispatcher (app.fulfilment.dispatcher) does the provider calls later.
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Protocol
 from uuid import UUID, uuid4
 
 from sqlalchemy import insert, select, update
@@ -20,11 +21,12 @@ from app.fulfilment.models import Fulfilment, FulfilmentCredential
 from app.fulfilment.states import FulfilmentStatus, Move, moved, statuses_allowing
 from app.programs.models import Program
 from app.referrers.codes import generate_code
-from app.rewards.models import Reward, RewardRule
+from app.rewards.models import Reward
 from app.rewards.schemas import FulfilmentBrief, RuleCreate
 from app.rewards.states import (
     PROVIDERS_FOR,
     FulfilmentMethod,
+    FulfilmentProvider,
     RewardStatus,
     RuleKind,
 )
@@ -65,6 +67,17 @@ class ValueNotExpressible(AppError):
     )
 
 
+class Terms(Protocol):
+    """How a reward is delivered: a rule's version, or a points catalogue item (app.points)."""
+
+    @property
+    def fulfilment(self) -> FulfilmentMethod: ...
+    @property
+    def fulfilment_provider(self) -> FulfilmentProvider | None: ...
+    @property
+    def coupon_percent(self) -> Decimal | None: ...
+
+
 RULE_ERRORS: tuple[type[AppError], ...] = (
     InvalidFulfilment,
     ProviderNotConfigured,
@@ -78,7 +91,18 @@ def needs_provider(method: FulfilmentMethod) -> bool:
 
 async def check_rule(session: AsyncSession, program: Program, rule: RuleCreate) -> None:
     """Refuse a rule whose rewards its provider could not issue, before anything is stored."""
-    method, provider = rule.fulfilment, rule.fulfilment_provider
+    if rule.fulfilment != FulfilmentMethod.LEDGER and rule.kind == RuleKind.POINTS:
+        check_method(rule.fulfilment, rule.fulfilment_provider, rule.coupon_percent)
+        raise ValueNotExpressible(
+            f"Points cannot be paid as {rule.fulfilment}; they stay in the ledger."
+        )
+    amounts = [rule.amount, *(tier.amount for tier in rule.tiers)]
+    await check_terms(session, program, rule, amounts)
+
+
+def check_method(
+    method: FulfilmentMethod, provider: FulfilmentProvider | None, coupon_percent: Decimal | None
+) -> None:
     allowed = PROVIDERS_FOR[method]
     if not allowed and provider is not None:
         raise InvalidFulfilment(f"{method} rewards take no fulfilment_provider.")
@@ -88,21 +112,29 @@ async def check_rule(session: AsyncSession, program: Program, rule: RuleCreate) 
     if provider is not None and provider not in allowed:
         names = ", ".join(sorted(allowed))
         raise InvalidFulfilment(f"{provider} cannot issue {method} rewards; use {names}.")
-    if rule.coupon_percent is not None and method != FulfilmentMethod.COUPON:
+    if coupon_percent is not None and method != FulfilmentMethod.COUPON:
         raise InvalidFulfilment("coupon_percent is for coupon rules only.")
+
+
+async def check_terms(
+    session: AsyncSession, program: Program, terms: Terms, amounts: Iterable[Decimal | None]
+) -> None:
+    """Refuse terms (a rule's, a points item's) whose rewards the provider could not issue:
+    the wrong provider for the method, a value finer than the currency's minor unit or an
+    impossible percent, a provider the program has no credentials for."""
+    method, provider = terms.fulfilment, terms.fulfilment_provider
+    check_method(method, provider, terms.coupon_percent)
     if method == FulfilmentMethod.LEDGER:
         return
-    if rule.kind == RuleKind.POINTS:
-        raise ValueNotExpressible(f"Points cannot be paid as {method}; they stay in the ledger.")
     currency = program.currency
     step = Decimal(1).scaleb(-minor_unit(currency))
-    for amount in [rule.amount, *(tier.amount for tier in rule.tiers)]:
+    for amount in amounts:
         if amount is not None and not has_valid_precision(amount, currency):
             raise ValueNotExpressible(
                 f"{amount} {currency} is finer than the currency's minor unit ({step}): "
                 f"a {method} cannot carry it."
             )
-    percent = rule.coupon_percent
+    percent = terms.coupon_percent
     if percent is not None and not (0 < percent <= 100 and has_valid_precision(percent, "USD")):
         raise ValueNotExpressible(
             "coupon_percent must be more than 0 and at most 100, with at most 2 decimals."
@@ -129,10 +161,10 @@ def new_code() -> str:
 
 
 async def create_for(
-    session: AsyncSession, paid: Sequence[tuple[Reward, RewardRule]], now: datetime
+    session: AsyncSession, paid: Sequence[tuple[Reward, Terms]], now: datetime
 ) -> None:
-    """One fulfilment per new reward whose rule has a provider: pending if the reward was born
-    approved (the dispatcher may issue it at once), else waiting for its approval."""
+    """One fulfilment per new reward whose rule (or points item) has a provider: pending if
+    the reward was born approved (the dispatcher may issue it at once), else waiting."""
     rows: list[dict[str, object]] = [
         {
             "id": uuid4(),

@@ -42,6 +42,8 @@ class Fulfilment(IdMixin, Base):
         Index("ix_fulfilments_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_fulfilments_program_id_created_at", "program_id", "created_at"),
         Index("ix_fulfilments_code", "code"),
+        Index("ix_fulfilments_program_id_fulfilled_at", "program_id", "fulfilled_at"),
+        Index("ix_fulfilments_reference", "reference"),
     )
 
     program_id: Mapped[UUID] = mapped_column(ForeignKey("programs.id"))
@@ -68,4 +70,9 @@ class Fulfilment(IdMixin, Base):
     error: Mapped[str | None] = mapped_column(String(500))
     fulfilled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An order (Shopify) or checkout (Stripe) used the coupon: the true cost of the reward is
+    # the discount it took (`redeemed_amount`, in `currency`), app.fulfilment.redeemed.
+    redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    redeemed_amount: Mapped[Decimal | None] = mapped_column(MONEY)
+    redeemed_order: Mapped[str | None] = mapped_column(String(255))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -86,6 +86,13 @@ class FulfilmentOut(OutputModel):
     error: str | None
     fulfilled_at: datetime | None
     revoked_at: datetime | None
+    redeemed_at: datetime | None = Field(
+        description="coupons: when an order (Shopify) or checkout (Stripe) used the code"
+    )
+    redeemed_amount: Decimal | None = Field(
+        description="What that order took off with it: the reward's true cost"
+    )
+    redeemed_order: str | None = Field(description="The order or checkout that used it")
     created_at: datetime
     updated_at: datetime
 
@@ -93,6 +100,8 @@ class FulfilmentOut(OutputModel):
     def _display(self) -> Self:
         if self.amount is not None:
             self.amount = for_display(self.amount, self.currency)
+        if self.redeemed_amount is not None:
+            self.redeemed_amount = for_display(self.redeemed_amount, self.currency)
         if self.percent_off is not None:
             self.percent_off = self.percent_off.normalize()
         return self

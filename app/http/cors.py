@@ -20,6 +20,7 @@ from app.core.access import ApiKeyPrincipal, KeyKind, ReferrerPrincipal, scoped
 from app.core.errors import AppError
 from app.http.auth import AnyKey, AnyReferrerSession
 from app.http.dependencies import SessionDep
+from app.http.unit_of_work import claim_idempotency_key
 from app.programs.models import Program, ProgramStatus
 
 ALLOW_HEADERS = b"authorization, content-type, idempotency-key, x-request-id"
@@ -155,3 +156,14 @@ async def require_session_origin(
 
 
 MeSession = Annotated[ReferrerPrincipal, Depends(require_session_origin)]
+
+
+async def idempotent_session(
+    request: Request, principal: MeSession, session: SessionDep
+) -> ReferrerPrincipal:
+    """MeSession for a POST that takes an Idempotency-Key (claimed for the referrer)."""
+    await claim_idempotency_key(request, session, principal)
+    return principal
+
+
+MeSessionPost = Annotated[ReferrerPrincipal, Depends(idempotent_session)]

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.access import ApiKeyPrincipal
+from app.core.access import ApiKeyPrincipal, ReferrerPrincipal
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import (
@@ -184,11 +184,12 @@ class _Replay(Exception):
 
 
 async def claim_idempotency_key(
-    request: Request, session: AsyncSession, principal: ApiKeyPrincipal
+    request: Request, session: AsyncSession, principal: ApiKeyPrincipal | ReferrerPrincipal
 ) -> None:
     """Claim the request's Idempotency-Key for the authenticated caller, or replay its answer.
 
-    Called once the API key has authenticated; does nothing without a key. Raises
+    Called once the API key (or the referrer session: its keys are the referrer's, so a
+    renewed session may retry) has authenticated; does nothing without a key. Raises
     IdempotencyKeyInvalid, IdempotencyKeyInProgress or IdempotencyKeyReused.
     """
     pending: _PendingKey | None = getattr(request.state, _PENDING_KEY, None)
@@ -200,7 +201,7 @@ async def claim_idempotency_key(
             f"An Idempotency-Key may be at most {idempotency.MAX_KEY_LENGTH} characters."
         )
     claim = idempotency.IdempotentRequest(
-        principal_hash=hashlib.sha256(f"api-key:{principal.key_id}".encode()).hexdigest(),
+        principal_hash=hashlib.sha256(_caller(principal).encode()).hexdigest(),
         key=pending.key,
         method=pending.method,
         path=pending.path,
@@ -220,6 +221,12 @@ async def claim_idempotency_key(
     if stored is not None:
         raise _Replay(stored)
     pending.claimed = claim
+
+
+def _caller(principal: ApiKeyPrincipal | ReferrerPrincipal) -> str:
+    if isinstance(principal, ReferrerPrincipal):
+        return f"referrer:{principal.referrer_id}"
+    return f"api-key:{principal.key_id}"
 
 
 async def _send_stored(send: Send, stored: idempotency.StoredAnswer) -> None:

@@ -29,6 +29,7 @@ from app.core.db import insert_ignoring_conflicts, is_postgres, utcnow
 from app.core.errors import AppError, NotFound, Unprocessable
 from app.core.money import quantize
 from app.core.pagination import PageParams, paginate
+from app.fulfilment.redeemed import UsedDiscount, mark_redeemed
 from app.integrations.models import IntegrationEvent, IntegrationReference, IntegrationSecret
 from app.integrations.schemas import IntegrationEventOut, SecretOut
 from app.programs.service import get_program
@@ -68,6 +69,8 @@ class PlatformPurchase:
     click_id: UUID | None
     references: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The discounts the order used: a coupon this service minted is marked redeemed.
+    discounts: list[UsedDiscount] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,10 @@ async def process(
         event.outcome, event.detail = mapped.outcome, mapped.detail[:500]
     elif isinstance(mapped, PlatformPurchase):
         await _record_purchase(session, settings, principal, event, mapped)
+        # Whether or not the order earns anything, a minted coupon it used was redeemed.
+        await mark_redeemed(
+            session, program_id, provider, mapped.event_id, mapped.currency, mapped.discounts, now
+        )
     else:
         await _record_refund(session, principal, event, mapped)
     await session.flush()

@@ -11,6 +11,8 @@
 - `orders/cancelled`, or any order topic whose order has `cancelled_at`, → a full refund of
   what is not refunded yet, once per order (its refund_id is the order's), parked like any
   refund when the purchase is not recorded yet, so a cancelled order never earns.
+- A discount code this service minted (a coupon reward) that a paid order used marks that
+  coupon redeemed, with the amount it took off (app.fulfilment.redeemed).
 - `refunds/create` → a refund of the successful refund transactions, found by order id.
 - Other topics are acknowledged and ignored. Redeliveries carry the same
   X-Shopify-Webhook-Id and are answered `duplicate`.
@@ -26,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
 from app.core.money import is_currency, quantize
+from app.fulfilment.redeemed import UsedDiscount
 from app.integrations.service import (
     InvalidSignature,
     Mapped,
@@ -149,6 +152,13 @@ def _order(topic: str, order: dict[str, Any]) -> Mapped:
         *(attributes[name] for name in CODE_ATTRIBUTES if name in attributes),
         *([landing["ref"]] if landing.get("ref") else []),
     ]
+    used = [
+        UsedDiscount(
+            code=str(discount["code"]).strip(), amount=_discount_amount(discount, currency)
+        )
+        for discount in order.get("discount_codes") or []
+        if isinstance(discount, dict) and _text(discount.get("code"))
+    ]
     occurred = _text(order.get("processed_at")) or _text(order.get("created_at"))
     return PlatformPurchase(
         event_id=_order_gid(order, order_id),
@@ -167,7 +177,16 @@ def _order(topic: str, order: dict[str, Any]) -> Mapped:
             "shopify_order_id": order_id,
             "shopify_order_name": _text(order.get("name")),
         },
+        discounts=used,
     )
+
+
+def _discount_amount(discount: dict[str, Any], currency: str) -> Decimal | None:
+    """What a discount code took off (`amount`, in the shop currency); None if unreadable."""
+    try:
+        return _money(discount.get("amount"), currency)
+    except (ValueError, InvalidOperation, TypeError):
+        return None
 
 
 def _cancellation(order: dict[str, Any], order_id: str, currency: str) -> Mapped:

@@ -11,6 +11,10 @@
   already refunded, found through the payment intent, invoice or charge id.
 - Every other type is acknowledged and ignored.
 
+A promotion code this service minted (a coupon reward) that a paid checkout or invoice used
+marks that coupon redeemed (app.fulfilment.redeemed): found by its id, which Stripe always
+sends, with what it took off from `total_details`.
+
 The referral code is the first of metadata.referral_code, client_reference_id and the
 promotion code used that is a code of the program. Stripe sends promotion codes as ids unless
 expanded, so the code's text is only seen when the object carries it expanded.
@@ -24,6 +28,7 @@ from typing import Any
 from uuid import UUID
 
 from app.core.money import is_currency, minor_unit
+from app.fulfilment.redeemed import UsedDiscount
 from app.integrations.service import (
     InvalidSignature,
     Mapped,
@@ -134,6 +139,44 @@ def _promotion_codes(*discount_lists: Any) -> list[str]:
     return codes
 
 
+def _used(discounts: Any, breakdown: Any, discounted: Any, currency: str) -> list[UsedDiscount]:
+    """The promotion codes a checkout or invoice used (their ids; their text if expanded),
+    each with what it took off: from the expanded breakdown, else the total discount when
+    only one discount was applied."""
+    used: list[UsedDiscount] = []
+    for line in breakdown if isinstance(breakdown, list) else []:
+        if not isinstance(line, dict) or not isinstance(line.get("discount"), dict):
+            continue
+        promotion = line["discount"].get("promotion_code")
+        amount = line.get("amount")
+        used.append(
+            UsedDiscount(
+                code=_text(promotion.get("code")) if isinstance(promotion, dict) else None,
+                reference=_id(promotion),
+                amount=from_minor_units(amount, currency) if isinstance(amount, int) else None,
+            )
+        )
+    if used:
+        return used
+    given = [d for d in (discounts if isinstance(discounts, list) else [discounts]) if d]
+    for discount in given:
+        if not isinstance(discount, dict):
+            continue
+        inner = discount["discount"] if isinstance(discount.get("discount"), dict) else {}
+        promotion = discount.get("promotion_code") or inner.get("promotion_code")
+        if promotion is None:
+            continue
+        amount = discounted if len(given) == 1 and isinstance(discounted, int) else None
+        used.append(
+            UsedDiscount(
+                code=_text(promotion.get("code")) if isinstance(promotion, dict) else None,
+                reference=_id(promotion),
+                amount=from_minor_units(amount, currency) if amount is not None else None,
+            )
+        )
+    return used
+
+
 def _click_id(*candidates: Any) -> UUID | None:
     for candidate in candidates:
         if isinstance(candidate, str):
@@ -182,6 +225,12 @@ def _checkout_session(session: dict[str, Any], occurred_at: datetime) -> Mapped:
             "stripe_payment_intent": payment_intent,
             "stripe_invoice": invoice,
         },
+        discounts=_used(
+            session.get("discounts"),
+            breakdown.get("discounts"),
+            total_details.get("amount_discount"),
+            currency,
+        ),
     )
 
 
@@ -226,7 +275,19 @@ def _invoice(invoice: dict[str, Any], occurred_at: datetime) -> Mapped:
             "stripe_subscription": _id(invoice.get("subscription"))
             or _id((parent.get("subscription_details") or {}).get("subscription")),
         },
+        discounts=_used(
+            invoice.get("discounts") or invoice.get("discount"),
+            None,
+            _total_discount(invoice.get("total_discount_amounts")),
+            currency,
+        ),
     )
+
+
+def _total_discount(amounts: Any) -> int | None:
+    lines = [line.get("amount") for line in amounts or [] if isinstance(line, dict)]
+    whole = [amount for amount in lines if isinstance(amount, int)]
+    return sum(whole) if whole and len(whole) == len(lines) else None
 
 
 def _charge_refunded(charge: dict[str, Any]) -> Mapped:

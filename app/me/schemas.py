@@ -112,7 +112,7 @@ class MeReward(OutputModel):
         description="As a read shows it: past its hold, pending is approved"
     )
     why: str
-    rule: MeRewardRule
+    rule: MeRewardRule | None = Field(description="null for a points redemption's entries")
     referral_id: UUID | None
     hold_until: datetime
     approves_at: datetime | None = Field(description="When a pending reward will be approved")

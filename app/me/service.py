@@ -246,6 +246,7 @@ async def _referrals_out(
                 )
             )
             for conversion_id, status in rows:
+                assert conversion_id is not None  # chosen by conversion
                 reward_statuses.setdefault(conversion_id, []).append(RewardStatus(status))
     return [
         _referral_out(r, program, by_customer[r.customer_id], reward_statuses, now)
@@ -287,7 +288,11 @@ def _own_rewards(principal: ReferrerPrincipal) -> Any:
     return query.where(Reward.recipient == Recipient.REFERRER)
 
 
-def _why(entry_type: EntryType, snapshot: dict[str, Any], version: int) -> str:
+def _why(entry_type: EntryType, snapshot: dict[str, Any], version: int | None) -> str:
+    if version is None:  # no rule paid it: a points redemption (app.points)
+        if entry_type == EntryType.SPEND:
+            return "Points spent on a reward from the catalogue."
+        return "A reward from the points catalogue."
     name = snapshot.get("name") or "Referral reward"
     for_what = (
         "a referred friend's first purchase"
@@ -302,10 +307,14 @@ def _why(entry_type: EntryType, snapshot: dict[str, Any], version: int) -> str:
 async def _rewards_out(session: AsyncSession, rewards: Sequence[Reward]) -> list[MeReward]:
     """Two statements whatever the number of rewards: the rule versions, the referrals."""
     now = utcnow()
-    pairs = {(reward.rule_id, reward.rule_version) for reward in rewards}
-    snapshots: dict[tuple[UUID, int], dict[str, Any]] = {}
-    referrals: dict[UUID, UUID | None] = {}
-    if rewards:
+    pairs = {
+        (reward.rule_id, reward.rule_version)
+        for reward in rewards
+        if reward.rule_id is not None and reward.rule_version is not None
+    }
+    snapshots: dict[tuple[UUID | None, int | None], dict[str, Any]] = {}
+    referrals: dict[UUID | None, UUID | None] = {}
+    if pairs:
         versions = await session.execute(
             select(
                 RewardRuleVersion.rule_id, RewardRuleVersion.version, RewardRuleVersion.snapshot
@@ -314,7 +323,7 @@ async def _rewards_out(session: AsyncSession, rewards: Sequence[Reward]) -> list
         snapshots = {(rule_id, version): snapshot for rule_id, version, snapshot in versions}
         found = await session.execute(
             select(Conversion.id, Conversion.referral_id).where(
-                Conversion.id.in_({reward.conversion_id for reward in rewards})
+                Conversion.id.in_({reward.conversion_id for reward in rewards} - {None})
             )
         )
         referrals = {conversion_id: referral_id for conversion_id, referral_id in found}
@@ -335,8 +344,12 @@ async def _rewards_out(session: AsyncSession, rewards: Sequence[Reward]) -> list
                 amount=for_display(reward.amount, reward.unit),
                 status=shown,
                 why=_why(reward.entry_type, snapshot, reward.rule_version),
-                rule=MeRewardRule(
-                    id=reward.rule_id, name=snapshot.get("name"), version=reward.rule_version
+                rule=(
+                    MeRewardRule(
+                        id=reward.rule_id, name=snapshot.get("name"), version=reward.rule_version
+                    )
+                    if reward.rule_id is not None and reward.rule_version is not None
+                    else None
                 ),
                 referral_id=referrals.get(reward.conversion_id),
                 hold_until=reward.hold_until,

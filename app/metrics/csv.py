@@ -4,10 +4,25 @@ from collections.abc import Iterator
 from typing import Any
 
 from app.core.csv import CsvTable, json_row
-from app.metrics.schemas import Channels, Cohorts, Funnel, Leaderboard, Summary, Timeseries
+from app.metrics.schemas import (
+    Channels,
+    Cohorts,
+    Funnel,
+    Leaderboard,
+    Summary,
+    Timeseries,
+    TrueRewardCost,
+)
 
 FUNNEL_COLUMNS = tuple(Funnel.model_fields)
-SUMMARY_COLUMNS = ("program_id", "currency", "from", "to", *FUNNEL_COLUMNS)
+SUMMARY_COLUMNS = (
+    "program_id",
+    "currency",
+    "from",
+    "to",
+    *FUNNEL_COLUMNS,
+    *TrueRewardCost.model_fields,
+)
 TIMESERIES_COLUMNS = ("label", "start", "end", "partial", *FUNNEL_COLUMNS)
 REFERRER_COLUMNS = ("referrer_id", "external_id", "name", *FUNNEL_COLUMNS)
 CHANNEL_COLUMNS = ("utm_source", "utm_medium", "utm_campaign", *FUNNEL_COLUMNS)

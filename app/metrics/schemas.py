@@ -45,7 +45,21 @@ class Funnel(OutputModel):
     revenue_per_reward_spent: Decimal | None = Field(description=f"revenue ÷ reward cost; {RATE}")
 
 
-class Summary(RangeOut, Funnel):
+class TrueRewardCost(OutputModel):
+    """Coupons issued in the range and what the orders that used them took off
+    (app.metrics.reward_cost has the definitions)."""
+
+    reward_cost_issued: Decimal = Field(
+        description="Face value of the coupons issued at their provider in the range"
+    )
+    reward_cost_redeemed: Decimal = Field(
+        description="What the orders that used those coupons took off (the true cost)"
+    )
+    reward_breakage: Decimal = Field(description="issued - redeemed: promised, never spent")
+    reward_redemption_rate: Decimal | None = Field(description=f"redeemed ÷ issued; {RATE}")
+
+
+class Summary(RangeOut, Funnel, TrueRewardCost):
     program_id: UUID
     currency: str
 

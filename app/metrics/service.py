@@ -26,6 +26,9 @@ the period the original event belongs to.
 - referral purchase rate = converted referrals ÷ referrals.
 - average order value = revenue ÷ conversions.
 - revenue per reward spent = revenue ÷ reward cost.
+- reward cost issued, reward cost redeemed, reward breakage and reward redemption rate (the
+  summary only): the coupons issued in the range and what they really cost, defined in
+  app.metrics.reward_cost.
 
 Rates are Decimal strings rounded half-even to 4 places, null when the denominator is 0;
 money is a Decimal string at the currency's minor unit (half-even), points whole numbers.
@@ -56,7 +59,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.access import Principal
 from app.core.db import utcnow
 from app.core.money import quantize
-from app.metrics import breakdowns, cohort_queries, queries
+from app.metrics import breakdowns, cohort_queries, queries, reward_cost
 from app.metrics.periods import Interval, Window, buckets, time_zone
 from app.metrics.queries import Counts, Scope
 from app.metrics.schemas import (
@@ -130,11 +133,16 @@ async def summary(
     """The program's funnel over the window (counted through `reader`, the session by default)."""
     program = await get_program(session, principal, program_id)
     counts = await queries.total(reader or session, Scope(program.id, program.currency, window))
+    cost = await reward_cost.true_cost(reader or session, program.id, program.currency, window)
     return Summary(
         program_id=program.id,
         currency=program.currency,
         **_range(window),
         **_funnel_fields(counts, program.currency),
+        reward_cost_issued=cost.issued,
+        reward_cost_redeemed=cost.redeemed,
+        reward_breakage=cost.breakage,
+        reward_redemption_rate=ratio(cost.redeemed, cost.issued),
     )
 
 

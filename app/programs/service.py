@@ -1,3 +1,4 @@
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
@@ -8,6 +9,7 @@ from app.core.access import Principal, get_visible, scoped, sees_every_program
 from app.core.db import utcnow
 from app.core.errors import AppError, Forbidden, Unprocessable
 from app.core.pagination import PageParams, paginate
+from app.points.models import PointsItem
 from app.programs.models import Program, ProgramStatus
 from app.programs.schemas import ProgramCreate, ProgramUpdate
 from app.rewards.models import RewardRule
@@ -104,16 +106,21 @@ async def update_program(
 
 
 async def _ensure_currency_unused(session: AsyncSession, program: Program) -> None:
-    """CurrencyLocked once an amount in the currency is stored: rules, purchases, rewards.
+    """CurrencyLocked once an amount in the currency is stored: rules, catalogue items,
+    purchases, rewards.
 
     Amounts carry no currency of their own (a rule's minimum order, a fixed reward, revenue),
     so another currency would reinterpret them. Called with the program row locked: a rule
     (which locks it too) or a purchase (which holds a key-share lock) cannot slip in between.
     """
-    for model in (RewardRule, Conversion):
+    counted: dict[Any, str] = {
+        RewardRule: "reward rules",
+        PointsItem: "points catalogue items",
+        Conversion: "conversions",
+    }
+    for model, what in counted.items():
         used = await session.scalar(select(model.id).where(model.program_id == program.id).limit(1))
         if used is not None:
-            what = "reward rules" if model is RewardRule else "conversions"
             raise CurrencyLocked(
                 f"The program counts in {program.currency} and already has {what}; its "
                 "currency can no longer change. Create a new program for another currency."

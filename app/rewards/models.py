@@ -73,9 +73,10 @@ class Reward(IdMixin, Base):
     )
 
     program_id: Mapped[UUID] = mapped_column(ForeignKey("programs.id"))
-    conversion_id: Mapped[UUID] = mapped_column(ForeignKey("conversions.id"), index=True)
-    rule_id: Mapped[UUID] = mapped_column(ForeignKey("reward_rules.id"))
-    rule_version: Mapped[int] = mapped_column(Integer)
+    # Null for the entries of a points redemption (app.points): no purchase and no rule paid them.
+    conversion_id: Mapped[UUID | None] = mapped_column(ForeignKey("conversions.id"), index=True)
+    rule_id: Mapped[UUID | None] = mapped_column(ForeignKey("reward_rules.id"))
+    rule_version: Mapped[int | None] = mapped_column(Integer)
     referrer_id: Mapped[UUID] = mapped_column(ForeignKey("referrers.id"), index=True)
     recipient: Mapped[Recipient] = mapped_column(StrEnumText(Recipient, 16))
     # The recipient's id at the merchant: the referrer's external_id or the referee's customer_id.

@@ -185,9 +185,11 @@ class FulfilmentBrief(OutputModel):
 class RewardOut(OutputModel):
     id: UUID
     program_id: UUID
-    conversion_id: UUID
-    rule_id: UUID
-    rule_version: int
+    conversion_id: UUID | None = Field(
+        description="The purchase that paid it; null for the entries of a points redemption."
+    )
+    rule_id: UUID | None = Field(description="null for the entries of a points redemption")
+    rule_version: int | None
     referrer_id: UUID
     recipient: Recipient
     recipient_id: str

@@ -183,7 +183,7 @@ async def rewards_given_by_rule(
         .where(Reward.rule_id.in_(rule_ids), _counts_toward_cap(referrer_id))
         .group_by(Reward.rule_id)
     )
-    return {rule_id: int(count) for rule_id, count in rows}
+    return {rule_id: int(count) for rule_id, count in rows if rule_id is not None}
 
 
 # A successful referral: a referral with at least one attributed purchase. Tiers count them
@@ -469,6 +469,7 @@ async def rewards_of(
     )
     briefs = await fulfilment.briefs_of(session, rows)
     for row in rows:
+        assert row.conversion_id is not None  # chosen by conversion
         found[row.conversion_id].append(reward_out(row, now, briefs.get(row.id)))
     return found
 

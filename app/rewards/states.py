@@ -22,6 +22,9 @@ class RewardStatus(StrEnum):
 class EntryType(StrEnum):
     REWARD = "reward"
     CLAWBACK = "clawback"
+    # Points spent on a catalogue item (app.points): a negative points entry, born approved so
+    # that it nets out of the approved (spendable) points, like a clawback out of a payout.
+    SPEND = "spend"
 
 
 class Recipient(StrEnum):
@@ -98,6 +101,9 @@ TRANSITIONS: dict[tuple[EntryType, RewardStatus, Action], RewardStatus] = {
     (EntryType.REWARD, RewardStatus.APPROVED, Action.REFUND): RewardStatus.REVERSED,
     # A clawback is born approved (it nets out of what is owed) and is settled with the payout.
     (EntryType.CLAWBACK, RewardStatus.APPROVED, Action.PAY): RewardStatus.PAID,
+    # Reversing a spend gives the points back (say, after reversing the item's reward that
+    # could not be delivered); it is never paid: the item's own reward entry is.
+    (EntryType.SPEND, RewardStatus.APPROVED, Action.REVERSE): RewardStatus.REVERSED,
 }
 
 # Why a refused move is refused, for the message; the table alone decides.
@@ -107,6 +113,9 @@ _HINTS = {
     (EntryType.REWARD, RewardStatus.PENDING, Action.FULFIL): "it is issued once approved",
     (EntryType.CLAWBACK, RewardStatus.APPROVED, Action.REVERSE): (
         "a clawback offsets a refunded, paid reward and stays"
+    ),
+    (EntryType.SPEND, RewardStatus.APPROVED, Action.PAY): (
+        "spent points are settled by the item's own reward entry"
     ),
 }
 
@@ -130,7 +139,11 @@ def next_status(entry_type: EntryType, status: RewardStatus, action: Action) -> 
     target = TRANSITIONS.get((entry_type, status, action))
     if target is None:
         hint = _HINTS.get((entry_type, status, action))
-        entry = "reward" if entry_type == EntryType.REWARD else "clawback entry"
+        entry = {
+            EntryType.REWARD: "reward",
+            EntryType.CLAWBACK: "clawback entry",
+            EntryType.SPEND: "points spend",
+        }[entry_type]
         verb = _PAST[action]
         raise InvalidTransition(
             f"A {status} {entry} cannot be {verb}" + (f": {hint}." if hint else ".")

@@ -108,8 +108,22 @@
         el("div", {}, "Average order", el("strong", { "data-metric": "average_order_value", "data-value": summary.average_order_value ?? "", text: formatMoney(summary.average_order_value, currency) })),
         el("div", {}, "Revenue per reward spent", el("strong", { "data-metric": "revenue_per_reward_spent", "data-value": summary.revenue_per_reward_spent ?? "", text: formatRatio(summary.revenue_per_reward_spent) })),
       ),
+      trueCost(summary),
     );
     $("funnel").replaceChildren(...nodes);
+  }
+
+  // Coupons issued in the range, what the orders that used them took off, and the rest.
+  function trueCost(summary) {
+    const currency = summary.currency;
+    const money = (metric, label) =>
+      el("div", {}, label, el("strong", { "data-metric": metric, "data-value": summary[metric], text: formatMoney(summary[metric], currency) }));
+    return el("div", { class: "funnel-foot true-cost", "aria-label": "True reward cost" },
+      money("reward_cost_issued", "Coupons issued"),
+      money("reward_cost_redeemed", "Redeemed (true cost)"),
+      money("reward_breakage", "Breakage"),
+      el("div", {}, "Redemption rate", el("strong", { "data-metric": "reward_redemption_rate", "data-value": summary.reward_redemption_rate ?? "", text: formatRate(summary.reward_redemption_rate) })),
+    );
   }
 
   function headRow(columns) {
