@@ -8,6 +8,7 @@ from app.idempotency.models import IdempotencyRecord
 from app.integrations.models import IntegrationEvent, IntegrationReference, IntegrationSecret
 from app.keys.models import ApiKey
 from app.metrics.models import channel_rollups, program_rollups, referrer_rollups
+from app.payouts.models import Charity, PayoutBatch, PayoutLine
 from app.programs.models import CustomerTokenSecret, Program
 from app.referrer_sessions.models import ReferrerSession
 from app.referrers.models import Code, Referrer
@@ -18,6 +19,7 @@ from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 __all__ = [
     "ApiKey",
     "Base",
+    "Charity",
     "Click",
     "ClickClaim",
     "Code",
@@ -32,6 +34,8 @@ __all__ = [
     "IntegrationEvent",
     "IntegrationReference",
     "IntegrationSecret",
+    "PayoutBatch",
+    "PayoutLine",
     "Program",
     "Referral",
     "Referrer",
