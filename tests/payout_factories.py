@@ -17,9 +17,7 @@ async def settings(client: AsyncClient, key: str, referrer_id: str, **body: Any)
 
 
 async def pay_to(client: AsyncClient, key: str, referrer_id: str, method: str, to: str) -> Any:
-    response = await settings(
-        client, key, referrer_id, payout_method=method, payout_recipient=to
-    )
+    response = await settings(client, key, referrer_id, payout_method=method, payout_recipient=to)
     assert response.status_code == 200, response.text
     return response.json()
 

@@ -207,9 +207,7 @@ async def test_mark_paid_settles_every_reward_once_with_the_reference(
     assert {(r["status"], r["payout_reference"], r["payout_batch_id"]) for r in ledger} == {
         ("paid", "PAYPAL-BATCH-7", batch["id"])
     }
-    events = await db_all(
-        app, select(WebhookEvent).where(WebhookEvent.event_type == "reward.paid")
-    )
+    events = await db_all(app, select(WebhookEvent).where(WebhookEvent.event_type == "reward.paid"))
     assert sorted(e.object_id for e in events) == sorted(r["id"] for r in ledger)
     assert all("alice@example.com" not in str(e.payload) for e in events)
 
