@@ -102,6 +102,7 @@ class World:
         # The referrer of program B that the "other_referrer" session belongs to.
         self.other_referrer_id = ""
         self.fulfilment_rule = ""
+        self.charity = ""
 
     def unique(self, prefix: str) -> str:
         self.count += 1
@@ -521,6 +522,73 @@ def _fulfilment_call(method: str, suffix: str = "") -> Builder:
     return build
 
 
+# --- payouts ----------------------------------------------------------------------------------
+
+
+async def _payout_setup(w: World) -> None:
+    """Once: a charity of A, cash and donation rules, and the world referrer paid by PayPal and
+    donating to the charity, so that every new conversion is due in both kinds of batch."""
+    if w.charity:
+        return
+    charity = await w.admin_post(f"/v1/programs/{w.pid}/charities", {"name": w.unique("Char A")})
+    w.charity = str(charity["id"])
+    w.mark(w.charity)
+    for method in ("cash", "donation"):
+        body = {"recipient": "referrer", "kind": "fixed", "amount": "2.00", "fulfilment": method}
+        rule = await w.admin_post(
+            f"/v1/programs/{w.pid}/reward-rules", body | {"trigger": "every_purchase"}
+        )
+        w.mark(rule["id"])
+    details = {
+        "payout_method": "paypal",
+        "payout_recipient": f"{w.unique('pay')}@example.com",
+        "charity_id": w.charity,
+    }
+    response = await w.client.patch(
+        f"/v1/referrers/{w.referrer['id']}/payout-settings",
+        json=details,
+        headers=auth(w.keys["admin"]),
+    )
+    assert response.status_code == 200, response.text
+
+
+async def _new_batch(w: World, kind: str) -> str:
+    await _payout_setup(w)
+    await w.new_conversion()
+    batch = await w.admin_post(f"/v1/programs/{w.pid}/{kind}-batches", {"currency": "EUR"})
+    w.mark(batch["id"])
+    return str(batch["id"])
+
+
+def _create_batch(kind: str) -> Builder:
+    async def build(w: World, missing: bool) -> Call:
+        await _payout_setup(w)
+        await w.new_conversion()
+        url = f"/v1/programs/{_pick(w.pid, missing)}/{kind}-batches"
+        return Call("POST", url, json={"currency": "EUR"})
+
+    return build
+
+
+def _batch(kind: str, method: str, suffix: str = "", body: Any = None) -> Builder:
+    async def build(w: World, missing: bool) -> Call:
+        batch = _pick(await _new_batch(w, kind), missing)
+        url = f"/v1/programs/{_pick(w.pid, missing)}/{kind}-batches/{batch}{suffix}"
+        return Call(method, url, json=body)
+
+    return build
+
+
+async def _patch_charity(w: World, missing: bool) -> Call:
+    await _payout_setup(w)
+    return Call("PATCH", f"/v1/charities/{_pick(w.charity, missing)}", json={"name": "Renamed"})
+
+
+PAYOUT_SETTINGS = "/v1/referrers/{referrer_id}/payout-settings"
+PAYOUT_BATCH = "/v1/programs/{program_id}/payout-batches/{batch_id}"
+DONATION_BATCH = "/v1/programs/{program_id}/donation-batches/{batch_id}"
+
+
 def _unsubscribe(method: str) -> Builder:
     async def build(w: World, missing: bool) -> Call:
         secret = settings_for_tests().email_secret.get_secret_value()
@@ -680,6 +748,44 @@ MATRIX: dict[str, Expectation] = {
     "GET /v1/fulfilments/{fulfilment_id}": Expectation(SECRET, 200, _fulfilment_call("GET")),
     "POST /v1/fulfilments/{fulfilment_id}/retry": Expectation(
         SECRET, 200, _fulfilment_call("POST", "/retry")
+    ),
+    # payouts: charities, payout details, payout and donation batches
+    "POST /v1/programs/{program_id}/charities": Expectation(
+        SECRET, 201, _call("POST", "/v1/programs/{program_id}/charities", json={"name": "C"})
+    ),
+    "GET /v1/programs/{program_id}/charities": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/charities")
+    ),
+    "PATCH /v1/charities/{charity_id}": Expectation(SECRET, 200, _patch_charity),
+    "GET " + PAYOUT_SETTINGS: Expectation(SECRET, 200, _call("GET", PAYOUT_SETTINGS)),
+    "PATCH " + PAYOUT_SETTINGS: Expectation(
+        SECRET,
+        200,
+        _call("PATCH", PAYOUT_SETTINGS, json={"payout_method": "other", "payout_recipient": "X1"}),
+        note="details answered masked",
+    ),
+    "POST /v1/programs/{program_id}/payout-batches": Expectation(
+        SECRET, 201, _create_batch("payout")
+    ),
+    "GET " + PAYOUT_BATCH: Expectation(SECRET, 200, _batch("payout", "GET")),
+    "GET " + PAYOUT_BATCH + "/paypal.csv": Expectation(
+        SECRET, 200, _batch("payout", "GET", "/paypal.csv"), note="payout details whole"
+    ),
+    "POST " + PAYOUT_BATCH + "/mark-paid": Expectation(
+        SECRET, 200, _batch("payout", "POST", "/mark-paid", {"reference": "REF-1"})
+    ),
+    "POST " + PAYOUT_BATCH + "/cancel": Expectation(
+        SECRET, 200, _batch("payout", "POST", "/cancel")
+    ),
+    "POST /v1/programs/{program_id}/donation-batches": Expectation(
+        SECRET, 201, _create_batch("donation")
+    ),
+    "GET " + DONATION_BATCH: Expectation(SECRET, 200, _batch("donation", "GET")),
+    "POST " + DONATION_BATCH + "/mark-paid": Expectation(
+        SECRET, 200, _batch("donation", "POST", "/mark-paid", {"reference": "REF-1"})
+    ),
+    "POST " + DONATION_BATCH + "/cancel": Expectation(
+        SECRET, 200, _batch("donation", "POST", "/cancel")
     ),
     # outbound webhooks
     "POST /v1/webhook-endpoints": Expectation(SECRET, 201, _create_endpoint),

@@ -105,13 +105,13 @@ async def check_rule(session: AsyncSession, program: Program, rule: RuleCreate) 
         raise InvalidFulfilment("coupon_percent is for coupon rules only.")
     if method == FulfilmentMethod.LEDGER:
         return
+    if rule.kind == RuleKind.POINTS:
+        raise ValueNotExpressible(f"Points cannot be paid as {method}; they stay in the ledger.")
     if method in PAID_IN_BATCHES and rule.recipient != Recipient.REFERRER:
         raise InvalidFulfilment(
             f"{method} rewards are paid to referrers in batches; a referee's reward is a "
             "coupon, store credit or gift card."
         )
-    if rule.kind == RuleKind.POINTS:
-        raise ValueNotExpressible(f"Points cannot be paid as {method}; they stay in the ledger.")
     currency = program.currency
     step = Decimal(1).scaleb(-minor_unit(currency))
     for amount in [rule.amount, *(tier.amount for tier in rule.tiers)]:
