@@ -23,6 +23,7 @@ from tests.payout_factories import (
     referrer_of,
     settings,
 )
+from tests.test_erasure import everything_stored
 
 CASH = {"recipient": "referrer", "kind": "fixed", "amount": "10.00", "fulfilment": "cash"}
 EVERY = {"trigger": "every_purchase"}
@@ -298,11 +299,28 @@ async def test_bad_batch_requests_change_nothing(shop: Shop) -> None:
     assert Decimal(batch["total"]) == Decimal("10.00")
 
 
-async def test_erasure_clears_payout_details(shop: Shop) -> None:
-    await pay_to(shop.client, shop.admin, shop.alice["id"], "paypal", "alice.paid@example.com")
+async def test_erasure_clears_payout_details_and_leaves_no_copy(shop: Shop, app: Any) -> None:
+    await shop.rule(**CASH, **EVERY)
+    recipient = "alice.paid@example.com"
+    response = await shop.client.patch(
+        f"/v1/referrers/{shop.alice['id']}/payout-settings",
+        json={"payout_method": "paypal", "payout_recipient": recipient},
+        headers=auth(shop.admin) | {"Idempotency-Key": "payout-details-1"},
+    )
+    assert response.status_code == 200 and recipient not in response.text
+    await shop.buy("c1", "10.00")
+    batch = await new_batch(shop)
+    assert recipient not in str(batch)
+    assert (await batch_call(shop, batch, "mark-paid", {"reference": "P1"})).status_code == 200
+    assert recipient in (await read_batch(shop, batch, format="csv")).text
+
     response = await shop.client.delete("/v1/customers/alice", headers=auth(shop.admin))
     assert response.status_code == 200, response.text
     read = await shop.client.get(
         f"/v1/referrers/{shop.alice['id']}/payout-settings", headers=auth(shop.admin)
     )
     assert read.json()["payout_method"] is None and read.json()["payout_recipient"] is None
+    assert recipient not in await everything_stored(app)
+    # The batch keeps its line (the amount paid), with no details left to export.
+    exported = (await read_batch(shop, batch, format="csv")).text
+    assert recipient not in exported and "10.00" in exported
