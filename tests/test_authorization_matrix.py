@@ -103,6 +103,8 @@ class World:
         self.other_referrer_id = ""
         self.fulfilment_rule = ""
         self.charity = ""
+        self.payee: dict[str, Any] = {}
+        self.batches: dict[str, str] = {}
 
     def unique(self, prefix: str) -> str:
         self.count += 1
@@ -526,8 +528,9 @@ def _fulfilment_call(method: str, suffix: str = "") -> Builder:
 
 
 async def _payout_setup(w: World) -> None:
-    """Once: a charity of A, cash and donation rules, and the world referrer paid by PayPal and
-    donating to the charity, so that every new conversion is due in both kinds of batch."""
+    """Once: a charity of A, cash and donation rules, and a referrer of A paid by PayPal and
+    donating to the charity. Batches are made only when one is needed: every conversion sends
+    its events to every endpoint the other calls made."""
     if w.charity:
         return
     charity = await w.admin_post(f"/v1/programs/{w.pid}/charities", {"name": w.unique("Char A")})
@@ -539,31 +542,69 @@ async def _payout_setup(w: World) -> None:
             f"/v1/programs/{w.pid}/reward-rules", body | {"trigger": "every_purchase"}
         )
         w.mark(rule["id"])
+    w.payee = await w.new_referrer()
     details = {
         "payout_method": "paypal",
         "payout_recipient": f"{w.unique('pay')}@example.com",
         "charity_id": w.charity,
     }
     response = await w.client.patch(
-        f"/v1/referrers/{w.referrer['id']}/payout-settings",
+        f"/v1/referrers/{w.payee['id']}/payout-settings",
         json=details,
         headers=auth(w.keys["admin"]),
     )
     assert response.status_code == 200, response.text
 
 
-async def _new_batch(w: World, kind: str) -> str:
+METHOD_OF_BATCH = {"payout": "cash", "donation": "donation"}
+
+
+async def _due(w: World, kind: str) -> None:
+    """Something for a batch of `kind`: the payee's unbatched reward, or a purchase paying one."""
     await _payout_setup(w)
-    await w.new_conversion()
+    listed = await w.client.get(
+        "/v1/rewards",
+        params={"referrer_id": w.payee["id"], "status": "approved", "limit": 200},
+        headers=auth(w.keys["admin"]),
+    )
+    due = [
+        r
+        for r in listed.json()["data"]
+        if r["fulfilment_method"] == METHOD_OF_BATCH[kind] and r["payout_batch_id"] is None
+    ]
+    if not due:
+        await w.admin_post(
+            "/v1/conversions",
+            {
+                "program_id": w.pid,
+                "event_id": w.unique("a-event"),
+                "customer_id": w.unique("a-cust"),
+                "amount": "10.00",
+                "currency": "EUR",
+                "code": w.payee["default_code"]["code"],
+            },
+        )
+
+
+async def _open_batch(w: World, kind: str) -> str:
+    """An open batch of A of `kind`: the last one made, or a new one."""
+    cached = w.batches.get(kind)
+    if cached:
+        read = await w.client.get(
+            f"/v1/programs/{w.pid}/{kind}-batches/{cached}", headers=auth(w.keys["admin"])
+        )
+        if read.json()["status"] == "open":
+            return cached
+    await _due(w, kind)
     batch = await w.admin_post(f"/v1/programs/{w.pid}/{kind}-batches", {"currency": "EUR"})
     w.mark(batch["id"])
+    w.batches[kind] = str(batch["id"])
     return str(batch["id"])
 
 
 def _create_batch(kind: str) -> Builder:
     async def build(w: World, missing: bool) -> Call:
-        await _payout_setup(w)
-        await w.new_conversion()
+        await _due(w, kind)
         url = f"/v1/programs/{_pick(w.pid, missing)}/{kind}-batches"
         return Call("POST", url, json={"currency": "EUR"})
 
@@ -572,7 +613,7 @@ def _create_batch(kind: str) -> Builder:
 
 def _batch(kind: str, method: str, suffix: str = "", body: Any = None) -> Builder:
     async def build(w: World, missing: bool) -> Call:
-        batch = _pick(await _new_batch(w, kind), missing)
+        batch = _pick(await _open_batch(w, kind), missing)
         url = f"/v1/programs/{_pick(w.pid, missing)}/{kind}-batches/{batch}{suffix}"
         return Call(method, url, json=body)
 
@@ -767,6 +808,9 @@ MATRIX: dict[str, Expectation] = {
     "POST /v1/programs/{program_id}/payout-batches": Expectation(
         SECRET, 201, _create_batch("payout")
     ),
+    "GET /v1/programs/{program_id}/payout-batches": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/payout-batches")
+    ),
     "GET " + PAYOUT_BATCH: Expectation(SECRET, 200, _batch("payout", "GET")),
     "GET " + PAYOUT_BATCH + "/paypal.csv": Expectation(
         SECRET, 200, _batch("payout", "GET", "/paypal.csv"), note="payout details whole"
@@ -779,6 +823,9 @@ MATRIX: dict[str, Expectation] = {
     ),
     "POST /v1/programs/{program_id}/donation-batches": Expectation(
         SECRET, 201, _create_batch("donation")
+    ),
+    "GET /v1/programs/{program_id}/donation-batches": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/donation-batches")
     ),
     "GET " + DONATION_BATCH: Expectation(SECRET, 200, _batch("donation", "GET")),
     "POST " + DONATION_BATCH + "/mark-paid": Expectation(

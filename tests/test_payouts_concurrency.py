@@ -13,7 +13,7 @@ from app.payouts.models import PayoutBatch, PayoutLine
 from app.rewards.models import Reward
 from tests.factories import db_all
 from tests.money_factories import Shop
-from tests.payout_factories import create_batch, earn, pay_to, referrer_of
+from tests.payout_factories import batch_call, create_batch, earn, pay_to, referrer_of
 
 pytestmark = pytest.mark.postgres
 
@@ -95,3 +95,22 @@ async def test_a_batch_racing_refunds_pays_each_reward_net_of_what_was_refunded(
     # Whatever the order, paid plus still owed is what the four kept sales earned.
     owed = sum((e.amount for e in entries if e.status != "reversed"), Decimal(0))
     assert owed == Decimal("40.00")
+
+
+async def test_concurrent_mark_paid_and_cancel_settle_a_batch_one_way(shop: Shop, app: Any) -> None:
+    referrers = await paid_referrers(shop, 3)
+    for index, referrer in enumerate(referrers):
+        await earn(shop, referrer, f"c{index}")
+    batch = (await create_batch(shop)).json()
+    calls = [batch_call(shop, batch, "mark-paid", {"reference": f"P{n}"}) for n in range(3)]
+    calls += [batch_call(shop, batch, "cancel") for _ in range(3)]
+    responses = await asyncio.gather(*calls)
+    assert Counter(r.status_code for r in responses) == {200: 1, 409: 5}, [
+        r.text for r in responses
+    ]
+    (winner,) = [r.json() for r in responses if r.status_code == 200]
+    rewards = await db_all(app, select(Reward))
+    if winner["status"] == "paid":
+        assert {(r.status, r.payout_reference) for r in rewards} == {("paid", winner["reference"])}
+    else:
+        assert {(r.status, r.payout_batch_id) for r in rewards} == {("approved", None)}

@@ -21,12 +21,14 @@ from app.core.access import Principal, get_visible
 from app.core.db import utcnow
 from app.core.errors import AppError
 from app.core.money import has_valid_precision, minor_unit, quantize
+from app.core.pagination import PageParams, paginate
 from app.payouts.details import mask
 from app.payouts.models import Charity, PayoutBatch, PayoutLine
 from app.payouts.schemas import (
     BatchCreate,
     BatchLine,
     BatchOut,
+    BatchSummary,
     CharityChoice,
     CharityTotal,
 )
@@ -39,7 +41,7 @@ from app.payouts.states import (
     batch_moved,
 )
 from app.programs.models import Program
-from app.programs.service import ProgramNotFound
+from app.programs.service import ProgramNotFound, get_program
 from app.referrers.models import Referrer
 from app.rewards.models import Reward
 from app.rewards.states import (
@@ -328,6 +330,30 @@ async def batch_out(session: AsyncSession, batch: PayoutBatch) -> BatchOut:
         paid_at=batch.paid_at,
         cancelled_at=batch.cancelled_at,
     )
+
+
+async def list_batches(
+    session: AsyncSession,
+    principal: Principal,
+    program_id: UUID,
+    kind: BatchKind,
+    status: BatchStatus | None,
+    params: PageParams,
+) -> tuple[list[BatchSummary], str | None]:
+    """The program's batches of that kind, oldest first (`?status=open`: what is to be paid)."""
+    program = await get_program(session, principal, program_id)
+    query = select(PayoutBatch).where(
+        PayoutBatch.program_id == program.id, PayoutBatch.kind == kind
+    )
+    if status is not None:
+        query = query.where(PayoutBatch.status == status)
+    rows, next_cursor = await paginate(session, query, PayoutBatch, params)
+    return [_summary(row) for row in rows], next_cursor
+
+
+def _summary(batch: PayoutBatch) -> BatchSummary:
+    summary = BatchSummary.model_validate(batch)
+    return summary.model_copy(update={"total": quantize(batch.total, batch.currency)})
 
 
 async def read_batch(

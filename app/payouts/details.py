@@ -9,7 +9,7 @@ written whole only into the batch exports, never logged, and cleared by customer
 import re
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Principal, get_visible
@@ -64,10 +64,10 @@ async def create_charity(
     session: AsyncSession, principal: Principal, program_id: UUID, data: CharityCreate
 ) -> CharityOut:
     program = await get_program(session, principal, program_id, key_share=True)
-    count = len(
-        list(await session.scalars(select(Charity.id).where(Charity.program_id == program.id)))
+    count = await session.scalar(
+        select(func.count()).select_from(Charity).where(Charity.program_id == program.id)
     )
-    if count >= MAX_CHARITIES_PER_PROGRAM:
+    if (count or 0) >= MAX_CHARITIES_PER_PROGRAM:
         raise TooManyCharities(f"A program may list at most {MAX_CHARITIES_PER_PROGRAM} charities.")
     now = utcnow()
     charity = Charity(

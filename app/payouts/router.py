@@ -5,21 +5,23 @@ from fastapi import APIRouter, Query, Response
 
 from app.core.csv import encode_rows
 from app.core.errors import PATCH_ERRORS, POST_ERRORS, ValidationFailed, problem_responses
+from app.core.pagination import PAGE_ERRORS, Page
 from app.http.auth import AUTHENTICATED_ERRORS, SecretKey
-from app.http.dependencies import SessionDep
+from app.http.dependencies import PageDep, SessionDep
 from app.http.exports import CSV_RESPONSE, FORMAT_QUERY, Format, csv_response
 from app.payouts import batches, details, exports
 from app.payouts.schemas import (
     BatchCreate,
     BatchOut,
     BatchPay,
+    BatchSummary,
     CharityCreate,
     CharityOut,
     CharityUpdate,
     PayoutSettingsUpdate,
     ReferrerPayoutSettings,
 )
-from app.payouts.states import BatchKind, BatchNotOpen
+from app.payouts.states import BatchKind, BatchNotOpen, BatchStatus
 from app.programs.service import ProgramNotFound
 from app.referrers.service import ReferrerNotFound
 from app.rewards.states import InvalidTransition
@@ -125,6 +127,25 @@ def _batch_routes(kind: BatchKind, segment: str) -> None:
         program_id: UUID, body: BatchCreate, session: SessionDep, principal: SecretKey
     ) -> BatchOut:
         return await batches.create_batch(session, principal, program_id, kind, body)
+
+    @router.get(
+        base,
+        response_model=Page[BatchSummary],
+        responses=problem_responses(ProgramNotFound, *PAGE_ERRORS),
+        summary=f"List {kind} batches",
+        description="The program's batches, oldest first; `?status=open` lists those to pay.",
+    )
+    async def list_batches(
+        program_id: UUID,
+        session: SessionDep,
+        principal: SecretKey,
+        page: PageDep,
+        status: BatchStatus | None = None,
+    ) -> Page[BatchSummary]:
+        rows, next_cursor = await batches.list_batches(
+            session, principal, program_id, kind, status, page
+        )
+        return Page(data=rows, next_cursor=next_cursor)
 
     @router.get(
         base + "/{batch_id}",
