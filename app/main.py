@@ -43,6 +43,7 @@ from app.integrations.router import webhooks as integration_webhooks_router
 from app.keys.router import router as keys_router
 from app.me.router import router as me_router
 from app.metrics.router import router as metrics_router
+from app.payouts.router import router as payouts_router
 from app.points.router import me as points_me_router
 from app.points.router import router as points_router
 from app.portal.router import router as portal_router
@@ -186,6 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         conversions_router,
         rewards_router,
         fulfilment_router,
+        payouts_router,
         points_router,
         customers_router,
         keys_router,

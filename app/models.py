@@ -8,6 +8,7 @@ from app.idempotency.models import IdempotencyRecord
 from app.integrations.models import IntegrationEvent, IntegrationReference, IntegrationSecret
 from app.keys.models import ApiKey
 from app.metrics.models import channel_rollups, program_rollups, referrer_rollups
+from app.payouts.models import Charity, PayoutBatch, PayoutLine
 from app.points.models import PointsItem, PointsRedemption
 from app.programs.models import CustomerTokenSecret, Program
 from app.referrer_sessions.models import ReferrerSession
@@ -19,6 +20,7 @@ from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 __all__ = [
     "ApiKey",
     "Base",
+    "Charity",
     "Click",
     "ClickClaim",
     "Code",
@@ -33,6 +35,8 @@ __all__ = [
     "IntegrationEvent",
     "IntegrationReference",
     "IntegrationSecret",
+    "PayoutBatch",
+    "PayoutLine",
     "PointsItem",
     "PointsRedemption",
     "Program",

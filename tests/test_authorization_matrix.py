@@ -103,6 +103,9 @@ class World:
         self.other_referrer_id = ""
         self.fulfilment_rule = ""
         self.points_rule = ""
+        self.charity = ""
+        self.payee: dict[str, Any] = {}
+        self.batches: dict[str, str] = {}
 
     def unique(self, prefix: str) -> str:
         self.count += 1
@@ -571,6 +574,112 @@ def _spend(own: bool) -> Builder:
     return build
 
 
+# --- payouts ----------------------------------------------------------------------------------
+
+
+async def _payout_setup(w: World) -> None:
+    """Once: a charity of A, cash and donation rules, and a referrer of A paid by PayPal and
+    donating to the charity. Batches are made only when one is needed: every conversion sends
+    its events to every endpoint the other calls made."""
+    if w.charity:
+        return
+    charity = await w.admin_post(f"/v1/programs/{w.pid}/charities", {"name": w.unique("Char A")})
+    w.charity = str(charity["id"])
+    w.mark(w.charity)
+    for method in ("cash", "donation"):
+        body = {"recipient": "referrer", "kind": "fixed", "amount": "2.00", "fulfilment": method}
+        rule = await w.admin_post(
+            f"/v1/programs/{w.pid}/reward-rules", body | {"trigger": "every_purchase"}
+        )
+        w.mark(rule["id"])
+    w.payee = await w.new_referrer()
+    details = {
+        "payout_method": "paypal",
+        "payout_recipient": f"{w.unique('pay')}@example.com",
+        "charity_id": w.charity,
+    }
+    response = await w.client.patch(
+        f"/v1/referrers/{w.payee['id']}/payout-settings",
+        json=details,
+        headers=auth(w.keys["admin"]),
+    )
+    assert response.status_code == 200, response.text
+
+
+METHOD_OF_BATCH = {"payout": "cash", "donation": "donation"}
+
+
+async def _due(w: World, kind: str) -> None:
+    """Something for a batch of `kind`: the payee's unbatched reward, or a purchase paying one."""
+    await _payout_setup(w)
+    listed = await w.client.get(
+        "/v1/rewards",
+        params={"referrer_id": w.payee["id"], "status": "approved", "limit": 200},
+        headers=auth(w.keys["admin"]),
+    )
+    due = [
+        r
+        for r in listed.json()["data"]
+        if r["fulfilment_method"] == METHOD_OF_BATCH[kind] and r["payout_batch_id"] is None
+    ]
+    if not due:
+        await w.admin_post(
+            "/v1/conversions",
+            {
+                "program_id": w.pid,
+                "event_id": w.unique("a-event"),
+                "customer_id": w.unique("a-cust"),
+                "amount": "10.00",
+                "currency": "EUR",
+                "code": w.payee["default_code"]["code"],
+            },
+        )
+
+
+async def _open_batch(w: World, kind: str) -> str:
+    """An open batch of A of `kind`: the last one made, or a new one."""
+    cached = w.batches.get(kind)
+    if cached:
+        read = await w.client.get(
+            f"/v1/programs/{w.pid}/{kind}-batches/{cached}", headers=auth(w.keys["admin"])
+        )
+        if read.json()["status"] == "open":
+            return cached
+    await _due(w, kind)
+    batch = await w.admin_post(f"/v1/programs/{w.pid}/{kind}-batches", {"currency": "EUR"})
+    w.mark(batch["id"])
+    w.batches[kind] = str(batch["id"])
+    return str(batch["id"])
+
+
+def _create_batch(kind: str) -> Builder:
+    async def build(w: World, missing: bool) -> Call:
+        await _due(w, kind)
+        url = f"/v1/programs/{_pick(w.pid, missing)}/{kind}-batches"
+        return Call("POST", url, json={"currency": "EUR"})
+
+    return build
+
+
+def _batch(kind: str, method: str, suffix: str = "", body: Any = None) -> Builder:
+    async def build(w: World, missing: bool) -> Call:
+        batch = _pick(await _open_batch(w, kind), missing)
+        url = f"/v1/programs/{_pick(w.pid, missing)}/{kind}-batches/{batch}{suffix}"
+        return Call(method, url, json=body)
+
+    return build
+
+
+async def _patch_charity(w: World, missing: bool) -> Call:
+    await _payout_setup(w)
+    return Call("PATCH", f"/v1/charities/{_pick(w.charity, missing)}", json={"name": "Renamed"})
+
+
+PAYOUT_SETTINGS = "/v1/referrers/{referrer_id}/payout-settings"
+PAYOUT_BATCH = "/v1/programs/{program_id}/payout-batches/{batch_id}"
+DONATION_BATCH = "/v1/programs/{program_id}/donation-batches/{batch_id}"
+
+
 def _unsubscribe(method: str) -> Builder:
     async def build(w: World, missing: bool) -> Call:
         secret = settings_for_tests().email_secret.get_secret_value()
@@ -730,6 +839,50 @@ MATRIX: dict[str, Expectation] = {
     "GET /v1/fulfilments/{fulfilment_id}": Expectation(SECRET, 200, _fulfilment_call("GET")),
     "POST /v1/fulfilments/{fulfilment_id}/retry": Expectation(
         SECRET, 200, _fulfilment_call("POST", "/retry")
+    ),
+    # payouts: charities, payout details, payout and donation batches
+    "POST /v1/programs/{program_id}/charities": Expectation(
+        SECRET, 201, _call("POST", "/v1/programs/{program_id}/charities", json={"name": "C"})
+    ),
+    "GET /v1/programs/{program_id}/charities": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/charities")
+    ),
+    "PATCH /v1/charities/{charity_id}": Expectation(SECRET, 200, _patch_charity),
+    "GET " + PAYOUT_SETTINGS: Expectation(SECRET, 200, _call("GET", PAYOUT_SETTINGS)),
+    "PATCH " + PAYOUT_SETTINGS: Expectation(
+        SECRET,
+        200,
+        _call("PATCH", PAYOUT_SETTINGS, json={"payout_method": "other", "payout_recipient": "X1"}),
+        note="details answered masked",
+    ),
+    "POST /v1/programs/{program_id}/payout-batches": Expectation(
+        SECRET, 201, _create_batch("payout")
+    ),
+    "GET /v1/programs/{program_id}/payout-batches": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/payout-batches")
+    ),
+    "GET " + PAYOUT_BATCH: Expectation(SECRET, 200, _batch("payout", "GET")),
+    "GET " + PAYOUT_BATCH + "/paypal.csv": Expectation(
+        SECRET, 200, _batch("payout", "GET", "/paypal.csv"), note="payout details whole"
+    ),
+    "POST " + PAYOUT_BATCH + "/mark-paid": Expectation(
+        SECRET, 200, _batch("payout", "POST", "/mark-paid", {"reference": "REF-1"})
+    ),
+    "POST " + PAYOUT_BATCH + "/cancel": Expectation(
+        SECRET, 200, _batch("payout", "POST", "/cancel")
+    ),
+    "POST /v1/programs/{program_id}/donation-batches": Expectation(
+        SECRET, 201, _create_batch("donation")
+    ),
+    "GET /v1/programs/{program_id}/donation-batches": Expectation(
+        SECRET, 200, _call("GET", "/v1/programs/{program_id}/donation-batches")
+    ),
+    "GET " + DONATION_BATCH: Expectation(SECRET, 200, _batch("donation", "GET")),
+    "POST " + DONATION_BATCH + "/mark-paid": Expectation(
+        SECRET, 200, _batch("donation", "POST", "/mark-paid", {"reference": "REF-1"})
+    ),
+    "POST " + DONATION_BATCH + "/cancel": Expectation(
+        SECRET, 200, _batch("donation", "POST", "/cancel")
     ),
     # outbound webhooks
     "POST /v1/webhook-endpoints": Expectation(SECRET, 201, _create_endpoint),

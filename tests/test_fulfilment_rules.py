@@ -16,6 +16,7 @@ from app.fulfilment.schemas import WebhookCredentials
 from tests.factories import assert_problem, auth, make_key, make_program
 from tests.fulfilment_helpers import connect_shopify, connect_stripe
 from tests.money_factories import add_rule, patch_rule
+from tests.payout_factories import add_charity
 from tests.settings import settings_for_tests
 
 COUPON = {"recipient": "referee", "kind": "fixed", "amount": "10.00", "fulfilment": "coupon"}
@@ -114,6 +115,8 @@ async def test_cash_and_donation_rules_take_no_provider_and_stay_in_the_ledger(
     client: AsyncClient, app: Any
 ) -> None:
     admin, program_id = await _program(client, app)
+    # Donations go to a charity of the program's list (tests/test_payouts_donations.py).
+    await add_charity(client, admin, program_id)
     for method in ("cash", "donation"):
         rule = await add_rule(
             client, admin, program_id, **(COUPON | {"fulfilment": method, "recipient": "referrer"})

@@ -4,7 +4,8 @@ Every copy of a person held by the service, and what erasure does to it (README 
 
 - rows naming them — clicks, referrals, conversions, referrers (as the merchant's customer id
   or external id), rewards (`recipient_id`) — keep their place in every count; the id becomes
-  a keyed pseudonym, emails, names, metadata, IPs, user agents and URLs are cleared;
+  a keyed pseudonym, emails, names, metadata, IPs, user agents and URLs are cleared, and so
+  are a referrer's payout details and chosen charity (payout batch lines hold no copy);
 - copies of those rows kept as JSON — stored Idempotency-Key answers (replayed for 24 hours),
   webhook events and the endpoints' answers to them (shown by the deliveries endpoint), kept
   Stripe and Shopify events — are rewritten by app.customers.redaction.
@@ -108,6 +109,9 @@ async def erase_customer(
             "name": None,
             "leaderboard_name": None,
             "metadata_": {},
+            "payout_method": None,
+            "payout_recipient": None,
+            "charity_id": None,
         },
     )
     rewards = await run(Reward, Reward.recipient_id == customer_id, {"recipient_id": replacement})

@@ -19,6 +19,7 @@ from app.core.errors import AppError
 from app.core.money import has_valid_precision, minor_unit
 from app.fulfilment.models import Fulfilment, FulfilmentCredential
 from app.fulfilment.states import FulfilmentStatus, Move, moved, statuses_allowing
+from app.payouts.models import Charity
 from app.programs.models import Program
 from app.referrers.codes import generate_code
 from app.rewards.models import Reward
@@ -27,6 +28,7 @@ from app.rewards.states import (
     PROVIDERS_FOR,
     FulfilmentMethod,
     FulfilmentProvider,
+    Recipient,
     RewardStatus,
     RuleKind,
 )
@@ -35,6 +37,8 @@ from app.rewards.states import (
 CODE_PREFIX = "REF"
 CODE_RANDOM_LENGTH = 13
 CODED = frozenset({FulfilmentMethod.COUPON, FulfilmentMethod.GIFT_CARD})
+# Paid by app.payouts batches: they stay approved in the ledger until a batch settles them.
+PAID_IN_BATCHES = frozenset({FulfilmentMethod.CASH, FulfilmentMethod.DONATION})
 # Issued at the provider: the brief shows the code from then on.
 ISSUED = frozenset(
     {
@@ -78,10 +82,19 @@ class Terms(Protocol):
     def coupon_percent(self) -> Decimal | None: ...
 
 
+class NoCharities(AppError):
+    status, code, title = (
+        422,
+        "program_has_no_charities",
+        "Donation rewards need the program's list of charities",
+    )
+
+
 RULE_ERRORS: tuple[type[AppError], ...] = (
     InvalidFulfilment,
     ProviderNotConfigured,
     ValueNotExpressible,
+    NoCharities,
 )
 
 
@@ -95,6 +108,11 @@ async def check_rule(session: AsyncSession, program: Program, rule: RuleCreate) 
         check_method(rule.fulfilment, rule.fulfilment_provider, rule.coupon_percent)
         raise ValueNotExpressible(
             f"Points cannot be paid as {rule.fulfilment}; they stay in the ledger."
+        )
+    if rule.fulfilment in PAID_IN_BATCHES and rule.recipient != Recipient.REFERRER:
+        raise InvalidFulfilment(
+            f"{rule.fulfilment} rewards are paid to referrers in batches; a referee's reward is "
+            "a coupon, store credit or gift card."
         )
     amounts = [rule.amount, *(tier.amount for tier in rule.tiers)]
     await check_terms(session, program, rule, amounts)
@@ -139,6 +157,11 @@ async def check_terms(
         raise ValueNotExpressible(
             "coupon_percent must be more than 0 and at most 100, with at most 2 decimals."
         )
+    if method == FulfilmentMethod.DONATION and not await _has_charities(session, program.id):
+        raise NoCharities(
+            "Referrers choose the charity their donation rewards go to: add one with "
+            f"POST /v1/programs/{program.id}/charities first."
+        )
     if provider is not None and not await _configured(session, program.id, provider):
         raise ProviderNotConfigured(
             f"The program has no {provider} credentials: add them with "
@@ -152,6 +175,15 @@ async def _configured(session: AsyncSession, program_id: UUID, provider: str) ->
             FulfilmentCredential.program_id == program_id,
             FulfilmentCredential.provider == provider,
         )
+    )
+    return found is not None
+
+
+async def _has_charities(session: AsyncSession, program_id: UUID) -> bool:
+    found = await session.scalar(
+        select(Charity.id)
+        .where(Charity.program_id == program_id, Charity.active.is_(True))
+        .limit(1)
     )
     return found is not None
 

@@ -12,6 +12,7 @@ from app.http.cors import MeSession, OriginNotAllowed
 from app.http.dependencies import PageDep, SessionDep
 from app.me import service, standing
 from app.me.schemas import Leaderboard, MeOut, MeReferral, MeReward, MeUpdate, Progress
+from app.payouts.details import SETTINGS_ERRORS
 from app.referrer_sessions.service import end_own_session
 from app.rewards.schemas import Balance
 from app.rewards.service import RewardNotFound
@@ -29,11 +30,15 @@ async def read_me(request: Request, session: SessionDep, principal: MeSession) -
     return await service.read_me(session, principal, request.app.state.settings)
 
 
-@router.patch("", response_model=MeOut, responses=problem_responses(*PATCH_ERRORS))
+@router.patch(
+    "", response_model=MeOut, responses=problem_responses(*SETTINGS_ERRORS, *PATCH_ERRORS)
+)
 async def update_me(
     body: MeUpdate, request: Request, session: SessionDep, principal: MeSession
 ) -> MeOut:
-    """Set (or clear, with null) the name shown on the leaderboard."""
+    """Set (or clear, with null) the name shown on the leaderboard, where cash rewards are paid
+    (`payout_method` with `payout_recipient`, answered masked) and the charity donation rewards
+    go to (`charity_id`, one of `charities`)."""
     return await service.update_me(session, principal, request.app.state.settings, body)
 
 

@@ -9,7 +9,8 @@ from uuid import UUID
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from app.core.schemas import InputModel, OutputModel
+from app.core.schemas import OutputModel
+from app.payouts.schemas import CharityChoice, PayoutSettings, PayoutSettingsUpdate
 from app.referrers.schemas import CodeOut, Share
 from app.rewards.states import EntryType, RewardStatus, RuleKind
 
@@ -36,7 +37,7 @@ LeaderboardName = Annotated[
 ]
 
 
-class MeUpdate(InputModel):
+class MeUpdate(PayoutSettingsUpdate):
     """What a referrer may change about themselves; fields left out stay as they are."""
 
     leaderboard_name: LeaderboardName | None = Field(
@@ -68,6 +69,12 @@ class MeOut(OutputModel):
         "valid); null when the referrer has no valid code"
     )
     referee_offer: str | None
+    payout: PayoutSettings = Field(
+        description="Where cash rewards are paid (masked) and the charity donations go to"
+    )
+    charities: list[CharityChoice] = Field(
+        description="The program's charities, to choose from for donation rewards"
+    )
 
 
 class ReferralStatus(StrEnum):

@@ -31,6 +31,7 @@ from app.me.schemas import (
     MeUpdate,
     ReferralStatus,
 )
+from app.payouts import details as payout_details
 from app.programs.models import Program
 from app.referrers.codes import code_state
 from app.referrers.models import Code, Referrer
@@ -75,12 +76,14 @@ async def read_me(session: AsyncSession, principal: ReferrerPrincipal, settings:
 async def update_me(
     session: AsyncSession, principal: ReferrerPrincipal, settings: Settings, data: MeUpdate
 ) -> MeOut:
-    """Change what the referrer may change about themselves (their leaderboard name)."""
+    """Change what the referrer may change about themselves: their leaderboard name, payout
+    details and charity."""
     referrer, program = await own_referrer(session, principal)
     changes = data.model_dump(exclude_unset=True)
     if "leaderboard_name" in changes:
         referrer.leaderboard_name = changes["leaderboard_name"]
         await session.flush()
+    await payout_details.apply_settings(session, referrer, data)
     return await _me_out(session, principal, settings, referrer, program)
 
 
@@ -112,6 +115,8 @@ async def _me_out(
         codes=[code_out(settings, code, program) for code in codes],
         share=share_for(program, shared.code, settings) if shared else None,
         referee_offer=program.referee_offer,
+        payout=await payout_details.settings_of(session, referrer),
+        charities=await payout_details.active_charities(session, program.id),
     )
 
 

@@ -2,7 +2,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IdMixin, UTCDateTime
@@ -19,6 +19,14 @@ class Referrer(IdMixin, Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     # Chosen by the referrer (PATCH /v1/me): shown on the leaderboard only when set.
     leaderboard_name: Mapped[str | None] = mapped_column(String(40))
+    # Where cash rewards are paid (app.payouts): stored as given, because paying needs it whole
+    # (the payout exports); shown masked in every JSON answer, never logged, never in a webhook
+    # payload, cleared by customer erasure.
+    payout_method: Mapped[str | None] = mapped_column(String(16))
+    payout_recipient: Mapped[str | None] = mapped_column(String(320))
+    # The charity of the program's list that the referrer's donation rewards go to.
+    # (No foreign key: adding one would make SQLite rebuild the table; app.payouts checks it.)
+    charity_id: Mapped[UUID | None] = mapped_column(Uuid)
 
 
 class Code(IdMixin, Base):

@@ -3,7 +3,17 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, Numeric, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.conversions.models import MONEY
@@ -100,3 +110,6 @@ class Reward(IdMixin, Base):
     payout_reference: Mapped[str | None] = mapped_column(String(200))
     reversed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     reversal_reason: Mapped[str | None] = mapped_column(String(500))
+    # The payout or donation batch (app.payouts) that holds or paid this entry: one at most.
+    # (No foreign key: adding one would make SQLite rebuild the ledger's table.)
+    payout_batch_id: Mapped[UUID | None] = mapped_column(Uuid, index=True)

@@ -128,7 +128,9 @@ def _rewards_csv(
     return paged_csv(request, "rewards.csv", REWARD_CSV_COLUMNS, fetch, cursor)
 
 
-TRANSITION_ERRORS = problem_responses(service.RewardNotFound, InvalidTransition, *POST_ERRORS)
+TRANSITION_ERRORS = problem_responses(
+    service.RewardNotFound, InvalidTransition, service.RewardInBatch, *POST_ERRORS
+)
 
 
 @router.post(

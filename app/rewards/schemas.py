@@ -205,6 +205,9 @@ class RewardOut(OutputModel):
     approved_at: datetime | None
     paid_at: datetime | None
     payout_reference: str | None
+    payout_batch_id: UUID | None = Field(
+        default=None, description="The payout or donation batch that holds or paid the entry"
+    )
     reversed_at: datetime | None
     reversal_reason: str | None
     created_at: datetime

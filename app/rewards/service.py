@@ -53,6 +53,19 @@ class RewardNotFound(AppError):
     status, code, title = 404, "reward_not_found", "Reward not found"
 
 
+class RewardInBatch(AppError):
+    status, code, title = 409, "reward_in_batch", "The reward is in an open payout batch"
+
+
+def _not_batched(reward: Reward, verb: str) -> None:
+    """A reward of an open batch is settled by the batch: mark it paid or cancel it there."""
+    if reward.payout_batch_id is not None and reward.status != RewardStatus.PAID:
+        raise RewardInBatch(
+            f"The reward is in payout batch {reward.payout_batch_id}: it cannot be {verb} by "
+            "itself; mark the batch paid, or cancel the batch first."
+        )
+
+
 @dataclass(frozen=True)
 class PaidConversion:
     """What the rules look at: the conversion, who referred it, and whether it is the first."""
@@ -240,7 +253,9 @@ async def adjust_for_refund(session: AsyncSession, conversion: Conversion, now: 
         if reward.status == RewardStatus.REVERSED:
             continue
         target = _target_after_refund(reward, remaining, conversion.amount)
-        if reward.status != RewardStatus.PAID:
+        # A reward held by an open payout batch may already be on its way: like a paid one,
+        # it is offset by a clawback entry that nets out of the next batch.
+        if reward.status != RewardStatus.PAID and reward.payout_batch_id is None:
             if target <= 0:
                 _reverse(reward, now, "refund", Action.REFUND)
                 reversed_ids.append(reward.id)
@@ -388,6 +403,7 @@ async def mark_paid(
     Paid by hand: a fulfilment not yet issued is cancelled (one that is out is taken back).
     """
     reward = await get_reward(session, principal, reward_id, for_update=True)
+    _not_batched(reward, "paid")
     now = utcnow()
     if reward.status == RewardStatus.PENDING and reward.hold_until <= now:
         reward.status = next_status(reward.entry_type, reward.status, Action.RELEASE)
@@ -409,6 +425,7 @@ async def reverse(
     Its fulfilment, not yet issued, is cancelled in the same transaction: nothing is issued.
     """
     reward = await get_reward(session, principal, reward_id, for_update=True)
+    _not_batched(reward, "reversed")
     now = utcnow()
     _reverse(reward, now, reason, Action.REVERSE)
     await session.flush()
