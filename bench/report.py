@@ -257,8 +257,12 @@ def scaling_finding(rows: list[dict[str, Any]]) -> str:
     most, and whether the machine's cores were full (no more to gain from replicas here)."""
     first, last = rows[0], rows[-1]
     gain = ratio(last["requests_per_s"], first["requests_per_s"])
-    shares = (last.get("noise") or {}).get("shares") or {}
-    total = sum(value or 0 for value in shares.values())
+    noise = last.get("noise") or {}
+    shares = noise.get("shares") or {}
+    # Busy: 1 - the kernel's idle share when measured (it sees short-lived processes the
+    # per-process shares miss), else the shares' sum.
+    idle = noise.get("idle_share")
+    total = 1 - idle if idle is not None else sum(value or 0 for value in shares.values())
     spent = ", ".join(f"{label} {(shares.get(key) or 0):.0%}" for key, label in SHARE_NAMES)
     text = (
         f"- {first['path']}: {fmt(first['requests_per_s'], 0)} req/s with {first['replicas']} "
@@ -270,18 +274,18 @@ def scaling_finding(rows: list[dict[str, Any]]) -> str:
     biggest = max((k for k, _ in SHARE_NAMES), key=lambda k: shares.get(k) or 0)
     if total >= CPU_FULL and biggest == "others":
         return text + (
-            f" ({total:.0%} in all): the cores are full, mostly with other processes' work, so "
-            "this run cannot tell where the service itself stops scaling."
+            f" (the machine {total:.0%} busy): the cores are full, mostly with other processes' "
+            "work, so this run cannot tell where the service itself stops scaling."
         )
     if total >= CPU_FULL:
         label = dict(SHARE_NAMES)[biggest]
         return text + (
-            f" ({total:.0%} in all): the cores are full, so another replica on this machine "
-            f"only adds contention; {label} takes the most."
+            f" (the machine {total:.0%} busy): the cores are full, so another replica on this "
+            f"machine only adds contention; {label} takes the most."
         )
     return text + (
-        f" ({total:.0%} in all): CPU to spare, so the limit is waiting (the database, locks or "
-        "the connection count), not the cores."
+        f" (the machine {total:.0%} busy): CPU to spare, so the limit is waiting (the database, "
+        "locks or the connection count), not the cores."
     )
 
 
