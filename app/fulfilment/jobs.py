@@ -20,7 +20,7 @@ from app.fulfilment.models import Fulfilment, FulfilmentCredential
 from app.fulfilment.states import FulfilmentStatus, Move, moved, statuses_allowing
 from app.programs.models import Program
 from app.referrers.codes import generate_code
-from app.rewards.models import Reward, RewardRule
+from app.rewards.models import ActiveRule, Reward
 from app.rewards.schemas import FulfilmentBrief, RuleCreate
 from app.rewards.states import (
     PROVIDERS_FOR,
@@ -129,7 +129,7 @@ def new_code() -> str:
 
 
 async def create_for(
-    session: AsyncSession, paid: Sequence[tuple[Reward, RewardRule]], now: datetime
+    session: AsyncSession, paid: Sequence[tuple[Reward, ActiveRule]], now: datetime
 ) -> None:
     """One fulfilment per new reward whose rule has a provider: pending if the reward was born
     approved (the dispatcher may issue it at once), else waiting for its approval."""

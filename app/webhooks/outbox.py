@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
-from sqlalchemy import insert, or_, select
+from sqlalchemy import ColumnElement, exists, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import transaction_cache, utcnow
@@ -135,6 +135,18 @@ async def emit_referral_created(session: AsyncSession, referral_id: UUID) -> Non
     )
 
 
+def any_endpoint_column() -> ColumnElement[bool]:
+    """Whether any endpoint is enabled, as a column for a statement the caller sends anyway;
+    `knows_endpoints` keeps its answer for the transaction."""
+    return exists().where(WebhookEndpoint.enabled.is_(True)).label("any_endpoint")
+
+
+def knows_endpoints(session: AsyncSession, any_endpoint: bool) -> None:
+    """The transaction read `any_endpoint_column`: when no endpoint is enabled, every event of
+    the transaction is left without asking the database again (nobody listens)."""
+    transaction_cache(session, _CACHE)["any"] = bool(any_endpoint)
+
+
 async def _any_endpoint(session: AsyncSession) -> bool:
     cache = transaction_cache(session, _CACHE)
     if "any" not in cache:
@@ -147,6 +159,8 @@ async def _any_endpoint(session: AsyncSession) -> bool:
 
 async def _subscribers(session: AsyncSession, program_id: UUID, event_type: str) -> list[UUID]:
     cache = transaction_cache(session, _CACHE)
+    if cache.get("any") is False:
+        return []
     if program_id not in cache:
         rows = await session.execute(
             select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
