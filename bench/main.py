@@ -34,6 +34,7 @@ from bench.console import log
 from bench.database import Monitor, ensure_database, monitoring
 from bench.machine import ensure_tools, git_state, machine_info, wait_for_quiet
 from bench.metrics import metrics_phase
+from bench.purchase_ceiling import purchase_ceiling
 from bench.runners import bare_run, click_ceiling, load_run
 from bench.sampling import CpuAccount
 from bench.scenarios import Scenario, Seed
@@ -116,6 +117,12 @@ def measure(
         monitor, mode.pgbench_seconds, seed.programs["clicks"], mode.codes, cpu
     )
     log(f"  pgbench: {results['ceilings']['pgbench']}")
+    log(f"database ceiling for purchases: pgbench, {mode.pgbench_seconds}s")
+    program = seed.programs["conversions"]
+    results["ceilings"]["pgbench_purchase"] = purchase_ceiling(
+        monitor, mode.pgbench_seconds, program, seed.codes[program], cpu
+    )
+    log(f"  pgbench purchases: {results['ceilings']['pgbench_purchase']}")
     phases.done("pgbench")
 
     for workers in config.workers:

@@ -10,7 +10,18 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Boolean, Integer, String, Uuid, cast, literal, null, select, union_all
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    String,
+    Uuid,
+    bindparam,
+    cast,
+    literal_column,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import UTCDateTime
@@ -189,7 +200,7 @@ def _part(
 ) -> Any:
     """One part of the candidates statement: the same typed columns whatever the part."""
     return select(
-        literal(part, Integer).label("part"),
+        literal_column(str(part), Integer).label("part"),
         id_.label("id"),
         program_id.label("program_id"),
         referrer_id.label("referrer_id"),
@@ -222,14 +233,11 @@ def _click_part(part: int) -> Any:
     ).join(Code, Code.id == Click.code_id)
 
 
-async def _candidates(
-    session: AsyncSession, purchase: Purchase
-) -> tuple[list[Touch], list[Touch], dict[UUID, Payee], dict[UUID, str | None]]:
-    """The explicit touches (code, click), the customer's history (their referral, their latest
-    clicks) and the referrers of all of them: one statement."""
-    program = purchase.program
+def _candidates_statement(with_code: bool, with_click: bool) -> Any:
+    """The candidates statement of a purchase with or without a code and a click: built once
+    per process (parameters: normalized, click_id, program_id, customer_id)."""
     parts: list[Any] = []
-    if purchase.code:
+    if with_code:
         parts.append(
             _part(
                 CODE,
@@ -240,10 +248,12 @@ async def _candidates(
                 code=Code.code,
                 disabled=Code.disabled,
                 expires_at=Code.expires_at,
-            ).where(Code.normalized == normalize(purchase.code))
+            ).where(Code.normalized == bindparam("normalized", type_=String(64)))
         )
-    if purchase.click_id:
-        parts.append(_click_part(CLICK).where(Click.id == purchase.click_id))
+    if with_click:
+        parts.append(_click_part(CLICK).where(Click.id == bindparam("click_id", type_=Uuid())))
+    program_id = bindparam("program_id", type_=Uuid())
+    customer_id = bindparam("customer_id", type_=String(200))
     parts.append(
         _part(
             REFERRAL,
@@ -257,22 +267,43 @@ async def _candidates(
             source=Referral.source,
         )
         .join(Code, Code.id == Referral.code_id)
-        .where(Referral.program_id == program.id, Referral.customer_id == purchase.customer_id)
+        .where(Referral.program_id == program_id, Referral.customer_id == customer_id)
     )
     latest = (
         _click_part(HISTORY_CLICK)
-        .where(Click.program_id == program.id, Click.customer_id == purchase.customer_id)
+        .where(Click.program_id == program_id, Click.customer_id == customer_id)
         .order_by(Click.occurred_at.desc())
         .limit(MAX_HISTORY_CLICKS)
         .subquery()
     )
     parts.append(select(latest))
     touches = union_all(*parts).subquery()
-    rows = await session.execute(
+    return (
         select(touches, Referrer.external_id, Referrer.email)
         .outerjoin(Referrer, Referrer.id == touches.c.referrer_id)
         .order_by(touches.c.part, touches.c.occurred_at.desc())
     )
+
+
+_STATEMENTS: dict[tuple[bool, bool], Any] = {}
+
+
+async def _candidates(
+    session: AsyncSession, purchase: Purchase
+) -> tuple[list[Touch], list[Touch], dict[UUID, Payee], dict[UUID, str | None]]:
+    """The explicit touches (code, click), the customer's history (their referral, their latest
+    clicks) and the referrers of all of them: one statement."""
+    program = purchase.program
+    shape = (bool(purchase.code), bool(purchase.click_id))
+    statement = _STATEMENTS.get(shape)
+    if statement is None:
+        statement = _STATEMENTS[shape] = _candidates_statement(*shape)
+    params: dict[str, Any] = {"program_id": program.id, "customer_id": purchase.customer_id}
+    if purchase.code:
+        params["normalized"] = normalize(purchase.code)
+    if purchase.click_id:
+        params["click_id"] = purchase.click_id
+    rows = await session.execute(statement, params)
     explicit: list[Touch] = []
     history: list[Touch] = []
     payees: dict[UUID, Payee] = {}

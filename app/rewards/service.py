@@ -4,12 +4,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from uuid import UUID, uuid4
 
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Table,
     and_,
     case,
     distinct,
@@ -148,8 +149,10 @@ async def create_rewards(
         rows.append(row)
         paid_by.append((Reward(**row), rule))
     if rows:
-        # One statement (one run of the rollup trigger) whatever the number of rewards.
-        await session.execute(insert(Reward).values(rows))
+        # One statement (one run of the rollup trigger) whatever the number of rewards: the
+        # driver's multi-row INSERT (insertmanyvalues), compiled once per process.
+        table = cast(Table, Reward.__table__)
+        await session.execute(insert(table).returning(table.c.id), rows)
     rewards = [reward for reward, _ in paid_by]
     # In this transaction: a reward approved at birth is issued once this purchase commits.
     await fulfilment.create_for(session, paid_by, now)
