@@ -176,8 +176,7 @@ def purchase_ceiling_row(purchase: dict[str, Any]) -> list[str]:
         f"| pgbench purchase (the service's statements, {purchase['clients']} clients) | — "
         f"| {fmt(purchase['requests_per_s'])} | — | 1.00 | {fmt(purchase['p50_ms'], 2)} ms "
         f"| {fmt(purchase['p99_ms'], 2)} ms | {purchase['transactions']:,} tx / "
-        f"{purchase['stored']:,} purchases, {purchase.get('rewards', 0):,} rewards; Postgres "
-        f"{fmt(purchase.get('postgres_cpu_ms_per_purchase'), 2)} CPU ms / purchase "
+        f"{purchase['stored']:,} purchases, {purchase.get('rewards', 0):,} rewards "
         "| — | ceiling (conversions) | — |"
     ]
 
