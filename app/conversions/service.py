@@ -28,7 +28,6 @@ from app.core.db import insert_ignoring_conflicts, utcnow
 from app.core.errors import AppError
 from app.core.money import for_display, has_valid_precision, minor_unit
 from app.core.pagination import PageParams, paginate
-from app.fulfilment import jobs as fulfilment
 from app.programs.models import Program
 from app.programs.service import ProgramNotFound
 from app.referrers.models import Code, Referrer
@@ -161,7 +160,7 @@ async def record_conversion(
     )
     rewards = await _apply(session, program, rules_version, conversion, decision, now)
     code = decision.winner.code if decision.winner is not None else None
-    return _conversion_out(conversion, code, await _rewards_out(session, rewards, now)), True
+    return _conversion_out(conversion, code, await ledger.rewards_out(session, rewards, now)), True
 
 
 async def _purchase_program(
@@ -240,19 +239,10 @@ async def _apply(
     code = winner.code
 
     async def attributed() -> ConversionOut:
-        return _conversion_out(conversion, code, await _rewards_out(session, rewards, now))
+        return _conversion_out(conversion, code, await ledger.rewards_out(session, rewards, now))
 
     await emit(session, program.id, "conversion.attributed", attributed)
     return rewards
-
-
-async def _rewards_out(
-    session: AsyncSession, rewards: list[Reward], now: datetime
-) -> list[RewardOut]:
-    """The answer's rewards, from what was just written: oldest first, as `rewards_of`."""
-    ordered = sorted(rewards, key=lambda reward: (reward.created_at, reward.id))
-    briefs = await fulfilment.briefs_of(session, ordered)
-    return [ledger.reward_out(reward, now, briefs.get(reward.id)) for reward in ordered]
 
 
 async def _referral_for(

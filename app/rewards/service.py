@@ -495,6 +495,16 @@ async def rewards_of(
     return found
 
 
+async def rewards_out(
+    session: AsyncSession, rewards: Sequence[Reward], now: datetime
+) -> list[RewardOut]:
+    """Rewards just written, as `rewards_of` answers them (oldest first, with fulfilments),
+    without reading them back."""
+    ordered = sorted(rewards, key=lambda reward: (reward.created_at, reward.id))
+    briefs = await fulfilment.briefs_of(session, ordered)
+    return [reward_out(reward, now, briefs.get(reward.id)) for reward in ordered]
+
+
 async def balance(
     session: AsyncSession, referrer: Referrer, now: datetime | None = None
 ) -> Balance:
