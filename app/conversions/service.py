@@ -143,8 +143,9 @@ async def record_conversion(
             raise EventConflict(f"event_id {data.event_id!r} was recorded with another body.")
         return await conversion_out(session, existing), False
     # The row just written, in the session without reading it back: changes flush as UPDATEs.
-    conversion = Conversion(**values, referrer_id=None, code_id=None, click_id=None)
-    conversion.referral_id = None
+    conversion = Conversion(
+        **values, referrer_id=None, code_id=None, click_id=None, referral_id=None
+    )
     make_transient_to_detached(conversion)
     session.add(conversion)
     decision = await attribute(
