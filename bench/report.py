@@ -119,6 +119,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| pgbench INSERT | — | — | — | — | — | — | — | {pg.get('error')} | — | — | — | — |"
         )
+    purchase = results["ceilings"].get("pgbench_purchase", {})
+    purchase_rps = purchase.get("requests_per_s")
+    lines += purchase_ceiling_row(purchase)
     for workers, b in sorted(bare.items()):
         lines.append(
             f"| bare FastAPI GET /ping | {workers} | {fmt(b['requests_per_s'])} | {per_run(b)} "
@@ -134,9 +137,12 @@ def render_markdown(results: dict[str, Any]) -> str:
             if row["workers"] == JUDGED_AT_WORKERS
             else None
         )
+        # A purchase is compared with the purchase ceiling (the same statements in pgbench).
+        db_ceiling = purchase_rps if row["scenario"] == "conversions" and purchase_rps else pg_rps
         lines.append(
             f"| {row['path']} | {row['workers']} | {fmt(row['requests_per_s'])} | {per_run(row)} "
-            f"| {ratio(row['requests_per_s'], ceiling)} | {ratio(row['requests_per_s'], pg_rps)} "
+            f"| {ratio(row['requests_per_s'], ceiling)} "
+            f"| {ratio(row['requests_per_s'], db_ceiling)} "
             f"| {fmt(row['p50_ms'], 2)} ms | {fmt(row['p99_ms'], 2)} ms | {check_text(row)} "
             f"| {fmt(row['max_rss_mb'], 0)} MB | {machine_state(row)} "
             f"| {target['target'] if target else '(judged at 2 workers)'} "
@@ -188,6 +194,24 @@ def render_markdown(results: dict[str, Any]) -> str:
         "that is missing is a loss.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def purchase_ceiling_row(purchase: dict[str, Any]) -> list[str]:
+    """The purchase ceiling's row (bench/purchase_ceiling.py); the conversions rows' x pgbench
+    is measured against it."""
+    if not purchase:
+        return []
+    if not purchase.get("requests_per_s"):
+        error = purchase.get("error", "no result")
+        return [f"| pgbench purchase | — | — | — | — | — | — | — | {error} | — | — | — | — |"]
+    return [
+        f"| pgbench purchase (the service's statements, {purchase['clients']} clients) | — "
+        f"| {fmt(purchase['requests_per_s'])} | {per_run(purchase)} | — | 1.00 "
+        f"| {fmt(purchase['p50_ms'], 2)} ms | {fmt(purchase['p99_ms'], 2)} ms "
+        f"| {purchase['transactions']:,} tx / {purchase['stored']:,} purchases, "
+        f"{purchase.get('rewards', 0):,} rewards | — | {machine_state(purchase)} "
+        "| ceiling (conversions) | — |"
+    ]
 
 
 def render_cpu(results: dict[str, Any]) -> list[str]:
