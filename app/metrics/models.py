@@ -33,6 +33,7 @@ from app.core.db import Base, UTCDateTime
 MONEY = Numeric(20, 4)
 COUNTS = ("clicks", "unique_clicks", "referrals", "converted_referrals", "conversions")
 AMOUNTS = ("revenue", "reward_amount")
+CLICK_HEADS = "grain = 'month' AND unit = '' AND compacted AND clicks > 0"
 
 
 def _measures() -> list[Column[Any]]:
@@ -120,6 +121,16 @@ referrer_rollups = Table(
         postgresql_include=["referrer_id", "referrals"],
         postgresql_where=text("referrals <> 0"),
         sqlite_where=text("referrals <> 0"),
+    ),
+    # ...and by clicks through this: a month's compacted rows in order of clicks (migration 0012).
+    Index(
+        "ix_metrics_referrer_rollups_click_heads",
+        "program_id",
+        "bucket_start",
+        "clicks",
+        postgresql_include=["referrer_id"],
+        postgresql_where=text(CLICK_HEADS),
+        sqlite_where=text(CLICK_HEADS),
     ),
     Index(
         "ix_metrics_referrer_rollups_uncompacted",
