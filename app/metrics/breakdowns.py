@@ -71,12 +71,13 @@ RANKABLE = {
     ),
     "referrals": ("referrals", referrer_rollups.c.referrals != ZERO),
 }
-# Clicks are dense (every referrer has some), so the leaderboard by clicks ranks from the heads
-# of the monthly rollup rows instead (see _click_heads): at least this many referrers per month,
-# and twice the limit; a head too shallow to decide is read again this many times deeper, then
-# every active referrer is summed.
-CLICK_HEAD_DEPTH = 200
-CLICK_HEAD_DEEPER = 8
+# Counts rank from the heads of the monthly rollup rows first (see _heads): at least this many
+# referrers per month, and twice the limit; a head too shallow to decide is read again this many
+# times deeper, then the sparse ranking (RANKABLE) or every active referrer decides. Counts
+# only: the bound needs every event to add a non-negative amount.
+HEADS = ("clicks", "referrals", "conversions")
+HEAD_DEPTH = 200
+HEAD_DEEPER = 8
 
 
 async def by_referrer(
@@ -84,28 +85,31 @@ async def by_referrer(
 ) -> list[ReferrerCounts]:
     """Referrers with a click, referral or conversion in the window, best first by `order_by`.
 
-    Ties go to the smaller external_id. From rollups, a sparse order (conversions, revenue,
-    referrals) first ranks only the referrers whose measure is positive, then sums every
-    measure of the top `limit`; when fewer than `limit` have a positive measure, the rest are
-    ties at zero and every active referrer is summed instead.
+    Ties go to the smaller external_id. From rollups, a count (clicks, referrals, conversions)
+    first ranks the candidates from the heads of the monthly rollups (_heads) and sums every
+    measure of those; when the heads cannot decide, a sparse order (conversions, revenue,
+    referrals) ranks only the referrers whose measure is positive, then sums every measure of
+    the top `limit`; when fewer than `limit` have a positive measure, the rest are ties at zero
+    and every active referrer is summed instead.
     """
     sums = await Sums.start(session)
     grouping = ByReferrer()
     plan = make_plan(scope, grouping, sums, whole(scope), rollups)
+    months = _months(scope.window) if plan.table is not None and order_by in HEADS else []
+    depth = max(HEAD_DEPTH, 2 * limit)
+    for deeper in (1, HEAD_DEEPER) if months else ():
+        top, bound = _heads(scope, months, order_by, depth * deeper)
+        rows, most = await _leaderboard(
+            session, scope, grouping, sums, plan, order_by, limit, top, bound
+        )
+        # Everyone outside the heads has at most `most`: less than the last row has.
+        last = getattr(rows[-1].counts, order_by) if rows else 0
+        if len(rows) == limit and most is not None and last > most:
+            return rows
     if plan.table is not None and order_by in RANKABLE:
         top = _top_referrers(scope, grouping, sums, plan, order_by, limit)
         rows, _ = await _leaderboard(session, scope, grouping, sums, plan, order_by, limit, top)
         if len(rows) == limit:
-            return rows
-    months = _months(scope.window) if plan.table is not None and order_by == "clicks" else []
-    depth = max(CLICK_HEAD_DEPTH, 2 * limit)
-    for deeper in (1, CLICK_HEAD_DEEPER) if months else ():
-        top, bound = _click_heads(scope, months, depth * deeper)
-        rows, most = await _leaderboard(
-            session, scope, grouping, sums, plan, order_by, limit, top, bound
-        )
-        # Everyone outside the heads has at most `most` clicks: fewer than the last row.
-        if len(rows) == limit and most is not None and rows[-1].counts.clicks > most:
             return rows
     rows, _ = await _leaderboard(session, scope, grouping, sums, plan, order_by, limit, None)
     return rows
@@ -123,20 +127,20 @@ def _months(window: Window) -> list[datetime]:
     return found
 
 
-def _click_heads(
-    scope: Scope, months: list[datetime], depth: int
+def _heads(
+    scope: Scope, months: list[datetime], measure: str, depth: int
 ) -> tuple[CTE, ColumnElement[Any]]:
-    """Candidates for the leaderboard by clicks, and the most clicks anyone else can have.
+    """Candidates for the leaderboard by a count, and the most anyone else can have of it.
 
     A referrer and month have at most one compacted rollup row (compaction and the rebuild
     write one row per key), and while a referrer has no uncompacted row in a month, that row's
-    clicks are the referrer's clicks in the month: at least the clicks of any part of it. So a
-    referrer in neither the `depth` rows with most clicks of a month the window touches (read
-    in order from a partial index) nor among the referrers with uncompacted rows there has at
-    most, in the window, the sum over those months of the head's smallest clicks (0 for a
-    month with fewer rows than `depth`: everyone with clicks is in it). The candidates are
-    summed exactly; when the last of the top `limit` has more clicks than that bound, nobody
-    else can be in the top.
+    count is the referrer's count in the month: at least the count of any part of it. So a
+    referrer in neither the `depth` rows with the largest count of a month the window touches
+    (read in order from a partial index, ix_metrics_referrer_rollups_heads_*) nor among the
+    referrers with uncompacted rows there has at most, in the window, the sum over those months
+    of the head's smallest count (0 for a month with fewer rows than `depth`: everyone with a
+    positive count is in it). The candidates are summed exactly; when the last of the top
+    `limit` has more than that bound, nobody else can be in the top.
     """
     rows = referrer_rollups.c
     # Constants as SQL text, not parameters: the partial index predicate must be provable.
@@ -144,31 +148,31 @@ def _click_heads(
     heads = []
     for index, month in enumerate(months):
         head = (
-            select(literal(index).label("m"), rows.referrer_id, rows.clicks)
+            select(literal(index).label("m"), rows.referrer_id, rows[measure].label("n"))
             .where(
                 monthly,
                 rows.bucket_start == month,
                 rows.unit == literal_column("''"),
                 rows.compacted,
-                rows.clicks > ZERO,
+                rows[measure] > ZERO,
             )
-            .order_by(rows.clicks.desc())
+            .order_by(rows[measure].desc())
             .limit(depth)
             .subquery(f"head_{index}")
         )
         heads.append(select(head))
-    found = union_all(*heads).cte("click_heads")
+    found = union_all(*heads).cte("heads")
     last = ceil_to(months[-1] + timedelta(days=1), "month")
     unsettled = select(rows.referrer_id).where(
         monthly,
         rows.bucket_start >= months[0],
         rows.bucket_start < last,
-        rows.compacted.is_(False),
+        ~rows.compacted,  # the partial index of uncompacted rows
     )
     candidates = union(select(found.c.referrer_id), unsettled).subquery("candidates")
     top = select(candidates.c.referrer_id.label("k0")).cte("top_referrers")
     smallest = (
-        select(case((func.count() == depth, func.min(found.c.clicks)), else_=0).label("least"))
+        select(case((func.count() == depth, func.min(found.c.n)), else_=0).label("least"))
         .group_by(found.c.m)
         .subquery("smallest")
     )

@@ -13,7 +13,7 @@ from sqlalchemy import delete, select, update
 
 from app.background import compact_metrics_rollups
 from app.metrics import breakdowns
-from app.tracking.models import Click
+from app.tracking.models import Click, Referral
 from tests.factories import auth, make_key, make_program, make_referrer, record_click, redeem
 from tests.recount_oracle import Tables, Tally, funnel_json, funnel_of, load, recount, whole
 
@@ -28,11 +28,13 @@ def ok(response: Any, *statuses: int) -> Any:
     return response.json()
 
 
-def board(t: Tables, program_id: UUID, start: datetime, end: datetime, limit: int) -> list[Any]:
-    """The leaderboard by clicks, counted by hand: most clicks first, ties by external_id."""
+def board(
+    t: Tables, program_id: UUID, start: datetime, end: datetime, limit: int, order: str = "clicks"
+) -> list[Any]:
+    """The leaderboard by `order`, counted by hand: the largest first, ties by external_id."""
     tallies = recount(t, program_id, start, end, lambda _, who, __: who)
     active = [(cast(UUID, who), tally) for who, tally in tallies.items() if tally.active()]
-    active.sort(key=lambda item: (-item[1].clicks, t.referrers[item[0]].external_id))
+    active.sort(key=lambda item: (-getattr(item[1], order), t.referrers[item[0]].external_id))
     return [(who, funnel_json(tally, "USD")) for who, tally in active[:limit]]
 
 
@@ -84,7 +86,7 @@ async def test_leaderboard_by_clicks_from_the_heads_equals_a_recount(
         pass
 
     # Heads of depth max(1, 2 x limit) per month: small enough to leave referrers out.
-    monkeypatch.setattr(breakdowns, "CLICK_HEAD_DEPTH", 1)
+    monkeypatch.setattr(breakdowns, "HEAD_DEPTH", 1)
     decided: list[bool] = []
     leaderboard = breakdowns._leaderboard
 
@@ -152,10 +154,11 @@ async def test_leaderboard_by_clicks_from_the_heads_equals_a_recount(
     assert sum(await every_board()) >= 8
 
 
+@pytest.mark.parametrize("order", ["clicks", "referrals", "conversions"])
 async def test_a_referrer_in_no_months_head_still_tops_the_board(
-    client: AsyncClient, app: Any, monkeypatch: pytest.MonkeyPatch
+    client: AsyncClient, app: Any, monkeypatch: pytest.MonkeyPatch, order: str
 ) -> None:
-    """Steady clicks every month beat bursts in one month each: the heads cannot decide."""
+    """Steady events every month beat bursts in one month each: the heads cannot decide."""
     admin = await make_key(app)
     publishable = await make_key(app, "publishable")
     program = await make_program(client, admin)
@@ -164,49 +167,62 @@ async def test_a_referrer_in_no_months_head_still_tops_the_board(
     months = [this_month]
     for _ in range(4):
         months.insert(0, (months[0] - timedelta(days=1)).replace(day=1))
-    placed: list[tuple[str, datetime]] = []
+    placed: list[tuple[Any, str, datetime]] = []
 
-    async def clicks(name: str, per_month: dict[int, int]) -> None:
+    async def events(name: str, per_month: dict[int, int]) -> None:
         code = (await make_referrer(client, admin, program["id"], name))["default_code"]["code"]
         for month, count in per_month.items():
             for k in range(count):
-                body = ok(await record_click(client, publishable, code, visitor_id=name), 201)
-                placed.append((body["click_id"], months[month] + timedelta(hours=5, minutes=k)))
+                moment = months[month] + timedelta(hours=5, minutes=k)
+                customer = f"{name}-{month}-{k}"
+                if order == "clicks":
+                    body = ok(await record_click(client, publishable, code, visitor_id=name), 201)
+                    placed.append((Click, body["click_id"], moment))
+                elif order == "referrals":
+                    body = ok(await redeem(client, publishable, code=code, customer_id=customer))
+                    placed.append((Referral, body["referral_id"], moment))
+                else:
+                    purchase = {
+                        "program_id": program["id"],
+                        "event_id": customer,
+                        "customer_id": customer,
+                        "currency": "USD",
+                        "amount": "10.00",
+                        "occurred_at": moment.isoformat(),
+                        "code": code,
+                    }
+                    ok(await client.post("/v1/conversions", json=purchase, headers=auth(admin)))
 
-    await clicks("steady", {m: 5 for m in range(4)})
+    await events("steady", {m: 5 for m in range(4)})
     for m in range(4):
         for burst in "ab":
-            await clicks(f"burst-{m}{burst}", {m: 8})
+            await events(f"burst-{m}{burst}", {m: 8})
     async with app.state.sessionmaker() as session:
-        for click_id, moment in placed:
+        for model, row_id, moment in placed:
             await session.execute(
-                update(Click).where(Click.id == UUID(click_id)).values(occurred_at=moment)
+                update(model).where(model.id == UUID(row_id)).values(occurred_at=moment)
             )
         await session.commit()
     while await compact_metrics_rollups(app.state.sessionmaker):
         pass
-    monkeypatch.setattr(breakdowns, "CLICK_HEAD_DEPTH", 1)
-    monkeypatch.setattr(breakdowns, "CLICK_HEAD_DEEPER", 1)
+    monkeypatch.setattr(breakdowns, "HEAD_DEPTH", 1)
+    monkeypatch.setattr(breakdowns, "HEAD_DEEPER", 1)
     t = await load(app)
     for start, end in (
         (months[0], months[4]),
         (months[0] + timedelta(hours=5, minutes=3), months[3] + timedelta(hours=5, minutes=2)),
     ):
         for limit in (1, 2, 3, 9):
+            params = {"from": start.isoformat(), "to": end.isoformat()}
             body = ok(
                 await client.get(
                     f"/v1/programs/{pid}/metrics/referrers",
-                    params={
-                        "order_by": "clicks",
-                        "limit": limit,
-                        "from": start.isoformat(),
-                        "to": end.isoformat(),
-                    },
+                    params=params | {"order_by": order, "limit": limit},
                     headers=auth(admin),
                 )
             )
             got = [(UUID(r["referrer_id"]), funnel_of(r)) for r in body["data"]]
-            assert got == board(t, pid, start, end, limit), (start, limit)
+            assert got == board(t, pid, start, end, limit, order), (start, limit)
             assert body["data"][0]["external_id"] == "steady"
 
 
