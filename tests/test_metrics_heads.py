@@ -12,7 +12,7 @@ from httpx import AsyncClient
 from sqlalchemy import delete, select, update
 
 from app.background import compact_metrics_rollups
-from app.metrics import breakdowns
+from app.metrics import breakdowns, rollups
 from app.tracking.models import Click, Referral
 from tests.factories import auth, make_key, make_program, make_referrer, record_click, redeem
 from tests.recount_oracle import Tables, Tally, funnel_json, funnel_of, load, recount, whole
@@ -290,3 +290,29 @@ async def test_every_endpoint_over_a_range_not_aligned_to_days_equals_a_recount(
             )
         )
         assert mine["funnel"] == funnel_json(expected, "USD")
+
+
+def test_trimmed_spans_weigh_every_instant_of_the_range_once_and_nothing_else() -> None:
+    """A month cut by an edge, less its days outside the range: each instant counts once."""
+    rng = random.Random(12)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    trimmed = 0
+    for _ in range(3000):
+        start = base + timedelta(minutes=rng.randrange(0, 400 * 1440))
+        if rng.random() < 0.3:
+            start = start.replace(hour=0, minute=0)
+        end = start + timedelta(minutes=rng.randrange(1, 200 * 1440))
+        if rng.random() < 0.3:
+            end = end.replace(hour=0, minute=0)
+        if end <= start:
+            continue
+        added, subtracted = rollups.trimmed_spans(0, start, end, ("month", "day"))
+        trimmed += bool(subtracted)
+        assert all(piece.grain == "day" for piece in subtracted)
+        for _ in range(40):
+            moment = start - timedelta(days=40, minutes=-rng.randrange(0, 1440 * 300))
+            weight = sum(p.start <= moment < p.end for p in added) - sum(
+                p.start <= moment < p.end for p in subtracted
+            )
+            assert weight == (start <= moment < end), (start, end, moment)
+    assert trimmed > 500

@@ -186,10 +186,11 @@ def _top_referrers(
     """The `limit` referrers with the largest positive `order_by`, from the sparse rows only."""
     source, predicate = RANKABLE[order_by]
     parts: list[Select[Any]] = []
-    if plan.rolled:
-        rows = referrer_rollups.c
-        sparse = select(rows.referrer_id.label("k0"), rows[order_by].label("m")).where(predicate)
-        for within in rollup_filters(scope, referrer_rollups, plan.rolled):
+    rows = referrer_rollups.c
+    for sign, rolled in ((1, plan.rolled), (-1, plan.subtracted)):
+        signed = rows[order_by] if sign > 0 else -rows[order_by]
+        sparse = select(rows.referrer_id.label("k0"), signed.label("m")).where(predicate)
+        for within in rollup_filters(scope, referrer_rollups, rolled) if rolled else ():
             parts.append(sparse.where(within))
     if plan.raw:
         for part in raw_parts(scope, grouping, sums, plan.raw, (source,), name="rank_periods"):
