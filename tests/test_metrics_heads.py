@@ -154,7 +154,7 @@ async def test_leaderboard_by_clicks_from_the_heads_equals_a_recount(
     assert sum(await every_board()) >= 8
 
 
-@pytest.mark.parametrize("order", ["clicks", "referrals", "conversions"])
+@pytest.mark.parametrize("order", ["clicks", "referrals", "conversions", "revenue"])
 async def test_a_referrer_in_no_months_head_still_tops_the_board(
     client: AsyncClient, app: Any, monkeypatch: pytest.MonkeyPatch, order: str
 ) -> None:

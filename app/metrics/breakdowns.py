@@ -71,11 +71,12 @@ RANKABLE = {
     ),
     "referrals": ("referrals", referrer_rollups.c.referrals != ZERO),
 }
-# Counts rank from the heads of the monthly rollup rows first (see _heads): at least this many
-# referrers per month, and twice the limit; a head too shallow to decide is read again this many
-# times deeper, then the sparse ranking (RANKABLE) or every active referrer decides. Counts
-# only: the bound needs every event to add a non-negative amount.
-HEADS = ("clicks", "referrals", "conversions")
+# These orders rank from the heads of the monthly rollup rows first (see _heads): at least this
+# many referrers per month, and twice the limit; a head too shallow to decide is read again this
+# many times deeper, then the sparse ranking (RANKABLE) or every active referrer decides. Only
+# measures to which every event adds zero or more: counts, and revenue (a refund is at most what
+# is left of the amount: the service's rule, and a CHECK constraint of migration 0012).
+HEADS = ("clicks", "referrals", "conversions", "revenue")
 HEAD_DEPTH = 200
 HEAD_DEEPER = 8
 
@@ -130,7 +131,7 @@ def _months(window: Window) -> list[datetime]:
 def _heads(
     scope: Scope, months: list[datetime], measure: str, depth: int
 ) -> tuple[CTE, ColumnElement[Any]]:
-    """Candidates for the leaderboard by a count, and the most anyone else can have of it.
+    """Candidates for the leaderboard by a measure, and the most anyone else can have of it.
 
     A referrer and month have at most one compacted rollup row (compaction and the rebuild
     write one row per key), and while a referrer has no uncompacted row in a month, that row's
@@ -226,7 +227,7 @@ async def _leaderboard(
     limit: int,
     top: CTE | None,
     bound: ColumnElement[Any] | None = None,
-) -> tuple[list[ReferrerCounts], int | None]:
+) -> tuple[list[ReferrerCounts], Decimal | None]:
     """The top `limit` of the active referrers (of `top` only, when given), and `bound`."""
     referrers = select(top.c.k0) if top is not None else None
     parts = plan.parts(scope, grouping, sums, referrers=referrers)
@@ -256,7 +257,7 @@ async def _leaderboard(
     rows = [
         ReferrerCounts(row.id, row.external_id, row.name, counts_of(row, sums)) for row in found
     ]
-    return rows, (int(found[0].bound) if found and found[0].bound is not None else None)
+    return rows, (Decimal(found[0].bound) if found and found[0].bound is not None else None)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from app.core.db import Base, UTCDateTime
 MONEY = Numeric(20, 4)
 COUNTS = ("clicks", "unique_clicks", "referrals", "converted_referrals", "conversions")
 AMOUNTS = ("revenue", "reward_amount")
-HEAD_MEASURES = ("clicks", "referrals", "conversions")
+HEAD_MEASURES = ("clicks", "referrals", "conversions", "revenue")
 
 
 def heads_predicate(measure: str) -> str:

@@ -1,11 +1,17 @@
 """metrics heads
 
-Partial indexes of the referrer rollups, one per count (clicks, referrals, conversions): each
-month's compacted rows of event counts in order of that count. The leaderboard ordered by a
-count reads the heads of the months a range touches through them
+Partial indexes of the referrer rollups, one per measure the leaderboard orders by (clicks,
+referrals, conversions, revenue): each month's compacted rows of event counts in order of that
+measure. The leaderboard ordered by one reads the heads of the months a range touches through them
 (app.metrics.breakdowns._heads) instead of summing every referrer. The triggers write
 uncompacted rows only, which the predicates leave out: the statements of the click writer and
 of purchases do not touch these indexes; compaction and the rebuild do.
+
+The heads bound what a referrer outside them can have in part of a month by what they have in
+the whole month: every event must add zero or more. For revenue (amount less refunds) the
+refund service refuses a refund larger than what is left; on Postgres a CHECK constraint
+(refunded_amount <= amount, added NOT VALID then validated, so writes go on meanwhile) makes
+it a rule of the database too.
 
 On Postgres, ix_clicks_referrer_id_occurred_at also carries program_id, is_bot and
 is_duplicate, so the raw edges of a range (a referrer's clicks in a partial day) are read from
@@ -27,7 +33,8 @@ down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-MEASURES = ("clicks", "referrals", "conversions")
+MEASURES = ("clicks", "referrals", "conversions", "revenue")
+REFUND_CHECK = "ck_conversions_refund_within_amount"
 
 
 def predicate(measure: str) -> str:
@@ -50,6 +57,11 @@ def _replace_clicks_index(include: str) -> None:
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            f"ALTER TABLE conversions ADD CONSTRAINT {REFUND_CHECK} "
+            "CHECK (refunded_amount <= amount) NOT VALID"
+        )
+        op.execute(f"ALTER TABLE conversions VALIDATE CONSTRAINT {REFUND_CHECK}")
         _replace_clicks_index(" INCLUDE (program_id, is_bot, is_duplicate)")
     for measure in MEASURES:
         op.create_index(
@@ -70,3 +82,4 @@ def downgrade() -> None:
         )
     if op.get_bind().dialect.name == "postgresql":
         _replace_clicks_index("")
+        op.execute(f"ALTER TABLE conversions DROP CONSTRAINT IF EXISTS {REFUND_CHECK}")
