@@ -86,9 +86,9 @@ async def by_referrer(
 ) -> list[ReferrerCounts]:
     """Referrers with a click, referral or conversion in the window, best first by `order_by`.
 
-    Ties go to the smaller external_id. From rollups, a count (clicks, referrals, conversions)
-    first ranks the candidates from the heads of the monthly rollups (_heads) and sums every
-    measure of those; when the heads cannot decide, a sparse order (conversions, revenue,
+    Ties go to the smaller external_id. From rollups, an order in HEADS first ranks the
+    candidates from the heads of the monthly rollups (_heads) and sums every measure of those;
+    when the heads cannot decide, a sparse order (conversions, revenue,
     referrals) ranks only the referrers whose measure is positive, then sums every measure of
     the top `limit`; when fewer than `limit` have a positive measure, the rest are ties at zero
     and every active referrer is summed instead.
@@ -135,12 +135,12 @@ def _heads(
 
     A referrer and month have at most one compacted rollup row (compaction and the rebuild
     write one row per key), and while a referrer has no uncompacted row in a month, that row's
-    count is the referrer's count in the month: at least the count of any part of it. So a
-    referrer in neither the `depth` rows with the largest count of a month the window touches
-    (read in order from a partial index, ix_metrics_referrer_rollups_heads_*) nor among the
-    referrers with uncompacted rows there has at most, in the window, the sum over those months
-    of the head's smallest count (0 for a month with fewer rows than `depth`: everyone with a
-    positive count is in it). The candidates are summed exactly; when the last of the top
+    measure is the referrer's in the month: at least that of any part of it (no event lowers a
+    measure in HEADS). So a referrer in neither the `depth` rows with the largest measure of a
+    month the window touches (read in order from a partial index,
+    ix_metrics_referrer_rollups_heads_*) nor among the referrers with uncompacted rows there
+    has at most, in the window, the sum over those months of the head's smallest value (0 for a month with fewer rows than `depth`: everyone with a
+    positive value is in it). The candidates are summed exactly; when the last of the top
     `limit` has more than that bound, nobody else can be in the top.
     """
     rows = referrer_rollups.c
