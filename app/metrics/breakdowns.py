@@ -139,9 +139,10 @@ def _heads(
     measure in HEADS). So a referrer in neither the `depth` rows with the largest measure of a
     month the window touches (read in order from a partial index,
     ix_metrics_referrer_rollups_heads_*) nor among the referrers with uncompacted rows there
-    has at most, in the window, the sum over those months of the head's smallest value (0 for a month with fewer rows than `depth`: everyone with a
-    positive value is in it). The candidates are summed exactly; when the last of the top
-    `limit` has more than that bound, nobody else can be in the top.
+    has at most, in the window, the sum over those months of the head's smallest value (0 for a
+    month with fewer rows than `depth`: everyone with a positive value is in it). The
+    candidates are summed exactly; when the last of the top `limit` has more than that bound,
+    nobody else can be in the top.
     """
     rows = referrer_rollups.c
     # Constants as SQL text, not parameters: the partial index predicate must be provable.
