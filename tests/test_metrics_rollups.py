@@ -45,12 +45,15 @@ def ok(response: Any, *statuses: int) -> Any:
 
 
 def windows(now: datetime) -> list[Window]:
-    """Aligned to days, and not aligned to anything (raw edges on both sides)."""
+    """Aligned to days, and not aligned to anything (raw edges on both sides); one from early in
+    a month (the referrer rollups read that month less its first days)."""
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = (today - timedelta(days=40)).replace(day=1)
     return [
         Window(today - timedelta(days=100), today + timedelta(days=1)),
         Window(now - timedelta(days=9, minutes=7, seconds=3), now + timedelta(minutes=11)),
         Window(now - timedelta(hours=3, minutes=22), now + timedelta(hours=1)),
+        Window(month + timedelta(days=2, hours=5, minutes=3), now + timedelta(minutes=11)),
     ]
 
 

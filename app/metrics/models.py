@@ -33,6 +33,12 @@ from app.core.db import Base, UTCDateTime
 MONEY = Numeric(20, 4)
 COUNTS = ("clicks", "unique_clicks", "referrals", "converted_referrals", "conversions")
 AMOUNTS = ("revenue", "reward_amount")
+HEAD_MEASURES = ("clicks", "referrals", "conversions", "revenue")
+
+
+def heads_predicate(measure: str) -> str:
+    """The rows of the heads indexes: monthly, event counts, compacted, `measure` positive."""
+    return f"grain = 'month' AND unit = '' AND compacted AND {measure} > 0"
 
 
 def _measures() -> list[Column[Any]]:
@@ -120,6 +126,19 @@ referrer_rollups = Table(
         postgresql_include=["referrer_id", "referrals"],
         postgresql_where=text("referrals <> 0"),
         sqlite_where=text("referrals <> 0"),
+    ),
+    # ...and by a count through these: a month's compacted rows in order (migration 0012).
+    *(
+        Index(
+            f"ix_metrics_referrer_rollups_heads_{measure}",
+            "program_id",
+            "bucket_start",
+            measure,
+            postgresql_include=["referrer_id"],
+            postgresql_where=text(heads_predicate(measure)),
+            sqlite_where=text(heads_predicate(measure)),
+        )
+        for measure in HEAD_MEASURES
     ),
     Index(
         "ix_metrics_referrer_rollups_uncompacted",

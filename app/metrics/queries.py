@@ -58,7 +58,7 @@ from app.conversions.models import Conversion, ConversionStatus
 from app.core.db import UTCDateTime, is_postgres
 from app.metrics.models import channel_rollups, program_rollups, referrer_rollups
 from app.metrics.periods import Bucket, Window
-from app.metrics.rollups import GRAINS, Span, spans
+from app.metrics.rollups import GRAINS, Span, spans, trimmed_spans
 from app.rewards.models import Reward
 from app.tracking.models import Click, Referral
 
@@ -455,16 +455,24 @@ def _rollup_parts(
     table: Table,
     rolled: Sequence[Span],
     referrers: Any = None,
+    sign: int = 1,
 ) -> list[Select[Any]]:
-    """The rollup rows of the whole units in `rolled`, one per row: the outer query sums them."""
+    """The rollup rows of the whole units in `rolled`, one per row: the outer query sums them.
+
+    With `sign` -1, each measure negated: the rows of units to subtract (see Plan.subtracted).
+    """
     rows = table.c
-    ranges = _Ranges(rolled, True, "rollup_spans")
+
+    def signed(measure: Any) -> Any:
+        return measure if sign > 0 else -measure
+
+    ranges = _Ranges(rolled, True, "rollup_spans" if sign > 0 else "subtracted_spans")
     query = select(
         *grouping.rollup_keys(table, ranges),
         *_measure_row(
-            **{name: rows[name] for name in COUNT_COLUMNS[:6]},
-            reward_cost=case((rows.unit == scope.currency, rows.reward_amount), else_=ZERO),
-            reward_points=case((rows.unit == POINTS, rows.reward_amount), else_=ZERO),
+            **{name: signed(rows[name]) for name in COUNT_COLUMNS[:6]},
+            reward_cost=case((rows.unit == scope.currency, signed(rows.reward_amount)), else_=ZERO),
+            reward_points=case((rows.unit == POINTS, signed(rows.reward_amount)), else_=ZERO),
         ),
     )
     if scope.referrer_id is not None:
@@ -476,11 +484,16 @@ def _rollup_parts(
 
 @dataclass(frozen=True)
 class Plan:
-    """Which parts of the ranges come from which rollup table, and which are counted raw."""
+    """Which parts of the ranges come from which rollup table, and which are counted raw.
+
+    `subtracted`: whole units whose rows are subtracted from a coarser unit in `rolled` that
+    reaches past the range (a month cut by the range's edge, less its days outside it).
+    """
 
     table: Table | None
     rolled: list[Span]
     raw: list[Span]
+    subtracted: list[Span] = field(default_factory=list)
 
     def parts(
         self,
@@ -493,6 +506,8 @@ class Plan:
         parts = []
         if self.table is not None and self.rolled:
             parts += _rollup_parts(scope, grouping, self.table, self.rolled, referrers)
+        if self.table is not None and self.subtracted:
+            parts += _rollup_parts(scope, grouping, self.table, self.subtracted, referrers, -1)
         if self.raw:
             parts += raw_parts(scope, grouping, sums, self.raw, sources, referrers)
         return parts
@@ -507,11 +522,17 @@ def make_plan(
 ) -> Plan:
     table = grouping.rollup_table(scope) if rollups and sums.postgres else None
     grains = GRAINS[table.name] if table is not None else ()
-    found = [piece for i, lo, hi in ranges for piece in spans(i, lo, hi, grains)]
+    if len(ranges) == 1 and not isinstance(grouping, ByBucket):
+        # One range, no buckets: a month cut by an edge may be read as a month less some days.
+        found, subtracted = trimmed_spans(*ranges[0], grains)
+    else:
+        found = [piece for i, lo, hi in ranges for piece in spans(i, lo, hi, grains)]
+        subtracted = []
     return Plan(
         table,
         [piece for piece in found if piece.grain is not None],
         [piece for piece in found if piece.grain is None],
+        subtracted,
     )
 
 

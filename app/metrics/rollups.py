@@ -104,6 +104,38 @@ def spans(index: int, start: datetime, end: datetime, grains: tuple[str, ...]) -
     ]
 
 
+def trimmed_spans(
+    index: int, start: datetime, end: datetime, grains: tuple[str, ...]
+) -> tuple[list[Span], list[Span]]:
+    """`[start, end)` as spans to add and spans to subtract: a month cut by an edge of the range
+    is its month row minus the whole days outside the range, when those are fewer than the days
+    inside (grains "month", "day" only). A month row is the sum of its day rows in every
+    snapshot (the same statements write both), so the difference is exact."""
+    if grains[:2] != ("month", "day"):
+        return spans(index, start, end, grains), []
+    added: list[Span] = []
+    subtracted: list[Span] = []
+    whole = (start, end)
+    try:
+        lower = ceil_to(start, "month")
+        day = ceil_to(start, "day")
+        if lower != start and lower <= end and lower - day > day - floor_to(start, "month"):
+            month = floor_to(start, "month")
+            added += [*spans(index, start, day, grains[1:]), Span(index, "month", month, lower)]
+            subtracted += spans(index, month, day, grains[1:])
+            start = lower
+        upper = floor_to(end, "month")
+        day = floor_to(end, "day")
+        after = ceil_to(upper + timedelta(days=1), "month")
+        if upper != end and upper >= start and after - day < day - upper:
+            added += [Span(index, "month", upper, after), *spans(index, day, end, grains[1:])]
+            subtracted += spans(index, day, after, grains[1:])
+            end = upper
+    except (OverflowError, ValueError):  # near the ends of the calendar: added spans only
+        return spans(index, *whole, grains), []
+    return added + spans(index, start, end, grains), subtracted
+
+
 def compaction_sql(table: Table) -> str:
     """The statement that compacts up to :batch keys of `table`; it returns how many."""
     keys = KEYS[table.name]

@@ -15,7 +15,13 @@ class Click(IdMixin, Base):
         Index("ix_clicks_code_id_occurred_at", "code_id", "occurred_at"),
         Index("ix_clicks_program_id_occurred_at", "program_id", "occurred_at"),
         Index("ix_clicks_program_id_customer_id", "program_id", "customer_id"),
-        Index("ix_clicks_referrer_id_occurred_at", "referrer_id", "occurred_at"),
+        # Covering (migration 0012): a referrer's raw clicks in a range, from the index alone.
+        Index(
+            "ix_clicks_referrer_id_occurred_at",
+            "referrer_id",
+            "occurred_at",
+            postgresql_include=["program_id", "is_bot", "is_duplicate"],
+        ),
     )
 
     program_id: Mapped[UUID] = mapped_column(ForeignKey("programs.id"))
