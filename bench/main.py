@@ -36,6 +36,7 @@ from bench.console import log
 from bench.database import Monitor, ensure_database, monitoring
 from bench.machine import ensure_tools, git_state, machine_info, wait_for_quiet
 from bench.metrics import metrics_phase
+from bench.purchase_ceiling import purchase_ceiling
 from bench.runners import bare_run, click_ceiling, load_run
 from bench.sampling import CpuAccount
 from bench.scenarios import Scenario, Seed
@@ -155,6 +156,15 @@ def measure(
         ),
     )
     log(f"  pgbench: {results['ceilings']['pgbench']}")
+    log(f"database ceiling for purchases: pgbench, {mode.runs} runs of {mode.pgbench_seconds}s")
+    program = seed.programs["conversions"]
+    results["ceilings"]["pgbench_purchase"] = medians.repeated(
+        mode.runs,
+        lambda _: purchase_ceiling(
+            monitor, mode.pgbench_seconds, program, seed.codes[program], cpu
+        ),
+    )
+    log(f"  pgbench purchases: {results['ceilings']['pgbench_purchase']}")
     phases.done("pgbench")
 
     for workers in config.workers:

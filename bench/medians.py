@@ -32,6 +32,7 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
     noise = row.get("noise", {})
     summary["others_share"] = noise.get("others_share")
     summary["loadavg_1m"] = noise.get("loadavg_1m")
+    summary["idle_share"] = noise.get("idle_share")
     if "shares" in noise:
         summary["cpu_shares"] = noise["shares"]
     if "check" in row:
@@ -61,6 +62,7 @@ def median_noise(noises: list[dict[str, Any]]) -> dict[str, Any]:
         "loadavg_1m": max(n["loadavg_1m"] for n in noises),
     }
     combined["ours_share"] = median([n.get("ours_share") for n in noises], 3)
+    combined["idle_share"] = median([n.get("idle_share") for n in noises], 3)
     for key in ("server_cpu_s", "postgres_cpu_s", "load_generator_cpu_s"):
         combined[key] = median([n.get(key) for n in noises])
     shares = [n["shares"] for n in noises if "shares" in n]

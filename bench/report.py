@@ -119,6 +119,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| pgbench INSERT | — | — | — | — | — | — | — | {pg.get('error')} | — | — | — | — |"
         )
+    purchase = results["ceilings"].get("pgbench_purchase", {})
+    purchase_rps = purchase.get("requests_per_s")
+    lines += purchase_ceiling_row(purchase)
     for workers, b in sorted(bare.items()):
         lines.append(
             f"| bare FastAPI GET /ping | {workers} | {fmt(b['requests_per_s'])} | {per_run(b)} "
@@ -134,9 +137,12 @@ def render_markdown(results: dict[str, Any]) -> str:
             if row["workers"] == JUDGED_AT_WORKERS
             else None
         )
+        # A purchase is compared with the purchase ceiling (the same statements in pgbench).
+        db_ceiling = purchase_rps if row["scenario"] == "conversions" and purchase_rps else pg_rps
         lines.append(
             f"| {row['path']} | {row['workers']} | {fmt(row['requests_per_s'])} | {per_run(row)} "
-            f"| {ratio(row['requests_per_s'], ceiling)} | {ratio(row['requests_per_s'], pg_rps)} "
+            f"| {ratio(row['requests_per_s'], ceiling)} "
+            f"| {ratio(row['requests_per_s'], db_ceiling)} "
             f"| {fmt(row['p50_ms'], 2)} ms | {fmt(row['p99_ms'], 2)} ms | {check_text(row)} "
             f"| {fmt(row['max_rss_mb'], 0)} MB | {machine_state(row)} "
             f"| {target['target'] if target else '(judged at 2 workers)'} "
@@ -188,6 +194,24 @@ def render_markdown(results: dict[str, Any]) -> str:
         "that is missing is a loss.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def purchase_ceiling_row(purchase: dict[str, Any]) -> list[str]:
+    """The purchase ceiling's row (bench/purchase_ceiling.py); the conversions rows' x pgbench
+    is measured against it."""
+    if not purchase:
+        return []
+    if not purchase.get("requests_per_s"):
+        error = purchase.get("error", "no result")
+        return [f"| pgbench purchase | — | — | — | — | — | — | — | {error} | — | — | — | — |"]
+    return [
+        f"| pgbench purchase (the service's statements, {purchase['clients']} clients) | — "
+        f"| {fmt(purchase['requests_per_s'])} | {per_run(purchase)} | — | 1.00 "
+        f"| {fmt(purchase['p50_ms'], 2)} ms | {fmt(purchase['p99_ms'], 2)} ms "
+        f"| {purchase['transactions']:,} tx / {purchase['stored']:,} purchases, "
+        f"{purchase.get('rewards', 0):,} rewards | — | {machine_state(purchase)} "
+        "| ceiling (conversions) | — |"
+    ]
 
 
 def render_cpu(results: dict[str, Any]) -> list[str]:
@@ -257,8 +281,12 @@ def scaling_finding(rows: list[dict[str, Any]]) -> str:
     most, and whether the machine's cores were full (no more to gain from replicas here)."""
     first, last = rows[0], rows[-1]
     gain = ratio(last["requests_per_s"], first["requests_per_s"])
-    shares = (last.get("noise") or {}).get("shares") or {}
-    total = sum(value or 0 for value in shares.values())
+    noise = last.get("noise") or {}
+    shares = noise.get("shares") or {}
+    # Busy: 1 - the kernel's idle share when measured (it sees short-lived processes the
+    # per-process shares miss), else the shares' sum.
+    idle = noise.get("idle_share")
+    total = 1 - idle if idle is not None else sum(value or 0 for value in shares.values())
     spent = ", ".join(f"{label} {(shares.get(key) or 0):.0%}" for key, label in SHARE_NAMES)
     text = (
         f"- {first['path']}: {fmt(first['requests_per_s'], 0)} req/s with {first['replicas']} "
@@ -270,18 +298,18 @@ def scaling_finding(rows: list[dict[str, Any]]) -> str:
     biggest = max((k for k, _ in SHARE_NAMES), key=lambda k: shares.get(k) or 0)
     if total >= CPU_FULL and biggest == "others":
         return text + (
-            f" ({total:.0%} in all): the cores are full, mostly with other processes' work, so "
-            "this run cannot tell where the service itself stops scaling."
+            f" (the machine {total:.0%} busy): the cores are full, mostly with other processes' "
+            "work, so this run cannot tell where the service itself stops scaling."
         )
     if total >= CPU_FULL:
         label = dict(SHARE_NAMES)[biggest]
         return text + (
-            f" ({total:.0%} in all): the cores are full, so another replica on this machine "
-            f"only adds contention; {label} takes the most."
+            f" (the machine {total:.0%} busy): the cores are full, so another replica on this "
+            f"machine only adds contention; {label} takes the most."
         )
     return text + (
-        f" ({total:.0%} in all): CPU to spare, so the limit is waiting (the database, locks or "
-        "the connection count), not the cores."
+        f" (the machine {total:.0%} busy): CPU to spare, so the limit is waiting (the database, "
+        "locks or the connection count), not the cores."
     )
 
 

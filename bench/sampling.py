@@ -101,9 +101,18 @@ class CpuAccount:
             return True  # WAL writer, checkpointer, ...: shared by all, counted as ours
         return "postgresql" in command and " -D " in command  # the postmaster
 
+    # Not a pid: the machine's (idle, total) ticks from /proc/stat, in the same snapshot.
+    MACHINE = 0
+
     @staticmethod
-    def snapshot() -> Ticks:
-        ticks = {}
+    def machine_ticks() -> tuple[int, int]:
+        """(idle + iowait, all) ticks of every CPU since boot."""
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        return fields[3] + fields[4], sum(fields)
+
+    @classmethod
+    def snapshot(cls) -> Ticks:
+        ticks = {cls.MACHINE: cls.machine_ticks()}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -119,6 +128,11 @@ class CpuAccount:
         spent in the `servers` processes and in the bench database's Postgres backends."""
         after = self.snapshot()
         ours = others = server = database = load = balancer = 0
+        # Idle from the kernel's own count: processes that came and went between the two
+        # snapshots are missing from the per-process figures, never from this one.
+        idle_before, all_before = before.get(self.MACHINE, (0, 0))
+        idle_after, all_after = after.pop(self.MACHINE)
+        idle = (idle_after - idle_before) / max(1, all_after - all_before) if all_before else None
         for pid, (ticks, started) in after.items():
             previous = before.get(pid)
             used = ticks - previous[0] if previous and previous[1] == started else ticks
@@ -153,6 +167,7 @@ class CpuAccount:
                 "haproxy": round(balancer / capacity, 3),
                 "others": round(others / capacity, 3),
             },
+            "idle_share": None if idle is None else round(idle, 3),
         }
 
 

@@ -17,9 +17,9 @@ from httpx import AsyncClient
 from app.storefront.router import SCRIPT_PATH, snippet
 from tests.factories import BROWSER_UA, auth, make_key, make_program, make_referrer
 from tests.money_factories import add_rule
+from tests.stripe_helpers import connect
 from tests.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, MISSING
 from tests.test_integrations_shopify import SECRET as SHOPIFY_SECRET
-from tests.test_integrations_stripe import connect
 
 DAY = 86400
 DESKTOP = {"viewport": {"width": 1280, "height": 800}}

@@ -43,16 +43,16 @@ from app.models import Base
 from app.referrer_sessions.service import mint_session
 from tests import hostile_json
 from tests.settings import ON_POSTGRES, settings_for_tests
-from tests.test_integrations_shopify import SECRET as SHOPIFY_SECRET
-from tests.test_integrations_shopify import order, refund, shopify_hmac
-from tests.test_integrations_stripe import SECRET as STRIPE_SECRET
-from tests.test_integrations_stripe import (
+from tests.stripe_helpers import SECRET as STRIPE_SECRET
+from tests.stripe_helpers import (
     charge,
     checkout_session,
     event,
     invoice,
     stripe_header,
 )
+from tests.test_integrations_shopify import SECRET as SHOPIFY_SECRET
+from tests.test_integrations_shopify import order, refund, shopify_hmac
 
 MAX_EXAMPLES = int(os.environ.get("REFERRAL_FUZZ_EXAMPLES", "25"))
 CHECKS = [

@@ -16,10 +16,10 @@ from app.referrers.models import Referrer
 from tests import hostile_json
 from tests.factories import assert_problem, auth
 from tests.money_factories import setup_program
+from tests.stripe_helpers import SECRET as STRIPE_SECRET
+from tests.stripe_helpers import checkout_session, event, stripe_header
 from tests.test_integrations_shopify import SECRET as SHOPIFY_SECRET
 from tests.test_integrations_shopify import order, shopify_hmac
-from tests.test_integrations_stripe import SECRET as STRIPE_SECRET
-from tests.test_integrations_stripe import checkout_session, event, stripe_header
 
 FRAGMENTS = sorted(hostile_json.FRAGMENTS)
 

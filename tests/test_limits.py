@@ -3,7 +3,7 @@
 Limits covered: request body size, string lengths (body, path, query, Idempotency-Key), times
 (2000 to 2200, with a zone), metadata keys/size/depth, page sizes, reward rules per program,
 list lengths. Metrics date spans are tested
-with the metrics (tests/test_metrics.py).
+with the metrics (tests/test_metrics_ranges_and_scope.py).
 """
 
 import json

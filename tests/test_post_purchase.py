@@ -17,11 +17,11 @@ from app.referrers.models import Code, Referrer
 from app.referrers.schemas import QrCodes
 from tests.factories import assert_problem, auth, db_all, make_key, make_program, make_referrer
 from tests.money_factories import post_conversion, purchase
+from tests.stripe_helpers import checkout_session, post_stripe
+from tests.stripe_helpers import connected_program as stripe_program
+from tests.stripe_helpers import event as stripe_event
 from tests.test_integrations_shopify import CUSTOMER_ID, order, post_shopify
 from tests.test_integrations_shopify import connected_program as shopify_program
-from tests.test_integrations_stripe import checkout_session, post_stripe
-from tests.test_integrations_stripe import connected_program as stripe_program
-from tests.test_integrations_stripe import event as stripe_event
 from tests.test_qr import decode_png, decode_svg
 
 OFFER = "15% off your first order"

@@ -1,7 +1,7 @@
 """Only paid orders earn, and a cancelled order is a full refund — Shopify and Stripe alike.
 
 Payloads are shaped like the platforms' own (tests/test_integrations_shopify.py and
-tests/test_integrations_stripe.py build and sign them); every answer goes through the webhook
+tests/stripe_helpers.py build and sign them); every answer goes through the webhook
 endpoints, and the ledger is read back through the API.
 """
 
@@ -15,6 +15,8 @@ from app.conversions.models import Conversion
 from app.rewards.models import Reward
 from tests.factories import auth
 from tests.money_factories import balance, get_conversion, rewards, transition
+from tests.stripe_helpers import checkout_session, event, post_stripe
+from tests.stripe_helpers import connected_program as stripe_program
 from tests.test_integrations_shopify import (
     ORDER_ID,
     connected_program,
@@ -23,8 +25,6 @@ from tests.test_integrations_shopify import (
     refund,
     stored,
 )
-from tests.test_integrations_stripe import checkout_session, event, post_stripe
-from tests.test_integrations_stripe import connected_program as stripe_program
 
 
 def referred_order(code: str, **overrides: Any) -> dict[str, Any]:

@@ -38,9 +38,9 @@ from tests.storefront_fixtures import (
     stored,
     storefront_program,
 )
+from tests.stripe_helpers import checkout_session, event, post_stripe
 from tests.test_dashboard_browser import MISSING, REQUIRED, live_server
 from tests.test_integrations_shopify import order, post_shopify
-from tests.test_integrations_stripe import checkout_session, event, post_stripe
 
 pytestmark = pytest.mark.skipif(
     MISSING is not None and not REQUIRED, reason=f"browser test: {MISSING}"

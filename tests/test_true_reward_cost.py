@@ -26,9 +26,9 @@ from tests.fulfilment_helpers import (  # noqa: F401
 )
 from tests.money_factories import add_rule, setup_program
 from tests.points_helpers import add_item, spend
+from tests.stripe_helpers import checkout_session, connect, event, post_stripe
 from tests.test_integrations_shopify import SECRET as SHOPIFY_SECRET
 from tests.test_integrations_shopify import order, post_shopify
-from tests.test_integrations_stripe import checkout_session, connect, event, post_stripe
 
 pytestmark = pytest.mark.postgres
 

@@ -4,13 +4,14 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import select
+from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from app.conversions.attribution import Decision, Purchase, attribute
 from app.conversions.models import Conversion, ConversionStatus, Refund
@@ -29,15 +30,16 @@ from app.core.errors import AppError
 from app.core.money import for_display, has_valid_precision, minor_unit
 from app.core.pagination import PageParams, paginate
 from app.programs.models import Program
-from app.programs.service import get_program
+from app.programs.service import ProgramNotFound
 from app.referrers.enrolment import buyer_share, enrol_buyer
 from app.referrers.models import Code, Referrer
 from app.referrers.schemas import Share
 from app.rewards import service as ledger
-from app.rewards.rules import active_rules
+from app.rewards.models import Reward
+from app.rewards.rules import RulesVersion, rules_for, rules_version_columns
 from app.rewards.schemas import RewardOut
 from app.tracking.models import Click, Referral
-from app.webhooks.outbox import emit, emit_referral_created
+from app.webhooks.outbox import any_endpoint_column, emit, emit_referral_created, knows_endpoints
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
@@ -89,9 +91,13 @@ async def record_conversion(
 
     Returns the conversion and whether this call created it; a retry of the same body returns
     the first result, the same event_id with another body is EventConflict.
+
+    A lean path (ARCHITECTURE.md): the program, its rules version and whether any webhook
+    endpoint listens come from one statement; the rules from the in-process cache; nothing
+    written is read back, and the answer is built from what was written.
     """
     # Key-share: the currency read here stays the program's until this purchase commits.
-    program = await get_program(session, principal, data.program_id, key_share=True)
+    program, rules_version = await _purchase_program(session, principal, data.program_id)
     if data.currency != program.currency:
         raise CurrencyMismatch(f"The program counts in {program.currency}, not {data.currency}.")
     if not has_valid_precision(data.amount, data.currency):
@@ -100,34 +106,34 @@ async def record_conversion(
             f"({minor_unit(data.currency)})."
         )
     now = utcnow()
-    occurred_at = data.occurred_at or now
+    # In UTC, as the database gives it back: the answer is built from these values.
+    occurred_at = (data.occurred_at or now).astimezone(UTC)
     if occurred_at > now + FUTURE_TOLERANCE:
         raise OccurredInFuture("occurred_at may not be in the future.")
     fingerprint = request_hash(data)
-    conversion_id = uuid4()
+    values: dict[str, Any] = {
+        "id": uuid4(),
+        "created_at": now,
+        "program_id": program.id,
+        "event_id": data.event_id,
+        "request_hash": fingerprint,
+        "customer_id": data.customer_id,
+        "email": data.email,
+        "amount": data.amount,
+        "currency": data.currency,
+        "occurred_at": occurred_at,
+        "status": ConversionStatus.UNATTRIBUTED,
+        "attribution_reason": "organic",
+        "attribution": {},
+        "refunded_amount": Decimal(0),
+        "metadata_": data.metadata or {},
+    }
     # Claim the event_id first: a concurrent duplicate waits on this row, then sees it.
+    columns = {"metadata" if key == "metadata_" else key: value for key, value in values.items()}
     claimed = await session.scalar(
-        insert_ignoring_conflicts(
-            session,
-            Conversion.__table__,
-            {
-                "id": conversion_id,
-                "created_at": now,
-                "program_id": program.id,
-                "event_id": data.event_id,
-                "request_hash": fingerprint,
-                "customer_id": data.customer_id,
-                "email": data.email,
-                "amount": data.amount,
-                "currency": data.currency,
-                "occurred_at": occurred_at,
-                "status": ConversionStatus.UNATTRIBUTED,
-                "attribution_reason": "organic",
-                "attribution": {},
-                "refunded_amount": Decimal(0),
-                "metadata": data.metadata or {},
-            },
-        ).returning(Conversion.__table__.c.id)
+        insert_ignoring_conflicts(session, Conversion.__table__, columns).returning(
+            Conversion.__table__.c.id
+        )
     )
     if claimed is None:
         existing = await session.scalar(
@@ -140,8 +146,12 @@ async def record_conversion(
             raise EventConflict(f"event_id {data.event_id!r} was recorded with another body.")
         share = await buyer_share(session, settings, program, existing.customer_id)
         return _with_share(await conversion_out(session, existing), share), False
-    conversion = await session.get(Conversion, conversion_id)
-    assert conversion is not None
+    # The row just written, in the session without reading it back: changes flush as UPDATEs.
+    conversion = Conversion(
+        **values, referrer_id=None, code_id=None, click_id=None, referral_id=None
+    )
+    make_transient_to_detached(conversion)
+    session.add(conversion)
     decision = await attribute(
         session,
         Purchase(
@@ -153,110 +163,153 @@ async def record_conversion(
             click_id=data.click_id,
         ),
     )
-    await _apply(session, program, conversion, decision, now)
+    rewards = await _apply(session, program, rules_version, conversion, decision, now)
+    code = decision.winner.code if decision.winner is not None else None
     share = await enrol_buyer(session, settings, program, conversion)
-    return _with_share(await conversion_out(session, conversion), share), True
+    out = _conversion_out(conversion, code, await ledger.rewards_out(session, rewards, now))
+    return _with_share(out, share), True
 
 
 def _with_share(out: ConversionOut, share: Share | None) -> ConversionOut:
     return out if share is None else out.model_copy(update={"share": share})
 
 
+async def _purchase_program(
+    session: AsyncSession, principal: Principal, program_id: UUID
+) -> tuple[Program, RulesVersion]:
+    """The program, locked key-share (as `get_program(key_share=True)`), with its rules version;
+    whether any webhook endpoint is enabled is kept for the transaction's events."""
+    query = (
+        select(Program, *rules_version_columns(Program.id), any_endpoint_column())
+        .where(Program.id == program_id)
+        .with_for_update(read=True, key_share=True, of=Program)
+    )
+    row = (await session.execute(scoped(query, principal, Program.id))).first()
+    if row is None:
+        raise ProgramNotFound()
+    program, version_sum, updated_at, any_endpoint = row
+    knows_endpoints(session, any_endpoint)
+    return program, (int(version_sum), updated_at)
+
+
 async def _apply(
     session: AsyncSession,
     program: Program,
+    rules_version: RulesVersion,
     conversion: Conversion,
     decision: Decision,
     now: datetime,
-) -> None:
+) -> list[Reward]:
     conversion.attribution = _attribution_record(program, decision)
     conversion.attribution_reason = decision.reason
     winner = decision.winner
     if winner is None:
         await session.flush()
-        return
+        return []
     assert winner.referrer_id is not None and winner.code_id is not None
-    rules = await active_rules(session, program.id)
+    assert decision.payee is not None
+    rules = await rules_for(session, program.id, rules_version)
     # Locks, always in this order: the referrer, then the customer's referral ("first
     # purchase"). The referrer is locked only when a rule counts per referrer (caps, tiers):
     # otherwise a popular referrer's purchases need not queue behind each other.
     # NO KEY UPDATE leaves inserts that reference the referrer unblocked.
+    referrer: ledger.Referred = decision.payee
     if any(rule.max_rewards_per_referrer is not None or rule.tiers for rule in rules):
-        referrer = await session.scalar(
+        locked = await session.scalar(
             select(Referrer)
             .where(Referrer.id == winner.referrer_id)
             .with_for_update(key_share=True)
             .execution_options(populate_existing=True)
         )
-    else:
-        referrer = await session.get(Referrer, winner.referrer_id)
-    assert referrer is not None
-    referral = await _referral_for(session, program, conversion, winner.referrer_id, winner)
-    earlier = await session.scalar(
-        select(Conversion.id)
-        .where(
-            Conversion.program_id == program.id,
-            Conversion.customer_id == conversion.customer_id,
-            Conversion.status == ConversionStatus.ATTRIBUTED,
-            Conversion.id != conversion.id,
-        )
-        .limit(1)
+        assert locked is not None
+        referrer = locked
+    referral, is_first_purchase = await _referral_for(
+        session, program, conversion, winner.referrer_id, winner
     )
     conversion.status = ConversionStatus.ATTRIBUTED
     conversion.referrer_id = referrer.id
     conversion.code_id = winner.code_id
     conversion.click_id = winner.click_id
     conversion.referral_id = referral.id if referral.referrer_id == referrer.id else None
-    if winner.click_id is not None:
-        click = await session.get(Click, winner.click_id)
-        if click is not None and click.customer_id is None:
-            click.customer_id = conversion.customer_id
+    if winner.click_id is not None and not decision.click_has_customer:
+        await session.execute(
+            update(Click)
+            .where(Click.id == winner.click_id, Click.customer_id.is_(None))
+            .values(customer_id=conversion.customer_id)
+            .execution_options(synchronize_session=False)
+        )
     await session.flush()
     paid = ledger.PaidConversion(
         conversion=conversion,
         program=program,
         referrer=referrer,
         referral=referral,
-        is_first_purchase=earlier is None,
+        is_first_purchase=is_first_purchase,
     )
-    await ledger.create_rewards(session, rules, paid, now)
-    await emit(
-        session, program.id, "conversion.attributed", lambda: conversion_out(session, conversion)
-    )
+    rewards = await ledger.create_rewards(session, rules, paid, now)
+    code = winner.code
+
+    async def attributed() -> ConversionOut:
+        return _conversion_out(conversion, code, await ledger.rewards_out(session, rewards, now))
+
+    await emit(session, program.id, "conversion.attributed", attributed)
+    return rewards
 
 
 async def _referral_for(
     session: AsyncSession, program: Program, conversion: Conversion, referrer_id: UUID, winner: Any
-) -> Referral:
-    """The customer's referral, made by this purchase when they had none; locked."""
-    await session.execute(
-        insert_ignoring_conflicts(
-            session,
-            Referral.__table__,
-            {
-                "id": (referral_id := uuid4()),
-                "created_at": utcnow(),
-                "occurred_at": conversion.occurred_at,
-                "program_id": program.id,
-                "referrer_id": referrer_id,
-                "code_id": winner.code_id,
-                "click_id": winner.click_id,
-                "customer_id": conversion.customer_id,
-                "email": conversion.email,
-                "source": "conversion",
-            },
-        )
+) -> tuple[Referral, bool]:
+    """The customer's referral, made by this purchase when they had none; locked. And whether
+    this is the customer's first attributed purchase.
+
+    A referral this statement made is locked by its insert, and its customer can have no
+    earlier attributed purchase in flight (that purchase would hold the referral), so the
+    committed ones, read in the same statement, decide "first". Otherwise the referral is
+    locked first and the earlier purchases read after the lock.
+    """
+    referral_id = uuid4()
+    values = {
+        "id": referral_id,
+        "created_at": utcnow(),
+        "occurred_at": conversion.occurred_at,
+        "program_id": program.id,
+        "referrer_id": referrer_id,
+        "code_id": winner.code_id,
+        "click_id": winner.click_id,
+        "customer_id": conversion.customer_id,
+        "email": conversion.email,
+        "source": "conversion",
+    }
+    earlier = exists().where(*_earlier_purchases(program, conversion))
+    made = await session.scalar(
+        insert_ignoring_conflicts(session, Referral.__table__, values).returning(earlier)
     )
-    referral = await session.scalar(
+    if made is not None:
+        referral = Referral(**values)
+        make_transient_to_detached(referral)
+        session.add(referral)
+        await emit_referral_created(session, referral.id)
+        return referral, not made
+    existing = await session.scalar(
         select(Referral)
         .where(Referral.program_id == program.id, Referral.customer_id == conversion.customer_id)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
-    assert referral is not None
-    if referral.id == referral_id:
-        await emit_referral_created(session, referral.id)
-    return referral
+    assert existing is not None
+    found = await session.scalar(
+        select(Conversion.id).where(*_earlier_purchases(program, conversion)).limit(1)
+    )
+    return existing, found is None
+
+
+def _earlier_purchases(program: Program, conversion: Conversion) -> list[Any]:
+    return [
+        Conversion.program_id == program.id,
+        Conversion.customer_id == conversion.customer_id,
+        Conversion.status == ConversionStatus.ATTRIBUTED,
+        Conversion.id != conversion.id,
+    ]
 
 
 def _attribution_record(program: Program, decision: Decision) -> dict[str, Any]:

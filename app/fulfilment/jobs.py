@@ -109,6 +109,7 @@ async def check_rule(session: AsyncSession, program: Program, rule: RuleCreate) 
         raise ValueNotExpressible(
             f"Points cannot be paid as {rule.fulfilment}; they stay in the ledger."
         )
+    check_method(rule.fulfilment, rule.fulfilment_provider, rule.coupon_percent)
     if rule.fulfilment in PAID_IN_BATCHES and rule.recipient != Recipient.REFERRER:
         raise InvalidFulfilment(
             f"{rule.fulfilment} rewards are paid to referrers in batches; a referee's reward is "

@@ -1,3 +1,4 @@
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -59,6 +60,35 @@ class RewardRule(IdMixin, Base):
     # A coupon of this percent off (the recipient's next order) instead of the reward's amount.
     coupon_percent: Mapped[Decimal | None] = mapped_column(Numeric(5, 2))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveRule:
+    """One version of an active rule as the purchase path applies it: plain values, shared
+    between sessions by the in-process cache (app/rewards/rules.py `rules_for`)."""
+
+    id: UUID
+    program_id: UUID
+    version: int
+    recipient: Recipient
+    kind: RuleKind
+    amount: Decimal | None
+    percent: Decimal | None
+    points: int | None
+    trigger: Trigger
+    min_order_amount: Decimal | None
+    tiers: tuple[dict[str, Any], ...]
+    max_rewards_per_referrer: int | None
+    hold_days: int
+    fulfilment: FulfilmentMethod
+    fulfilment_provider: FulfilmentProvider | None
+    coupon_percent: Decimal | None
+
+    @classmethod
+    def of(cls, rule: RewardRule) -> "ActiveRule":
+        values = {field.name: getattr(rule, field.name) for field in fields(cls)}
+        values["tiers"] = tuple(dict(tier) for tier in rule.tiers or ())
+        return cls(**values)
 
 
 class RewardRuleVersion(IdMixin, Base):

@@ -1,10 +1,18 @@
-"""Reward rules: create, list, change (a new version each time) and deactivate."""
+"""Reward rules: create, list, change (a new version each time) and deactivate.
 
+The purchase path reads a program's active rules from an in-process cache (`rules_for`),
+checked on every purchase against the program's rules version (`RULES_VERSION`), which the
+purchase reads in the statement that locks its program: a rule change in any process is seen
+by the next purchase that starts after it commits, as when the rules were read every time.
+"""
+
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Principal, get_visible
@@ -14,7 +22,7 @@ from app.core.money import has_valid_precision, minor_unit, quantize
 from app.fulfilment import jobs as fulfilment
 from app.programs.models import Program
 from app.programs.service import get_program
-from app.rewards.models import RewardRule, RewardRuleVersion
+from app.rewards.models import ActiveRule, RewardRule, RewardRuleVersion
 from app.rewards.schemas import RuleCreate, RuleOut, RuleUpdate
 
 MAX_RULES_PER_PROGRAM = 50
@@ -170,6 +178,62 @@ async def active_rules(session: AsyncSession, program_id: UUID) -> list[RewardRu
             .order_by(RewardRule.created_at, RewardRule.id)
         )
     )
+
+
+# What identifies a program's rules as stored: every change is a new version of a rule, and
+# rules are never deleted, so the sum of the versions grows with each change committed; the
+# latest `updated_at` tells apart a change that was rolled back from the one made after it.
+RulesVersion = tuple[int, datetime | None]
+CACHED_PROGRAMS = 10_000
+_cache: dict[UUID, tuple[RulesVersion, tuple[ActiveRule, ...]]] = {}
+
+
+def rules_version_columns(program_id: ColumnElement[UUID] | Any) -> list[ColumnElement[Any]]:
+    """Two columns for the statement that reads the program: its rules version (`RulesVersion`),
+    read in that statement's snapshot."""
+    of_program = RewardRule.program_id == program_id
+    return [
+        select(func.coalesce(func.sum(RewardRule.version), 0))
+        .where(of_program)
+        .scalar_subquery()
+        .label("rules_version_sum"),
+        select(func.max(RewardRule.updated_at))
+        .where(of_program)
+        .scalar_subquery()
+        .label("rules_updated_at"),
+    ]
+
+
+def _version_of(rules: Sequence[RewardRule]) -> RulesVersion:
+    return (
+        sum(rule.version for rule in rules),
+        max((rule.updated_at for rule in rules), default=None),
+    )
+
+
+async def rules_for(
+    session: AsyncSession, program_id: UUID, version: RulesVersion
+) -> tuple[ActiveRule, ...]:
+    """The program's active rules, oldest first: from the cache when `version` (read by this
+    transaction) is the cached one, else read (one statement) and cached under the version
+    they were read at."""
+    cached = _cache.get(program_id)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    every = list(
+        await session.scalars(
+            select(RewardRule)
+            .where(RewardRule.program_id == program_id)
+            .order_by(RewardRule.created_at, RewardRule.id)
+        )
+    )
+    active = tuple(ActiveRule.of(rule) for rule in every if rule.active)
+    if len(_cache) >= CACHED_PROGRAMS:
+        _cache.clear()
+    # Keyed by what was read, not by `version`: a change committed between the two statements
+    # is then read again by the next purchase, never served under the older version.
+    _cache[program_id] = (_version_of(every), active)
+    return active
 
 
 async def _snapshot(session: AsyncSession, rule: RewardRule) -> None:

@@ -4,16 +4,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
-from typing import Any
-from uuid import UUID
+from typing import Any, Protocol, cast
+from uuid import UUID, uuid4
 
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Table,
     and_,
     case,
     distinct,
     func,
+    insert,
     select,
     type_coerce,
     update,
@@ -29,7 +31,7 @@ from app.core.pagination import PageParams, paginate
 from app.fulfilment import jobs as fulfilment
 from app.programs.models import Program
 from app.referrers.models import Referrer
-from app.rewards.models import Reward, RewardRule
+from app.rewards.models import ActiveRule, Reward
 from app.rewards.schemas import Balance, BalanceLine, FulfilmentBrief, RewardOut
 from app.rewards.states import (
     Action,
@@ -66,34 +68,49 @@ def _not_batched(reward: Reward, verb: str) -> None:
         )
 
 
+class Referred(Protocol):
+    """Who a reward pays for: the referrer's id and their id at the merchant."""
+
+    @property
+    def id(self) -> UUID: ...
+
+    @property
+    def external_id(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class PaidConversion:
     """What the rules look at: the conversion, who referred it, and whether it is the first."""
 
     conversion: Conversion
     program: Program
-    referrer: Referrer
+    referrer: Referred
     referral: Referral
     is_first_purchase: bool
 
 
 async def create_rewards(
-    session: AsyncSession, rules: Sequence[RewardRule], paid: PaidConversion, now: datetime
+    session: AsyncSession, rules: Sequence[ActiveRule], paid: PaidConversion, now: datetime
 ) -> list[Reward]:
-    """Apply every active rule to an attributed conversion; the caller holds the referrer lock."""
+    """Apply every active rule to an attributed conversion; the caller holds the referrer lock.
+
+    The rewards are written by one INSERT (and are not read back): the returned objects are
+    not in the session.
+    """
     conversion = paid.conversion
-    rewards: list[Reward] = []
-    paid_by: list[tuple[Reward, RewardRule]] = []
+    rows: list[dict[str, Any]] = []
+    paid_by: list[tuple[Reward, ActiveRule]] = []
     successful_referrals: int | None = None
+    capped = [rule.id for rule in rules if rule.max_rewards_per_referrer is not None]
+    given = await rewards_given_by_rule(session, paid.referrer.id, capped)
     for rule in rules:
         if rule.trigger == Trigger.FIRST_PURCHASE and not paid.is_first_purchase:
             continue
         if rule.min_order_amount is not None and conversion.amount < rule.min_order_amount:
             continue
-        if rule.max_rewards_per_referrer is not None:
-            given = await _rewards_given(session, rule.id, paid.referrer.id)
-            if given >= rule.max_rewards_per_referrer:
-                continue
+        cap = rule.max_rewards_per_referrer
+        if cap is not None and given.get(rule.id, 0) >= cap:
+            continue
         values: dict[str, Any] = {
             "amount": rule.amount,
             "percent": rule.percent,
@@ -108,38 +125,48 @@ async def create_rewards(
             continue
         hold_until = conversion.occurred_at + timedelta(days=rule.hold_days)
         due = hold_until <= now
-        reward = Reward(
-            created_at=now,
-            program_id=conversion.program_id,
-            conversion_id=conversion.id,
-            rule_id=rule.id,
-            rule_version=rule.version,
-            referrer_id=paid.referrer.id,
-            recipient=rule.recipient,
-            recipient_id=(
+        row: dict[str, Any] = {
+            "id": uuid4(),
+            "created_at": now,
+            "program_id": conversion.program_id,
+            "conversion_id": conversion.id,
+            "rule_id": rule.id,
+            "rule_version": rule.version,
+            "referrer_id": paid.referrer.id,
+            "recipient": rule.recipient,
+            "recipient_id": (
                 paid.referrer.external_id
                 if rule.recipient == Recipient.REFERRER
                 else paid.referral.customer_id
             ),
-            entry_type=EntryType.REWARD,
-            kind=rule.kind,
-            fulfilment_method=rule.fulfilment,
-            unit=unit,
-            amount=value,
-            original_amount=value,
+            "entry_type": EntryType.REWARD,
+            "adjusts_reward_id": None,
+            "kind": rule.kind,
+            "fulfilment_method": rule.fulfilment,
+            "unit": unit,
+            "amount": value,
+            "original_amount": value,
             # Born pending, and released at once when its hold is already over.
-            status=(
+            "status": (
                 next_status(EntryType.REWARD, RewardStatus.PENDING, Action.RELEASE)
                 if due
                 else RewardStatus.PENDING
             ),
-            hold_until=hold_until,
-            approved_at=now if due else None,
-        )
-        session.add(reward)
-        rewards.append(reward)
-        paid_by.append((reward, rule))
-    await session.flush()
+            "hold_until": hold_until,
+            "approved_at": now if due else None,
+            "paid_at": None,
+            "payout_reference": None,
+            "reversed_at": None,
+            "reversal_reason": None,
+        }
+        rows.append(row)
+        paid_by.append((Reward(**row), rule))
+    if rows:
+        # One statement (one run of the rollup trigger) whatever the number of rewards: the
+        # driver's multi-row INSERT (insertmanyvalues), compiled once per process.
+        table = cast(Table, Reward.__table__)
+        await session.execute(insert(table).returning(table.c.id), rows)
+    rewards = [reward for reward, _ in paid_by]
     # In this transaction: a reward approved at birth is issued once this purchase commits.
     await fulfilment.create_for(session, paid_by, now)
     await emit_rewards(session, "reward.created", rewards)
@@ -157,7 +184,9 @@ def _reward_value(
     return quantize(share, conversion.currency), conversion.currency
 
 
-def _tier_values(tiers: list[dict[str, Any]], successful_referrals: int) -> dict[str, Any] | None:
+def _tier_values(
+    tiers: Sequence[dict[str, Any]], successful_referrals: int
+) -> dict[str, Any] | None:
     tier = tier_reached(tiers, successful_referrals)
     if tier is None:
         return None
@@ -174,15 +203,6 @@ def _counts_toward_cap(referrer_id: UUID) -> ColumnElement[bool]:
         Reward.entry_type == EntryType.REWARD,
         Reward.status != RewardStatus.REVERSED,
     )
-
-
-async def _rewards_given(session: AsyncSession, rule_id: UUID, referrer_id: UUID) -> int:
-    count = await session.scalar(
-        select(func.count())
-        .select_from(Reward)
-        .where(Reward.rule_id == rule_id, _counts_toward_cap(referrer_id))
-    )
-    return int(count or 0)
 
 
 async def rewards_given_by_rule(
@@ -226,7 +246,9 @@ def successful_referrals_by_referrer(program_id: UUID) -> Select[UUID | None, in
     )
 
 
-def tier_reached(tiers: list[dict[str, Any]], successful_referrals: int) -> dict[str, Any] | None:
+def tier_reached(
+    tiers: Sequence[dict[str, Any]], successful_referrals: int
+) -> dict[str, Any] | None:
     """The tier a referrer with that many successful referrals is paid at; None: the base."""
     reached = [tier for tier in tiers if successful_referrals >= int(tier["from_referral"])]
     return max(reached, key=lambda t: int(t["from_referral"])) if reached else None
@@ -489,6 +511,16 @@ async def rewards_of(
         assert row.conversion_id is not None  # chosen by conversion
         found[row.conversion_id].append(reward_out(row, now, briefs.get(row.id)))
     return found
+
+
+async def rewards_out(
+    session: AsyncSession, rewards: Sequence[Reward], now: datetime
+) -> list[RewardOut]:
+    """Rewards just written, as `rewards_of` answers them (oldest first, with fulfilments),
+    without reading them back."""
+    ordered = sorted(rewards, key=lambda reward: (reward.created_at, reward.id))
+    briefs = await fulfilment.briefs_of(session, ordered)
+    return [reward_out(reward, now, briefs.get(reward.id)) for reward in ordered]
 
 
 async def balance(

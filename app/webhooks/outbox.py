@@ -10,12 +10,12 @@ transaction: every event has one place where it is emitted.
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
-from sqlalchemy import insert, or_, select
+from sqlalchemy import ColumnElement, Table, exists, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import transaction_cache, utcnow
@@ -69,7 +69,9 @@ async def emit(
     )
     if extra:
         data.update(to_jsonable_python(dict(extra)))
-    await _queue(session, endpoint_ids, program_id, event_type, data, object_id or str(data["id"]))
+    await _queue(
+        session, [(endpoint_ids, program_id, event_type, data, object_id or str(data["id"]))]
+    )
 
 
 async def emit_rewards(
@@ -81,11 +83,21 @@ async def emit_rewards(
     """
     rewards = list(rewards)
     await emails.queue_reward_emails(session, event_type, rewards)
+    events: list[_Event] = []
     for reward in rewards:
-        out = RewardOut.model_validate(reward)
-        await emit(session, reward.program_id, event_type, out)
+        types = [event_type]
         if event_type == "reward.created" and reward.status == RewardStatus.APPROVED:
-            await emit(session, reward.program_id, "reward.approved", out)
+            types.append("reward.approved")
+        data: dict[str, Any] | None = None
+        for type_ in types:
+            endpoint_ids = await _subscribers(session, reward.program_id, type_)
+            if not endpoint_ids:
+                continue
+            if data is None:
+                data = to_jsonable_python(RewardOut.model_validate(reward).model_dump(mode="json"))
+            events.append((endpoint_ids, reward.program_id, type_, data, str(reward.id)))
+    # Every reward's events in one INSERT, and their deliveries in another.
+    await _queue(session, events)
 
 
 async def emit_reward_fulfilled(session: AsyncSession, reward: Reward, out: RewardOut) -> None:
@@ -156,6 +168,18 @@ async def emit_referral_created(session: AsyncSession, referral_id: UUID) -> Non
     )
 
 
+def any_endpoint_column() -> ColumnElement[bool]:
+    """Whether any endpoint is enabled, as a column for a statement the caller sends anyway;
+    `knows_endpoints` keeps its answer for the transaction."""
+    return exists().where(WebhookEndpoint.enabled.is_(True)).label("any_endpoint")
+
+
+def knows_endpoints(session: AsyncSession, any_endpoint: bool) -> None:
+    """The transaction read `any_endpoint_column`: when no endpoint is enabled, every event of
+    the transaction is left without asking the database again (nobody listens)."""
+    transaction_cache(session, _CACHE)["any"] = bool(any_endpoint)
+
+
 async def _any_endpoint(session: AsyncSession) -> bool:
     cache = transaction_cache(session, _CACHE)
     if "any" not in cache:
@@ -168,6 +192,8 @@ async def _any_endpoint(session: AsyncSession) -> bool:
 
 async def _subscribers(session: AsyncSession, program_id: UUID, event_type: str) -> list[UUID]:
     cache = transaction_cache(session, _CACHE)
+    if cache.get("any") is False:
+        return []
     if program_id not in cache:
         rows = await session.execute(
             select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
@@ -206,34 +232,35 @@ def _event_time(session: AsyncSession) -> datetime:
     return now
 
 
-async def _queue(
-    session: AsyncSession,
-    endpoint_ids: list[UUID],
-    program_id: UUID,
-    event_type: str,
-    data: dict[str, Any],
-    object_id: str,
-) -> None:
-    now = _event_time(session)
-    event_id = uuid4()
-    body = {
-        "type": event_type,
-        "timestamp": now.isoformat().replace("+00:00", "Z"),
-        "data": data,
-    }
-    await session.execute(
-        insert(WebhookEvent).values(
-            id=event_id,
-            created_at=now,
-            program_id=program_id,
-            event_type=event_type,
-            object_id=object_id,
-            payload=body,
+# An event to queue: its endpoints, program, type, data and object id.
+_Event = tuple[list[UUID], UUID, str, dict[str, Any], str]
+
+
+async def _queue(session: AsyncSession, events: Sequence[_Event]) -> None:
+    """The events, in order, with one pending delivery per endpoint: two statements."""
+    if not events:
+        return
+    rows: list[dict[str, Any]] = []
+    deliveries: list[dict[str, Any]] = []
+    for endpoint_ids, program_id, event_type, data, object_id in events:
+        now = _event_time(session)
+        event_id = uuid4()
+        body = {
+            "type": event_type,
+            "timestamp": now.isoformat().replace("+00:00", "Z"),
+            "data": data,
+        }
+        rows.append(
+            {
+                "id": event_id,
+                "created_at": now,
+                "program_id": program_id,
+                "event_type": event_type,
+                "object_id": object_id,
+                "payload": body,
+            }
         )
-    )
-    await session.execute(
-        insert(WebhookDelivery),
-        [
+        deliveries += [
             {
                 "id": uuid4(),
                 "created_at": now,
@@ -246,5 +273,8 @@ async def _queue(
                 "next_attempt_at": now,
             }
             for endpoint_id in endpoint_ids
-        ],
-    )
+        ]
+    for model, values in ((WebhookEvent, rows), (WebhookDelivery, deliveries)):
+        # RETURNING makes it one multi-row INSERT (insertmanyvalues), not a row at a time.
+        table = cast(Table, model.__table__)
+        await session.execute(insert(table).returning(table.c.id), values)

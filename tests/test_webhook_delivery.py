@@ -1,36 +1,29 @@
-"""Outbound webhooks: endpoints, the outbox written with each change, signed delivery to a real
-receiver on loopback (verified with the standardwebhooks package), retries, order, crashes."""
+"""Outbound webhook delivery: the outbox written with each change, signed delivery to a real
+receiver on loopback (verified with the standardwebhooks package), retries, backoff, order."""
 
-import asyncio
-import base64
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import pytest
-from httpx import ASGITransport, AsyncClient
-from prometheus_client import REGISTRY
-from sqlalchemy import func, select
+from httpx import AsyncClient
 
-from app.core.config import Settings
-from app.main import create_app
 from app.rewards.service import approve_due
 from app.webhooks.dispatcher import Dispatcher
-from app.webhooks.models import WebhookDelivery, WebhookEvent
-from app.webhooks.outbox import EVENT_TYPES
-from app.webhooks.targets import UnsafeTarget, check_target
+from app.webhooks.models import WebhookEvent
 from tests.factories import assert_problem, auth, make_key, make_program, redeem
 from tests.money_factories import add_rule, post_refund, purchase, setup_program, transition
-from tests.settings import settings_for_tests
+from tests.webhook_helpers import (
+    FAR,
+    count,
+    deliveries,
+    dispatch_settings,
+    drain,
+    make_endpoint,
+    outcome_count,
+)
 from tests.webhook_receiver import Receiver, receiver_fixture  # noqa: F401
-
-FAR = timedelta(days=1)
-
-
-def dispatch_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {"webhook_retry_base_seconds": 1, "webhook_timeout_seconds": 2}
-    return settings_for_tests(**(values | overrides))
 
 
 @pytest.fixture
@@ -38,223 +31,6 @@ async def dispatcher(app: Any) -> AsyncIterator[Dispatcher]:
     worker = Dispatcher(app.state.sessionmaker, dispatch_settings())
     yield worker
     await worker.aclose()
-
-
-async def make_endpoint(
-    client: AsyncClient, key: str, url: str, event_types: Any = EVENT_TYPES, **extra: Any
-) -> dict[str, Any]:
-    body = {"url": url, "event_types": list(event_types)} | extra
-    response = await client.post("/v1/webhook-endpoints", json=body, headers=auth(key))
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-async def drain(worker: Dispatcher, *, later: bool = False, rounds: int = 30) -> int:
-    """Dispatch rounds until nothing is due; `later` moves the clock a day on every round."""
-    sent = 0
-    for round_ in range(1, rounds + 1):
-        count = await worker.run_once(datetime.now(UTC) + round_ * FAR if later else None)
-        if count == 0:
-            return sent
-        sent += count
-    raise AssertionError("the outbox did not drain")
-
-
-async def deliveries(client: AsyncClient, key: str, endpoint_id: str, **params: Any) -> list[Any]:
-    response = await client.get(
-        f"/v1/webhook-endpoints/{endpoint_id}/deliveries", params=params, headers=auth(key)
-    )
-    assert response.status_code == 200, response.text
-    rows: list[Any] = response.json()["data"]
-    return rows
-
-
-def outcome_count(outcome: str) -> float:
-    value = REGISTRY.get_sample_value("referral_webhook_deliveries_total", {"outcome": outcome})
-    return value or 0.0
-
-
-async def count(app: Any, model: Any) -> int:
-    async with app.state.sessionmaker() as session:
-        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
-
-
-# --- endpoints ------------------------------------------------------------------------------
-
-
-async def test_endpoint_is_registered_with_a_secret_shown_once(
-    client: AsyncClient, app: Any
-) -> None:
-    admin, prog, _ = await setup_program(client, app)
-    created = await make_endpoint(
-        client,
-        admin,
-        "https://hooks.example.net/referrals",
-        ["reward.created", "reward.created"],
-        program_id=prog["id"],
-        description="payouts",
-    )
-    assert created["secret"].startswith("whsec_")
-    assert len(base64.b64decode(created["secret"].removeprefix("whsec_"))) == 32
-    assert created["event_types"] == ["reward.created"]
-    assert created["program_id"] == prog["id"] and created["enabled"] is True
-
-    path = f"/v1/webhook-endpoints/{created['id']}"
-    fetched = (await client.get(path, headers=auth(admin))).json()
-    assert "secret" not in fetched
-    listed = (await client.get("/v1/webhook-endpoints", headers=auth(admin))).json()["data"]
-    assert [row["id"] for row in listed] == [created["id"]] and "secret" not in listed[0]
-
-    patched = await client.patch(
-        path, json={"event_types": ["reward.paid"], "enabled": False}, headers=auth(admin)
-    )
-    assert patched.status_code == 200, patched.text
-    assert patched.json()["event_types"] == ["reward.paid"] and patched.json()["enabled"] is False
-    assert_problem(
-        await client.patch(path, json={"url": None}, headers=auth(admin)), 422, "invalid_request"
-    )
-
-    assert (await client.delete(path, headers=auth(admin))).status_code == 204
-    assert_problem(await client.get(path, headers=auth(admin)), 404, "webhook_endpoint_not_found")
-
-
-async def test_endpoint_input_is_checked(client: AsyncClient, app: Any) -> None:
-    admin, _, _ = await setup_program(client, app)
-    for body in (
-        {"url": "https://hooks.example.net/x", "event_types": ["reward.exploded"]},
-        {"url": "https://hooks.example.net/x", "event_types": []},
-        {"url": "ftp://hooks.example.net/x", "event_types": ["reward.paid"]},
-        {"url": "not a url", "event_types": ["reward.paid"]},
-    ):
-        response = await client.post("/v1/webhook-endpoints", json=body, headers=auth(admin))
-        assert_problem(response, 422, "validation_error")
-    publishable = await make_key(app, "publishable")
-    response = await client.post(
-        "/v1/webhook-endpoints",
-        json={"url": "https://hooks.example.net/x", "event_types": ["reward.paid"]},
-        headers=auth(publishable),
-    )
-    assert_problem(response, 403, "forbidden")
-    assert_problem(await client.get("/v1/webhook-endpoints"), 401, "unauthorized")
-
-
-async def test_keys_limited_to_a_program_see_only_its_endpoints(
-    client: AsyncClient, app: Any
-) -> None:
-    admin, prog, _ = await setup_program(client, app)
-    other = await make_program(client, admin, name="Other")
-    limited = await make_key(app, "secret", [UUID(prog["id"])])
-    url = "https://hooks.example.net/x"
-    response = await client.post(
-        "/v1/webhook-endpoints",
-        json={"url": url, "event_types": ["reward.paid"]},
-        headers=auth(limited),
-    )
-    assert_problem(response, 403, "forbidden")  # every program's events: not for this key
-    response = await client.post(
-        "/v1/webhook-endpoints",
-        json={"url": url, "event_types": ["reward.paid"], "program_id": other["id"]},
-        headers=auth(limited),
-    )
-    assert_problem(response, 404, "program_not_found")
-    own = await make_endpoint(client, limited, url, ["reward.paid"], program_id=prog["id"])
-    theirs = await make_endpoint(client, admin, url, ["reward.paid"], program_id=other["id"])
-    everything = await make_endpoint(client, admin, url, ["reward.paid"])
-    listed = (await client.get("/v1/webhook-endpoints", headers=auth(limited))).json()["data"]
-    assert [row["id"] for row in listed] == [own["id"]]
-    for hidden in (theirs, everything):
-        path = f"/v1/webhook-endpoints/{hidden['id']}"
-        assert_problem(
-            await client.get(path, headers=auth(limited)), 404, "webhook_endpoint_not_found"
-        )
-        assert_problem(
-            await client.delete(path, headers=auth(limited)), 404, "webhook_endpoint_not_found"
-        )
-        assert_problem(
-            await client.get(path + "/deliveries", headers=auth(limited)),
-            404,
-            "webhook_endpoint_not_found",
-        )
-
-
-# --- where webhooks may go (SSRF) -----------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://127.0.0.1:8080/hook",
-        "http://localhost/hook",
-        "http://10.1.2.3/hook",
-        "http://192.168.0.10/hook",
-        "http://172.16.5.4/hook",
-        "http://100.64.0.1/hook",
-        "http://169.254.169.254/latest/meta-data",
-        "http://[::1]/hook",
-        "http://[fe80::1]/hook",
-        "http://[::ffff:127.0.0.1]/hook",
-        "http://0.0.0.0/hook",
-        "http://user:secret@8.8.8.8/hook",
-        "gopher://8.8.8.8/hook",
-    ],
-)
-async def test_private_and_odd_targets_are_refused(url: str) -> None:
-    with pytest.raises(UnsafeTarget):
-        await check_target(url, settings_for_tests(webhook_allow_private_targets=False))
-
-
-async def test_public_targets_pass_and_production_wants_https() -> None:
-    await check_target(
-        "http://8.8.8.8/hook", settings_for_tests(webhook_allow_private_targets=False)
-    )
-    production = Settings(
-        environment="production",
-        ip_hash_salt="not-the-default",
-        pseudonym_key="not-the-default-either",
-        database_url="postgresql+asyncpg://db.internal/referrals",
-    )
-    await check_target("https://8.8.8.8/hook", production)
-    with pytest.raises(UnsafeTarget, match="https"):
-        await check_target("http://8.8.8.8/hook", production)
-    # the setting lets tests (and nothing else) reach a receiver on loopback
-    await check_target("http://127.0.0.1:9/hook", settings_for_tests())
-
-
-async def test_private_url_is_refused_at_registration_and_at_delivery(
-    client: AsyncClient, app: Any, receiver: Receiver
-) -> None:
-    strict_settings = settings_for_tests(webhook_allow_private_targets=False)
-    strict = create_app(strict_settings)
-    try:
-        transport = ASGITransport(app=strict)
-        async with AsyncClient(transport=transport, base_url="http://testserver") as strict_client:
-            admin = await make_key(strict)
-            response = await strict_client.post(
-                "/v1/webhook-endpoints",
-                json={"url": "http://169.254.169.254/latest", "event_types": ["reward.created"]},
-                headers=auth(admin),
-            )
-            assert_problem(response, 422, "invalid_webhook_url")
-    finally:
-        await strict.state.webhook_dispatcher.aclose()
-        await strict.state.engine.dispose()
-
-    # registered while allowed, then the dispatcher of a strict replica will not send it
-    admin, prog, alice = await setup_program(client, app)
-    await add_rule(client, admin, prog["id"], recipient="referrer", kind="fixed", amount="5.00")
-    endpoint = await make_endpoint(client, admin, receiver.url, ["reward.created"])
-    await purchase(client, admin, prog, "o1", "bob", "20.00", code=alice["default_code"]["code"])
-    worker = Dispatcher(
-        app.state.sessionmaker, dispatch_settings(webhook_allow_private_targets=False)
-    )
-    try:
-        assert await worker.run_once() == 1
-    finally:
-        await worker.aclose()
-    assert receiver.received == []
-    [row] = await deliveries(client, admin, endpoint["id"])
-    assert row["status"] == "pending" and row["error"].startswith("refused target")
-    assert row["attempts"][0]["response_status"] is None
 
 
 # --- what is sent -----------------------------------------------------------------------------
@@ -529,92 +305,3 @@ async def test_after_three_days_a_delivery_fails_and_can_be_redelivered(
         404,
         "webhook_delivery_not_found",
     )
-
-
-# --- crashes and replicas ---------------------------------------------------------------------
-
-
-async def test_an_event_committed_before_a_crash_is_still_delivered(
-    client: AsyncClient, app: Any, receiver: Receiver, settings: Settings
-) -> None:
-    admin, prog, alice = await setup_program(client, app)
-    endpoint = await make_endpoint(client, admin, receiver.url, ["conversion.attributed"])
-    await purchase(client, admin, prog, "o1", "bob", "20.00", code=alice["default_code"]["code"])
-    # The process that committed the purchase dies before sending anything; a new one starts.
-    restarted = create_app(settings)
-    try:
-        async with restarted.router.lifespan_context(restarted):
-            assert await restarted.state.webhook_dispatcher.run_once() == 1
-    finally:
-        await restarted.state.engine.dispose()
-    [request] = receiver.received
-    assert request.verify(endpoint["secret"])["type"] == "conversion.attributed"
-    [row] = await deliveries(client, admin, endpoint["id"])
-    assert row["status"] == "succeeded"
-
-
-async def test_a_replica_dying_mid_request_leaves_the_delivery_to_another(
-    client: AsyncClient, app: Any, receiver: Receiver
-) -> None:
-    admin, prog, alice = await setup_program(client, app)
-    endpoint = await make_endpoint(client, admin, receiver.url, ["conversion.attributed"])
-    await purchase(client, admin, prog, "o1", "bob", "20.00", code=alice["default_code"]["code"])
-    receiver.answer(200, delay=2.0)
-    first = Dispatcher(app.state.sessionmaker, dispatch_settings())
-    second = Dispatcher(app.state.sessionmaker, dispatch_settings())
-    try:
-        round_ = asyncio.create_task(first.run_once())
-        for _ in range(200):
-            if receiver.received:
-                break
-            await asyncio.sleep(0.01)
-        round_.cancel()  # the replica dies with the request in flight: no answer recorded
-        with pytest.raises(asyncio.CancelledError):
-            await round_
-        assert await second.run_once() == 0  # leased by the dead replica
-        after_lease = datetime.now(UTC) + second.lease + timedelta(seconds=1)
-        assert await second.run_once(after_lease) == 1
-    finally:
-        await first.aclose()
-        await second.aclose()
-    assert len(receiver.received) == 2  # at least once: the same webhook-id twice
-    assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
-    [row] = await deliveries(client, admin, endpoint["id"])
-    assert row["status"] == "succeeded" and row["attempt_count"] == 2
-
-
-async def test_two_dispatchers_deliver_each_event_once(
-    client: AsyncClient, app: Any, receiver: Receiver
-) -> None:
-    admin, prog, alice = await setup_program(client, app)
-    await add_rule(
-        client,
-        admin,
-        prog["id"],
-        recipient="referrer",
-        kind="fixed",
-        amount="1.00",
-        trigger="every_purchase",
-    )
-    endpoint = await make_endpoint(client, admin, receiver.url)
-    for i in range(8):
-        await purchase(
-            client, admin, prog, f"o{i}", f"cust_{i}", "10.00", code=alice["default_code"]["code"]
-        )
-    expected = await count(app, WebhookDelivery)
-    assert expected == 8 * 4  # referral, conversion, reward created and approved
-    workers = [
-        Dispatcher(app.state.sessionmaker, dispatch_settings(webhook_dispatch_batch_size=5))
-        for _ in range(2)
-    ]
-    try:
-        await asyncio.gather(*(drain(worker) for worker in workers))
-    finally:
-        for worker in workers:
-            await worker.aclose()
-    ids = [request.headers["webhook-id"] for request in receiver.received]
-    assert len(ids) == expected and len(set(ids)) == expected
-    for request in receiver.received:
-        request.verify(endpoint["secret"])
-    rows = await deliveries(client, admin, endpoint["id"], limit=100)
-    assert {row["status"] for row in rows} == {"succeeded"}
