@@ -116,8 +116,17 @@ async def test_donation_batches_total_per_charity_with_a_receipt_per_referrer(sh
     await earn(shop, shop.alice, "c5")  # alice chose no charity
     # A payout batch does not take donations.
     assert_problem(await create_batch(shop), 409, "empty_batch")
+    # Donations accumulate per charity until a batch takes them.
+    charities = f"/v1/programs/{shop.pid}/charities"
+    listed = (await shop.client.get(charities, headers=auth(shop.admin))).json()
+    assert [(c["name"], c["accumulated"], c["donors"]) for c in listed] == [
+        ("Trees for All", "15.00", 2),
+        ("Clean Seas", "5.00", 1),
+    ]
 
     batch = await new_batch(shop, "donation")
+    listed = (await shop.client.get(charities, headers=auth(shop.admin))).json()
+    assert [(c["accumulated"], c["donors"]) for c in listed] == [("0.00", 0), ("0.00", 0)]
     assert (batch["kind"], batch["total"], batch["reward_count"]) == ("donation", "20.00", 4)
     totals = {t["charity"]["name"]: (t["amount"], t["donors"]) for t in batch["charities"]}
     assert totals == {"Trees for All": ("15.00", 2), "Clean Seas": ("5.00", 1)}

@@ -9,13 +9,11 @@ it alone, and a refund claws it back with a negative entry that nets out of the 
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from app.core.access import Principal, get_visible
 from app.core.db import utcnow
@@ -23,6 +21,7 @@ from app.core.errors import AppError
 from app.core.money import has_valid_precision, minor_unit, quantize
 from app.core.pagination import PageParams, paginate
 from app.payouts.details import mask
+from app.payouts.due import due
 from app.payouts.models import Charity, PayoutBatch, PayoutLine
 from app.payouts.schemas import (
     BatchCreate,
@@ -46,9 +45,7 @@ from app.referrers.models import Referrer
 from app.rewards.models import Reward
 from app.rewards.states import (
     Action,
-    EntryType,
     FulfilmentMethod,
-    Recipient,
     RewardStatus,
     next_status,
 )
@@ -84,35 +81,6 @@ CREATE_ERRORS: tuple[type[AppError], ...] = (
 async def _locked_program(session: AsyncSession, principal: Principal, program_id: UUID) -> Program:
     query = select(Program).where(Program.id == program_id).with_for_update(key_share=True)
     return await get_visible(session, query, principal, ProgramNotFound, Program.id)
-
-
-def _due(
-    program_id: UUID, method: FulfilmentMethod, currency: str, cutoff: datetime
-) -> ColumnElement[bool]:
-    """Entries owed to referrers by `method`, in no batch, approved by `cutoff` (a pending
-    reward whose hold ended by then counts: the batch approves it)."""
-    adjusted = aliased(Reward)
-    of_method = select(adjusted.id).where(
-        adjusted.program_id == program_id, adjusted.fulfilment_method == method
-    )
-    return and_(
-        Reward.program_id == program_id,
-        Reward.recipient == Recipient.REFERRER,
-        Reward.unit == currency,
-        Reward.payout_batch_id.is_(None),
-        or_(
-            and_(Reward.entry_type == EntryType.REWARD, Reward.fulfilment_method == method),
-            and_(Reward.entry_type == EntryType.CLAWBACK, Reward.adjusts_reward_id.in_(of_method)),
-        ),
-        or_(
-            and_(Reward.status == RewardStatus.APPROVED, Reward.approved_at <= cutoff),
-            and_(
-                Reward.status == RewardStatus.PENDING,
-                Reward.entry_type == EntryType.REWARD,
-                Reward.hold_until <= cutoff,
-            ),
-        ),
-    )
 
 
 @dataclass
@@ -157,7 +125,7 @@ async def create_batch(
     entries = list(
         await session.scalars(
             select(Reward)
-            .where(_due(program.id, METHOD_OF[kind], program.currency, cutoff))
+            .where(due(program.id, METHOD_OF[kind], program.currency, cutoff))
             .order_by(Reward.id)
             .with_for_update()
         )

@@ -7,14 +7,17 @@ written whole only into the batch exports, never logged, and cleared by customer
 """
 
 import re
+from decimal import Decimal
 from uuid import UUID
 
-from sqlalchemy import func, select
+from sqlalchemy import distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Principal, get_visible
 from app.core.db import utcnow
 from app.core.errors import AppError
+from app.core.money import quantize
+from app.payouts.due import due
 from app.payouts.models import Charity
 from app.payouts.schemas import (
     CharityChoice,
@@ -29,6 +32,8 @@ from app.payouts.states import PayoutMethod
 from app.programs.service import get_program
 from app.referrers.models import Referrer
 from app.referrers.service import get_referrer
+from app.rewards.models import Reward
+from app.rewards.states import FulfilmentMethod
 
 MAX_CHARITIES_PER_PROGRAM = 100
 # What PayPal Payouts takes as a recipient: an email, a domestic mobile number, a PayerID.
@@ -93,7 +98,28 @@ async def list_charities(
         .where(Charity.program_id == program.id)
         .order_by(Charity.created_at, Charity.id)
     )
-    return [CharityOut.model_validate(row) for row in rows]
+    # Donations accumulate per charity: the referrers' current choice, one grouped statement.
+    totals = await session.execute(
+        select(
+            Referrer.charity_id, func.sum(Reward.amount), func.count(distinct(Reward.referrer_id))
+        )
+        .join(Referrer, Referrer.id == Reward.referrer_id)
+        .where(
+            due(program.id, FulfilmentMethod.DONATION, program.currency, utcnow()),
+            Referrer.charity_id.is_not(None),
+        )
+        .group_by(Referrer.charity_id)
+    )
+    owed = {charity_id: (Decimal(amount), int(donors)) for charity_id, amount, donors in totals}
+    return [
+        CharityOut.model_validate(row).model_copy(
+            update={
+                "accumulated": quantize(owed.get(row.id, (Decimal(0), 0))[0], program.currency),
+                "donors": owed.get(row.id, (Decimal(0), 0))[1],
+            }
+        )
+        for row in rows
+    ]
 
 
 async def update_charity(

@@ -65,6 +65,12 @@ class CharityOut(OutputModel):
     url: str | None
     active: bool
     created_at: datetime
+    accumulated: Decimal = Field(
+        default=Decimal(0),
+        description="Approved donations (net of clawbacks) of the referrers who chose it, in "
+        "no batch yet: what the next donation batch would give it before its minimum",
+    )
+    donors: int = Field(default=0, description="Referrers with such donations")
 
 
 class CharityChoice(OutputModel):
