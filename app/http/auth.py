@@ -99,6 +99,19 @@ def principal_cache(settings: Settings) -> PrincipalCache | None:
     return TTLCache(maxsize=10_000, ttl=settings.auth_cache_seconds)
 
 
+def cached_principal(cache: PrincipalCache | None, authorization: str) -> ApiKeyPrincipal | None:
+    """The API key of an `Authorization` header from the cache alone (the lean path,
+    app.http.lean); None when it is not a cached bearer API key: the caller then takes
+    get_principal's way, which answers every failure itself."""
+    if cache is None:
+        return None
+    scheme, _, raw_key = authorization.partition(" ")
+    raw_key = raw_key.strip()
+    if scheme.lower() != "bearer" or not raw_key or is_session_token(raw_key):
+        return None
+    return cache.get(hash_key(raw_key))
+
+
 def allow(*kinds: KeyKind) -> Callable[..., Awaitable[ApiKeyPrincipal]]:
     """A dependency that lets through the given key kinds (admin keys always pass).
 

@@ -7,6 +7,10 @@ one statement and commits. Only then are the waiting requests answered, so a 201
 the click is stored. A failed batch fails each of its requests (they answer 503 and the client
 retries), and its claims roll back with it. Every replica runs its own writer; they share
 nothing but the database.
+
+On Postgres both statements are one prepared statement each over arrays (`INSERT … SELECT FROM
+unnest(…)`): the driver encodes a whole batch as a few array parameters, with no SQL built and
+no per-row parameter processing in Python. SQLite takes the same rows through SQLAlchemy Core.
 """
 
 import asyncio
@@ -17,7 +21,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import case, delete, insert
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import is_postgres
@@ -93,15 +97,10 @@ class ClickWriter:
 
     async def _flush(self, batch: list[_Pending]) -> list[bool]:
         started = time.perf_counter()
+        rows = [pending.values for pending in batch]
         async with self._sessionmaker() as session, session.begin():
-            duplicates = await claim_unique_visits(
-                session, [p.values for p in batch], self._duplicate_window
-            )
-            rows = [
-                {**pending.values, "is_duplicate": duplicate}
-                for pending, duplicate in zip(batch, duplicates, strict=True)
-            ]
-            await session.execute(insert(Click), rows)
+            duplicates = await claim_unique_visits(session, rows, self._duplicate_window)
+            await insert_clicks(session, rows, duplicates)
         WRITE_BATCH_SIZE.observe(len(batch))
         WRITE_FLUSH_SECONDS.observe(time.perf_counter() - started)
         EVENTS_INGESTED.labels("click").inc(len(batch))
@@ -155,13 +154,53 @@ async def claim_unique_visits(
                 claim["seen_until"] = max(claim["seen_until"], until)
     if not claims:
         return [False] * len(rows)
-    table = ClickClaim.__table__
-    dialect = postgresql if is_postgres(session) else sqlite
+    ordered = [claims[key] for key in sorted(claims)]
+    if is_postgres(session):
+        holders = await _claim_on_postgres(session, ordered)
+    else:
+        holders = await _claim_with_core(session, ordered)
+    return [
+        any(holders[key] != row["id"] for key in keys)
+        for row, keys in zip(rows, keys_of, strict=True)
+    ]
+
+
+# The claim statement of claim_unique_visits on Postgres: the batch's claims as arrays. In SET,
+# `claim` is the stored row before the update, `excluded` the batch's.
+CLAIM_SQL = """
+INSERT INTO click_claims AS claim (code_id, kind, value, claimed_by, claimed_at, seen_until)
+SELECT * FROM unnest($1::uuid[], $2::varchar[], $3::varchar[], $4::uuid[],
+                     $5::timestamptz[], $6::timestamptz[])
+ON CONFLICT (code_id, kind, value) DO UPDATE SET
+  claimed_by = CASE WHEN claim.seen_until < excluded.claimed_at
+                    THEN excluded.claimed_by ELSE claim.claimed_by END,
+  claimed_at = CASE WHEN claim.seen_until < excluded.claimed_at
+                    THEN excluded.claimed_at ELSE claim.claimed_at END,
+  seen_until = GREATEST(claim.seen_until, excluded.seen_until)
+RETURNING claim.code_id, claim.kind, claim.value, claim.claimed_by
+"""
+CLAIM_COLUMNS = ("code_id", "kind", "value", "claimed_by", "claimed_at", "seen_until")
+
+
+async def _claim_on_postgres(
+    session: AsyncSession, claims: list[dict[str, Any]]
+) -> dict[ClaimKey, UUID]:
+    connection = await session.connection()
+    arrays = tuple([claim[column] for claim in claims] for column in CLAIM_COLUMNS)
+    result = await connection.exec_driver_sql(CLAIM_SQL, arrays)
+    rows: list[Any] = list(result)
+    return {(row[0], row[1], row[2]): row[3] for row in rows}
+
+
+async def _claim_with_core(
+    session: AsyncSession, claims: list[dict[str, Any]]
+) -> dict[ClaimKey, UUID]:
+    table: Any = ClickClaim.__table__
     # Rows in key order: every writer locks the claims it shares with another in the same order.
-    statement = dialect.insert(table).values([claims[key] for key in sorted(claims)])
-    new = statement.excluded
+    insert_claims = sqlite.insert(table).values(claims)
+    new = insert_claims.excluded
     lapsed = table.c.seen_until < new.claimed_at
-    statement = statement.on_conflict_do_update(
+    statement = insert_claims.on_conflict_do_update(
         index_elements=[table.c.code_id, table.c.kind, table.c.value],
         set_={
             "claimed_by": case((lapsed, new.claimed_by), else_=table.c.claimed_by),
@@ -171,14 +210,64 @@ async def claim_unique_visits(
             ),
         },
     ).returning(table.c.code_id, table.c.kind, table.c.value, table.c.claimed_by)
-    holders = {
+    return {
         (code_id, kind, value): claimed_by
         for code_id, kind, value, claimed_by in await session.execute(statement)
     }
-    return [
-        any(holders[key] != row["id"] for key in keys)
-        for row, keys in zip(rows, keys_of, strict=True)
+
+
+# The click columns a writer stores (customer_id starts empty: a redemption sets it later).
+CLICK_COLUMNS = (
+    "id",
+    "created_at",
+    "occurred_at",
+    "program_id",
+    "code_id",
+    "referrer_id",
+    "source",
+    "landing_url",
+    "referring_url",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "visitor_id",
+    "ip_hash",
+    "user_agent",
+    "is_bot",
+    "attributable",
+)
+_CLICK_TYPES = (
+    "uuid",
+    "timestamptz",
+    "timestamptz",
+    "uuid",
+    "uuid",
+    "uuid",
+    *["varchar"] * 9,
+    "boolean",
+    "boolean",
+)
+INSERT_CLICKS_SQL = (
+    f"INSERT INTO clicks ({', '.join(CLICK_COLUMNS)}, is_duplicate) "
+    "SELECT * FROM unnest("
+    + ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(_CLICK_TYPES, start=1))
+    + f", ${len(_CLICK_TYPES) + 1}::boolean[])"
+)
+
+
+async def insert_clicks(
+    session: AsyncSession, rows: list[dict[str, Any]], duplicates: list[bool]
+) -> None:
+    """The batch's clicks in one statement, in the session's transaction."""
+    if is_postgres(session):
+        connection = await session.connection()
+        arrays = tuple([row[column] for row in rows] for column in CLICK_COLUMNS)
+        await connection.exec_driver_sql(INSERT_CLICKS_SQL, (*arrays, duplicates))
+        return
+    values = [
+        {**row, "is_duplicate": duplicate} for row, duplicate in zip(rows, duplicates, strict=True)
     ]
+    await session.execute(insert(Click), values)
 
 
 async def forget_lapsed_claims(session: AsyncSession, now: datetime) -> int:
