@@ -173,7 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(UnitOfWorkMiddleware, sessionmaker=app.state.sessionmaker, settings=settings)
     origins = OriginCache(app.state.sessionmaker, settings.cors_cache_seconds)
-    in_flight = InFlight(settings.max_in_flight_requests)
+    in_flight = app.state.in_flight = InFlight(settings.max_in_flight_requests)
     app.add_middleware(CorsMiddleware, origins=origins)
     app.add_middleware(LoadSheddingMiddleware, max_in_flight=in_flight.limit, in_flight=in_flight)
     app.add_middleware(RequestLogMiddleware)  # sees every answer, even a 413
