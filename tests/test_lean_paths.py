@@ -1,6 +1,7 @@
 """The lean path (app.http.lean): POST /v1/clicks and GET /r/{code} answered from the caches
-before the FastAPI stack, with the same answers, limits, headers, logs and metrics, and with a
-bounded staleness: what another replica changes takes effect within the cache time."""
+(refilled on a miss, one read per key) before the FastAPI stack, with the same answers, limits,
+headers, logs and metrics, and a bounded staleness: what another replica changes takes effect
+within the cache time."""
 
 import asyncio
 import logging
@@ -11,7 +12,7 @@ from uuid import UUID
 
 import pytest
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
 from app.main import create_app
@@ -95,18 +96,23 @@ async def test_a_cached_click_and_link_never_reach_the_full_stack(
     admin, program_id, code = await _program(http, app)
     other = (await make_referrer(http, admin, program_id, "ref_2"))["default_code"]["code"]
     assert (await _click(http, admin, code)).status_code == 201  # fills the caches
+    app.state.code_cache.clear()
+    app.state.principal_cache.clear()
 
     async def refuse(*_: Any, **__: Any) -> Any:
         raise RuntimeError("reached the full stack")
 
     monkeypatch.setattr(service, "record_click", refuse)
     monkeypatch.setattr(service, "follow_link", refuse)
-    assert (await _click(http, admin, code)).status_code == 201
+    # Not cached: read once by the lean path itself, then cached.
+    answers = await asyncio.gather(*(_click(http, admin, c) for c in (code, other, code, other)))
+    assert [a.status_code for a in answers] == [201] * 4
     assert (await http.get(f"/r/{code}")).status_code == 302
-    assert await _clicks(app) == 3
-    # A code not cached yet does go down the full stack (refused here).
+    assert (await _click(http, admin, other)).status_code == 201
+    assert await _clicks(app) == 7
+    # What the lean path does not answer (here an unknown code) goes down the full stack.
     with pytest.raises(RuntimeError, match="reached the full stack"):
-        await _click(http, admin, other)
+        await _click(http, admin, "NOPE")
 
 
 async def test_the_lean_path_counts_the_public_rate_limits(client: AsyncClient) -> None:
@@ -265,3 +271,27 @@ async def test_another_replicas_changes_take_effect_within_the_cache_time(
         assert refused.status_code == 409 and refused.json()["code"] == "program_not_active"
         link = await http.get(f"/r/{code}")
         assert link.status_code == 302 and "click_id=" not in link.headers["location"]
+
+
+async def test_concurrent_misses_read_the_key_and_the_code_once(
+    cached: tuple[AsyncClient, Any],
+) -> None:
+    http, app = cached
+    admin, _, code = await _program(http, app)
+    assert (await _click(http, admin, code)).status_code == 201
+    app.state.code_cache.clear()
+    app.state.principal_cache.clear()
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    event.listen(app.state.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        answers = await asyncio.gather(*(_click(http, admin, code) for _ in range(20)))
+    finally:
+        event.remove(app.state.engine.sync_engine, "before_cursor_execute", record)
+    assert [a.status_code for a in answers] == [201] * 20
+    selects = [s for s in statements if s.upper().startswith("SELECT")]
+    assert len([s for s in selects if "FROM api_keys" in s]) == 1
+    assert len([s for s in selects if "FROM codes" in s]) == 1

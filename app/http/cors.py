@@ -161,6 +161,17 @@ def cached_origin_allowed(
     return None if origins is None else origin in origins
 
 
+async def load_key_origins(
+    sessionmaker: async_sessionmaker[AsyncSession], cache: KeyOrigins, principal: ApiKeyPrincipal
+) -> frozenset[str]:
+    """The storefront origins of the key's programs, read and cached (the lean path's refill)."""
+    async with sessionmaker() as session:
+        query = scoped(select(Program.allowed_origins), principal, Program.id)
+        origins = frozenset(o for row in await session.scalars(query) for o in row or [])
+    cache[principal.key_id] = origins
+    return origins
+
+
 WidgetKey = Annotated[ApiKeyPrincipal, Depends(require_allowed_origin)]
 
 

@@ -15,21 +15,23 @@ when the key and the code are cached:
 - the API key and the code from their caches; the click through the group-commit writer, which
   answers only once the click's batch is committed (app.tracking.click_writer).
 
-A route's `prepare` decides, from caches alone and before anything is counted, whether this
-layer answers. Anything else — a key, a code or origins not cached, an Idempotency-Key, a body
-that is not a valid click, a program not taking clicks, another content type — goes down the
-full stack unchanged (the body replayed), which answers it as it always has and fills the
-caches. So every answer but the plain success, and the few failures listed here (429, 503,
-a body past the limit), is the full stack's own, word for word.
+A route's `prepare` decides, before anything is counted, whether this layer answers: from the
+caches, or on a miss from one read that refills them (one at a time per key: `SingleFlight`).
+Anything else — a key that does not authenticate, an unknown code, an Idempotency-Key, a body
+that is not a valid click, a program not taking clicks, another content type, caches switched
+off — goes down the full stack unchanged (the body replayed), which answers it as it always
+has. So every answer but the plain success, and the few failures listed here (429, 503), is
+the full stack's own, word for word.
 """
 
+import asyncio
 import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -101,9 +103,38 @@ class LeanRoute(Protocol):
     def match(self, path: str) -> str | None:
         """The path parameter ("" for none) when `path` (canonical) is this route's, else None."""
 
-    def prepare(self, request: LeanRequest) -> Work | None:
-        """The work, when this layer may answer from what is cached; None hands the request
-        to the full stack. Counts nothing and changes nothing."""
+    async def prepare(self, request: LeanRequest) -> Work | None:
+        """The work, when this layer may answer (from the caches, refilled on a miss); None
+        hands the request to the full stack. Counts nothing and changes nothing."""
+
+
+T = TypeVar("T")
+
+
+class SingleFlight:
+    """One load at a time per key: the misses of one key while it loads wait for that load
+    (a key's cache entry expiring under load costs one read, not one per request)."""
+
+    def __init__(self) -> None:
+        self._running: dict[Hashable, asyncio.Future[Any]] = {}
+
+    async def run(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
+        running = self._running.get(key)
+        if running is None:
+            running = asyncio.ensure_future(load())
+            self._running[key] = running
+            running.add_done_callback(lambda _: self._running.pop(key, None))
+        result: T = await asyncio.shield(running)
+        return result
+
+
+async def quietly(load: Awaitable[T | None]) -> T | None:
+    """A refill that may fail (the database away): None, and the full stack answers."""
+    try:
+        return await load
+    except Exception as exc:
+        logger.info("lean path refill failed, the full stack answers: %s", type(exc).__name__)
+        return None
 
 
 class LeanPathMiddleware:
@@ -157,7 +188,7 @@ class LeanPathMiddleware:
             client[0] if client else None,
             query=scope.get("query_string", b"").decode("latin-1"),
         )
-        work = route.prepare(request)
+        work = await route.prepare(request)
         if work is None:
             await self.app(scope, receive, send)
             return

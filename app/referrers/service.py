@@ -5,7 +5,7 @@ from uuid import UUID, uuid4
 
 from cachetools import TTLCache
 from sqlalchemy import inspect, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.access import Principal, ensure_visible, get_visible, may_see
 from app.core.config import Settings
@@ -252,6 +252,25 @@ def cached_code(
     if principal is not None and not may_see(principal, program.id, code.referrer_id):
         return None
     return code, program
+
+
+async def load_code(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cache: CodeCache,
+    principal: Principal | None,
+    text: str,
+) -> tuple[Code, Program] | None:
+    """cached_code, or on a miss the code read and cached (the lean path's refill); None when
+    there is no such code for `principal`."""
+    found = cached_code(cache, principal, text)
+    if found is not None:
+        return found
+    async with sessionmaker() as session:
+        try:
+            await find_code(session, None, text, cache=cache)
+        except CodeNotFound:
+            return None
+    return cached_code(cache, principal, text)
 
 
 async def lookup_code(session: AsyncSession, principal: Principal, text: str) -> CodeLookup:

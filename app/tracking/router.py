@@ -6,17 +6,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from app.core.access import KeyKind
+from app.core.access import KeyKind, may_see
 from app.core.errors import COMMON_ERRORS, POST_ERRORS, problem_responses
-from app.http.auth import AUTHENTICATED_ERRORS, cached_principal
-from app.http.cors import OriginNotAllowed, WidgetKey, cached_origin_allowed
+from app.http.auth import AUTHENTICATED_ERRORS, cached_principal, load_principal
+from app.http.cors import OriginNotAllowed, WidgetKey, cached_origin_allowed, load_key_origins
 from app.http.dependencies import SessionDep
-from app.http.lean import Answer, LeanRequest, LeanRoute, Work, parse_json
+from app.http.lean import Answer, LeanRequest, LeanRoute, SingleFlight, Work, parse_json, quietly
 from app.http.ratelimit import PublicRateLimit, RateLimited, client_ip, limit_code_lookup
 from app.programs.models import ProgramStatus
 from app.programs.service import ProgramNotActive
 from app.programs.tokens import CustomerTokenExpired, CustomerTokenInvalid
-from app.referrers.service import CodeNotFound, cached_code
+from app.referrers.codes import normalize
+from app.referrers.service import CodeNotFound, cached_code, load_code
 from app.tracking import service
 from app.tracking.click_writer import ClickWriter
 from app.tracking.schemas import ClickCreate, ClickOut, RedemptionCreate, RedemptionOut
@@ -208,22 +209,21 @@ LOCATION_SAFE = ":/%#?=@[]!$&'()*+,;"
 
 
 class _LeanClick:
-    """POST /v1/clicks for a cached key and code, a valid JSON body and an active program."""
+    """POST /v1/clicks for a live key, a valid JSON body and a code of an active program."""
 
     method, template, takes_body = "POST", "/v1/clicks", True
 
     def __init__(self, state: Any) -> None:
         self.state = state
+        self.flights = SingleFlight()
 
     def match(self, path: str) -> str | None:
         return "" if path == self.template else None
 
-    def prepare(self, request: LeanRequest) -> Work | None:
+    async def prepare(self, request: LeanRequest) -> Work | None:
         state, headers = self.state, request.headers
-        principal = cached_principal(state.principal_cache, headers.get("authorization", ""))
-        if principal is None or principal.kind not in CLICK_KEY_KINDS:
-            return None
-        if not cached_origin_allowed(state.key_origins, principal, headers.get("origin")):
+        keys, codes, origins = state.principal_cache, state.code_cache, state.key_origins
+        if keys is None or codes is None or origins is None:
             return None
         media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
         data = parse_json(request.body) if media_type == "application/json" else None
@@ -233,10 +233,35 @@ class _LeanClick:
             body = ClickCreate.model_validate(data)
         except ValidationError:
             return None
-        found = cached_code(state.code_cache, principal, body.code)
+        authorization = headers.get("authorization", "")
+        principal = cached_principal(keys, authorization) or await quietly(
+            self.flights.run(
+                ("key", authorization),
+                lambda: load_principal(state.sessionmaker, keys, authorization),
+            )
+        )
+        if principal is None or principal.kind not in CLICK_KEY_KINDS:
+            return None
+        origin = headers.get("origin")
+        allowed = cached_origin_allowed(origins, principal, origin)
+        if allowed is None:
+            loaded = await quietly(
+                self.flights.run(
+                    ("origins", principal.key_id),
+                    lambda: load_key_origins(state.sessionmaker, origins, principal),
+                )
+            )
+            allowed = loaded is not None and origin in loaded
+        if not allowed:
+            return None
+        found = cached_code(codes, principal, body.code) or await _load_code(
+            self.flights, state, body.code
+        )
         if found is None or found[1].status != ProgramStatus.ACTIVE:
             return None
         code, program = found
+        if not may_see(principal, program.id, code.referrer_id):
+            return None
         request.key_id = principal.key_id
         visit = service.Visit(ip=request.client_ip, user_agent=headers.get("user-agent"))
 
@@ -250,20 +275,25 @@ class _LeanClick:
 
 
 class _LeanLink:
-    """GET /r/{code} for a cached code of an active program."""
+    """GET /r/{code} for a code of an active program."""
 
     method, template, takes_body = "GET", "/r/{code}", False
 
     def __init__(self, state: Any) -> None:
         self.state = state
+        self.flights = SingleFlight()
 
     def match(self, path: str) -> str | None:
         code = path[3:] if path.startswith("/r/") else ""
         return code if code and "/" not in code else None
 
-    def prepare(self, request: LeanRequest) -> Work | None:
+    async def prepare(self, request: LeanRequest) -> Work | None:
         state = self.state
-        found = cached_code(state.code_cache, None, request.param)
+        if state.code_cache is None:
+            return None
+        found = cached_code(state.code_cache, None, request.param) or await _load_code(
+            self.flights, state, request.param
+        )
         if found is None or found[1].status != ProgramStatus.ACTIVE:
             return None
         code, program = found
@@ -279,6 +309,18 @@ class _LeanLink:
             return Answer(302, [(b"content-length", b"0"), (b"location", location.encode())])
 
         return work
+
+
+async def _load_code(flights: SingleFlight, state: Any, text: str) -> tuple[Any, Any] | None:
+    """A code not cached, read once (for every request that missed it meanwhile) and cached."""
+    if "\x00" in text or len(text) > 64:  # never a code; the full stack answers it
+        return None
+    return await quietly(
+        flights.run(
+            ("code", normalize(text)),
+            lambda: load_code(state.sessionmaker, state.code_cache, None, text),
+        )
+    )
 
 
 def lean_routes(state: Any) -> list[LeanRoute]:
