@@ -10,16 +10,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import pytest
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
+from app.core import db
 from app.main import create_app
 from app.tracking import service
 from app.tracking.models import Click
 from tests.factories import BROWSER_UA, auth, make_key, make_program, make_referrer
-from tests.settings import settings_for_tests
+from tests.settings import DATABASE_URL, settings_for_tests
 
 SHOP = "https://shop.example.com"
 CACHED = {"auth_cache_seconds": 60, "code_cache_seconds": 60}
@@ -295,3 +297,24 @@ async def test_concurrent_misses_read_the_key_and_the_code_once(
     selects = [s for s in statements if s.upper().startswith("SELECT")]
     assert len([s for s in selects if "FROM api_keys" in s]) == 1
     assert len([s for s in selects if "FROM codes" in s]) == 1
+
+
+@pytest.mark.postgres
+async def test_a_pooled_connection_that_died_while_idle_is_replaced_before_use(
+    client: AsyncClient, app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No pre-ping on every checkout (app.core.db.ping_when_idle), but one that sat idle in the
+    pool is pinged: connections killed meanwhile (a restarted database) are not used."""
+    monkeypatch.setattr(db, "IDLE_PING_SECONDS", 0.0)
+    admin, _, code = await _program(client, app)
+    killer = await asyncpg.connect(DATABASE_URL.replace("+asyncpg", ""))
+    try:
+        await killer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await killer.close()
+    await asyncio.sleep(0.1)
+    assert (await _click(client, admin, code)).status_code == 201
+    assert (await client.get(f"/r/{code}")).status_code == 302
