@@ -200,7 +200,7 @@ async def test_a_failed_batch_answers_503_and_stores_nothing(
     admin, _, code = await _program(http, app)
     await _click(http, admin, code)
 
-    async def unreachable(_: Any) -> list[bool]:
+    async def unreachable(*_: Any) -> list[bool]:
         raise OperationalError("INSERT", {}, ConnectionRefusedError("gone"))
 
     monkeypatch.setattr(app.state.click_writer, "_flush", unreachable)

@@ -41,18 +41,27 @@ class ClickWriter:
         sessionmaker: async_sessionmaker[AsyncSession],
         duplicate_window: timedelta,
         max_batch: int = 500,
+        concurrency: int = 2,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._duplicate_window = duplicate_window
         self._max_batch = max_batch
+        # Batches in flight at once: while one waits for its COMMIT, the next is being written
+        # (the claims' row locks keep concurrent batches exact, as between workers).
+        self._concurrency = concurrency
         self._queue: asyncio.Queue[_Pending | None] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        # Set when the last batch taken has written its statements (or failed).
+        self._written: asyncio.Future[None] | None = None
 
     async def write(self, values: dict[str, Any]) -> bool:
         """Store one click (its row values, without is_duplicate); returns is_duplicate."""
-        if self._task is None or self._task.done():
+        if not self._tasks or all(task.done() for task in self._tasks):
             self._queue = asyncio.Queue()
-            self._task = asyncio.create_task(self._run(), name="click-writer")
+            self._tasks = [
+                asyncio.create_task(self._run(), name=f"click-writer-{n}")
+                for n in range(self._concurrency)
+            ]
         assert self._queue is not None
         pending = _Pending(values, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(pending)
@@ -60,30 +69,34 @@ class ClickWriter:
 
     async def stop(self) -> None:
         """Write what is queued, then stop."""
-        if self._task is None or self._task.done():
-            self._task = None
+        tasks, self._tasks = self._tasks, []
+        if not tasks or all(task.done() for task in tasks):
             return
         assert self._queue is not None
-        self._queue.put_nowait(None)  # the writer finishes the queue up to here, then returns
-        await self._task
-        self._task = None
+        for _ in tasks:  # each writer finishes the queue up to its stop mark, then returns
+            self._queue.put_nowait(None)
+        await asyncio.gather(*tasks)
 
     async def _run(self) -> None:
         assert self._queue is not None
+        queue = self._queue
         while True:
-            first = await self._queue.get()
+            first = await queue.get()
             if first is None:
                 return
             batch = [first]
             stopping = False
-            while len(batch) < self._max_batch and not self._queue.empty():
-                pending = self._queue.get_nowait()
+            while len(batch) < self._max_batch and not queue.empty():
+                pending = queue.get_nowait()
                 if pending is None:
                     stopping = True
                     break
                 batch.append(pending)
+            # Taken in the order the batches are formed (one at a time, on this loop).
+            turn, self._written = self._written, asyncio.get_running_loop().create_future()
+            written = self._written
             try:
-                duplicates = await self._flush(batch)
+                duplicates = await self._flush(batch, turn, written)
             except Exception as exc:  # each waiting request answers 503 and is retried
                 for pending in batch:
                     if not pending.future.done():
@@ -95,16 +108,36 @@ class ClickWriter:
             if stopping:
                 return
 
-    async def _flush(self, batch: list[_Pending]) -> list[bool]:
+    async def _flush(
+        self,
+        batch: list[_Pending],
+        turn: asyncio.Future[None] | None = None,
+        written: asyncio.Future[None] | None = None,
+    ) -> list[bool]:
+        """Claim, insert, commit. The statements wait for `turn` (set once the previous batch's
+        are written) and set `written` for the next: batches claim in the order their clicks
+        came, and only a COMMIT overlaps the next batch's statements, which may wait for rows
+        it holds but never the other way round (no deadlock between the two)."""
         started = time.perf_counter()
         rows = [pending.values for pending in batch]
-        async with self._sessionmaker() as session, session.begin():
-            duplicates = await claim_unique_visits(session, rows, self._duplicate_window)
-            await insert_clicks(session, rows, duplicates)
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                if turn is not None:
+                    await asyncio.shield(turn)
+                duplicates = await claim_unique_visits(session, rows, self._duplicate_window)
+                await insert_clicks(session, rows, duplicates)
+                _set(written)
+        finally:
+            _set(written)
         WRITE_BATCH_SIZE.observe(len(batch))
         WRITE_FLUSH_SECONDS.observe(time.perf_counter() - started)
         EVENTS_INGESTED.labels("click").inc(len(batch))
         return duplicates
+
+
+def _set(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
 
 
 # A claim that lapsed this long ago is pruned: far longer than a click waits between being
