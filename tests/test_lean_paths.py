@@ -318,3 +318,24 @@ async def test_a_pooled_connection_that_died_while_idle_is_replaced_before_use(
     await asyncio.sleep(0.1)
     assert (await _click(client, admin, code)).status_code == 201
     assert (await client.get(f"/r/{code}")).status_code == 302
+
+
+async def test_batches_in_flight_together_keep_the_first_click_the_unique_one(
+    cached: tuple[AsyncClient, Any],
+) -> None:
+    """Two batches may be in flight per process; their claims still go in the order the clicks
+    came (app.tracking.click_writer), so the earliest click of a flood is the unique one."""
+    http, app = cached
+    admin, program_id, _ = await _program(http, app)
+    code = (await make_referrer(http, admin, program_id, "ref_2"))["default_code"]["code"]
+    for _ in range(3):
+        answers = await asyncio.gather(*(_click(http, admin, code) for _ in range(60)))
+        assert [a.status_code for a in answers] == [201] * 60
+    async with app.state.sessionmaker() as session:
+        stored = (
+            await session.scalars(
+                select(Click).where(Click.utm_source == "news").order_by(Click.occurred_at)
+            )
+        ).all()
+    assert len(stored) == 180
+    assert [c.is_duplicate for c in stored] == [False] + [True] * 179
