@@ -25,9 +25,10 @@ from app.emails.router import router as emails_router
 from app.fulfilment.dispatcher import Dispatcher as FulfilmentDispatcher
 from app.fulfilment.router import router as fulfilment_router
 from app.http.auth import principal_cache, session_cache
-from app.http.cors import CorsMiddleware, OriginCache
+from app.http.cors import CorsMiddleware, OriginCache, key_origins
 from app.http.errors import install_error_handlers
-from app.http.load_shedding import LoadSheddingMiddleware
+from app.http.lean import LeanPathMiddleware
+from app.http.load_shedding import InFlight, LoadSheddingMiddleware
 from app.http.observability import (
     RequestLogMiddleware,
     configure_logging,
@@ -55,6 +56,7 @@ from app.referrers.service import code_cache
 from app.rewards.router import router as rewards_router
 from app.storefront.router import router as storefront_router
 from app.tracking.click_writer import ClickWriter
+from app.tracking.router import lean_routes
 from app.tracking.router import router as tracking_router
 from app.webhooks.dispatcher import Dispatcher
 from app.webhooks.router import router as webhooks_router
@@ -148,6 +150,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_parameters={"validatorUrl": None},
         # No 307 to the other spelling: app.http.paths serves both the same.
         redirect_slashes=False,
+        # The service's telemetry is its Prometheus series (app.http.observability); FastAPI's
+        # own OpenTelemetry layer would only look for providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -157,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.principal_cache = principal_cache(settings)
     app.state.session_cache = session_cache(settings)
     app.state.code_cache = code_cache(settings)
+    app.state.key_origins = key_origins(settings)
     app.state.click_writer = ClickWriter(
         app.state.sessionmaker, timedelta(hours=settings.duplicate_click_window_hours)
     )
@@ -169,12 +175,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.email_dispatcher = EmailDispatcher(app.state.sessionmaker, settings)
     install_error_handlers(app)
     app.add_middleware(UnitOfWorkMiddleware, sessionmaker=app.state.sessionmaker, settings=settings)
-    app.add_middleware(
-        CorsMiddleware, origins=OriginCache(app.state.sessionmaker, settings.cors_cache_seconds)
-    )
-    app.add_middleware(LoadSheddingMiddleware, max_in_flight=settings.max_in_flight_requests)
+    origins = OriginCache(app.state.sessionmaker, settings.cors_cache_seconds)
+    in_flight = app.state.in_flight = InFlight(settings.max_in_flight_requests)
+    app.add_middleware(CorsMiddleware, origins=origins)
+    app.add_middleware(LoadSheddingMiddleware, max_in_flight=in_flight.limit, in_flight=in_flight)
     app.add_middleware(RequestLogMiddleware)  # sees every answer, even a 413
     app.add_middleware(TrailingSlashMiddleware)  # every layer below sees the one path
+    # The public hot paths, from the caches, before all of the above (ARCHITECTURE.md: lean).
+    app.add_middleware(
+        LeanPathMiddleware,
+        routes=lean_routes(app.state),
+        max_body_bytes=settings.max_body_bytes,
+        in_flight=in_flight,
+        limiter=app.state.rate_limiter,
+        origins=origins,
+    )
     if settings.forwarded_allow_ips:
         # Outermost: everything else sees the client, the right-most untrusted X-Forwarded-For
         # address. Here rather than in uvicorn, so that it holds however the app is served

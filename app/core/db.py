@@ -1,3 +1,4 @@
+import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -5,6 +6,7 @@ from uuid import UUID, uuid4
 
 from sqlalchemy import DateTime, MetaData, String, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -94,17 +96,44 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
     }
     if settings.database_statement_cache_size == 0:
         connect_args["prepared_statement_cache_size"] = 0
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=settings.database_pool_size,
         # No overflow: overflow connections are closed as soon as they are returned, and under
         # load that meant opening hundreds of connections a minute. Waiting is bounded by
         # pool_timeout, then the request answers 503.
         max_overflow=0,
-        pool_pre_ping=True,
         pool_timeout=settings.database_pool_timeout_seconds,
         connect_args=connect_args,
     )
+    ping_when_idle(engine)
+    return engine
+
+
+# A pooled connection idle longer than this is pinged before use (SQLAlchemy's pre-ping, but
+# not for one that was in use a moment ago: under load that ping was a round trip per checkout).
+IDLE_PING_SECONDS = 1.0
+
+
+def ping_when_idle(engine: AsyncEngine) -> None:
+    """Pre-ping a connection on checkout only when it sat idle in the pool: a dead one (a
+    restarted database, a proxy that dropped it) is replaced before use, as with pre-ping."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since <= IDLE_PING_SECONDS:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError("the pooled connection is gone") from exc
+        if not alive:
+            raise DisconnectionError("the pooled connection is gone")
 
 
 def configure_sqlite(engine: AsyncEngine) -> None:

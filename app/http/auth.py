@@ -14,6 +14,7 @@ from typing import Annotated
 
 from cachetools import TTLCache
 from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.access import ApiKeyPrincipal, KeyKind, ReferrerPrincipal
 from app.core.config import Settings
@@ -97,6 +98,39 @@ def principal_cache(settings: Settings) -> PrincipalCache | None:
     if settings.auth_cache_seconds <= 0:
         return None
     return TTLCache(maxsize=10_000, ttl=settings.auth_cache_seconds)
+
+
+def cached_principal(cache: PrincipalCache | None, authorization: str) -> ApiKeyPrincipal | None:
+    """The API key of an `Authorization` header from the cache alone (the lean path,
+    app.http.lean); None when it is not a cached bearer API key: the caller then takes
+    get_principal's way, which answers every failure itself."""
+    if cache is None:
+        return None
+    scheme, _, raw_key = authorization.partition(" ")
+    raw_key = raw_key.strip()
+    if scheme.lower() != "bearer" or not raw_key or is_session_token(raw_key):
+        return None
+    return cache.get(hash_key(raw_key))
+
+
+async def load_principal(
+    sessionmaker: async_sessionmaker[AsyncSession], cache: PrincipalCache, authorization: str
+) -> ApiKeyPrincipal | None:
+    """cached_principal, or on a miss the key read and cached (the lean path's refill); None
+    when it is not a live API key: get_principal then answers and counts the failure."""
+    found = cached_principal(cache, authorization)
+    if found is not None:
+        return found
+    scheme, _, raw_key = authorization.partition(" ")
+    raw_key = raw_key.strip()
+    if scheme.lower() != "bearer" or not raw_key or is_session_token(raw_key):
+        return None
+    async with sessionmaker() as session:
+        principal = await authenticate(session, raw_key)
+        await session.commit()  # the key's last-used time
+    if principal is not None:
+        cache[hash_key(raw_key)] = principal
+    return principal
 
 
 def allow(*kinds: KeyKind) -> Callable[..., Awaitable[ApiKeyPrincipal]]:

@@ -75,10 +75,19 @@ def rate_limiter(request: Request) -> RateLimiter:
 
 async def limit_public(request: Request) -> None:
     """Per client IP and per API key, on the paths a storefront (and anyone) can reach."""
-    limiter = rate_limiter(request)
     route = getattr(request.scope.get("route"), "path", request.url.path)
-    await limiter.hit(limiter.public_per_ip, "ip", route, client_ip(request) or "-")
-    authorization = request.headers.get("authorization")
+    await count_public(
+        rate_limiter(request), route, client_ip(request), request.headers.get("authorization")
+    )
+
+
+async def count_public(
+    limiter: RateLimiter, route: str, ip: str | None, authorization: str | None
+) -> None:
+    """limit_public's counts, for a caller without a Request (the lean path, app.http.lean)."""
+    if not limiter.enabled:
+        return
+    await limiter.hit(limiter.public_per_ip, "ip", route, ip or "-")
     if authorization:
         await limiter.hit(limiter.public_per_key, "key", route, hash_key(authorization))
 

@@ -1,12 +1,13 @@
 from datetime import datetime
-from typing import Any, Literal
+from types import SimpleNamespace
+from typing import Any, Literal, cast
 from uuid import UUID, uuid4
 
 from cachetools import TTLCache
 from sqlalchemy import inspect, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.access import Principal, ensure_visible, get_visible
+from app.core.access import Principal, ensure_visible, get_visible, may_see
 from app.core.config import Settings
 from app.core.db import insert_ignoring_conflicts, utcnow
 from app.core.errors import AppError, Unprocessable
@@ -266,6 +267,44 @@ async def find_code(
         # Word for word the answer for a code that does not exist: no probing other programs.
         ensure_visible(principal, CodeNotFound(f"No code {text!r}."), program.id, code.referrer_id)
     return code, program
+
+
+def cached_code(
+    cache: CodeCache | None, principal: Principal | None, text: str
+) -> tuple[Code, Program] | None:
+    """The code and its program from the cache alone (the lean path, app.http.lean); None when
+    it is not there or not visible to `principal`: the caller then takes find_code's way, which
+    reads the database and answers CodeNotFound itself."""
+    if cache is None or "\x00" in text:
+        return None
+    cached = cache.get(normalize(text))
+    if cached is None:
+        return None
+    # Read-only views of the cached columns: no ORM instance (and its instrumentation) built.
+    code = cast(Code, SimpleNamespace(**cached[0]))
+    program = cast(Program, SimpleNamespace(**cached[1]))
+    if principal is not None and not may_see(principal, program.id, code.referrer_id):
+        return None
+    return code, program
+
+
+async def load_code(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cache: CodeCache,
+    principal: Principal | None,
+    text: str,
+) -> tuple[Code, Program] | None:
+    """cached_code, or on a miss the code read and cached (the lean path's refill); None when
+    there is no such code for `principal`."""
+    found = cached_code(cache, principal, text)
+    if found is not None:
+        return found
+    async with sessionmaker() as session:
+        try:
+            await find_code(session, None, text, cache=cache)
+        except CodeNotFound:
+            return None
+    return cached_code(cache, principal, text)
 
 
 async def lookup_code(session: AsyncSession, principal: Principal, text: str) -> CodeLookup:

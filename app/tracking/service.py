@@ -4,6 +4,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
 from sqlalchemy import insert, or_, select, update
@@ -104,7 +105,13 @@ async def record_click(
     """Store one visit reported by a widget; refused when the program is not active."""
     code, program = await find_code(session, principal, data.code, cache=cache)
     ensure_active(program)
-    details = ClickDetails(
+    return await _store_click(
+        session, settings, code, program, _api_details(data), visit, source="api", writer=writer
+    )
+
+
+def _api_details(data: ClickCreate) -> ClickDetails:
+    return ClickDetails(
         landing_url=str(data.landing_url) if data.landing_url else None,
         referring_url=str(data.referring_url) if data.referring_url else None,
         utm_source=data.utm_source,
@@ -112,9 +119,34 @@ async def record_click(
         utm_campaign=data.utm_campaign,
         visitor_id=data.visitor_id,
     )
-    return await _store_click(
-        session, settings, code, program, details, visit, source="api", writer=writer
-    )
+
+
+async def record_cached_click(
+    settings: Settings,
+    code: Code,
+    program: Program,
+    data: ClickCreate,
+    visit: Visit,
+    writer: ClickWriter,
+) -> ClickOut:
+    """record_click for a code and program the caller already holds (the lean path,
+    app.http.lean: from the code cache, visible to the key): no session, the writer stores it."""
+    ensure_active(program)
+    values = _click_values(settings, code, program, _api_details(data), visit, source="api")
+    return _click_out(values, code, await writer.write(values))
+
+
+async def follow_cached_link(
+    settings: Settings,
+    code: Code,
+    program: Program,
+    details: ClickDetails,
+    visit: Visit,
+    writer: ClickWriter,
+) -> ClickOut:
+    """follow_link for a code of an active program the caller already holds (the lean path)."""
+    values = _click_values(settings, code, program, details, visit, source="link")
+    return _click_out(values, code, await writer.write(values))
 
 
 async def follow_link(
@@ -168,10 +200,34 @@ async def _store_click(
     click goes into the next group commit; without one (a request with an Idempotency-Key, whose
     stored answer must commit together with the click) it is inserted in the request's session.
     """
+    values = _click_values(settings, code, program, details, visit, source=source)
+    if writer is not None:
+        # The request's own transaction holds only reads (and the key's last-used time): end it
+        # now, so that no request holds a connection (or SQLite's write lock) while it waits
+        # for the writer, which needs one to flush.
+        await session.commit()
+        duplicate = await writer.write(values)
+    else:
+        window = timedelta(hours=settings.duplicate_click_window_hours)
+        [duplicate] = await claim_unique_visits(session, [values], window)
+        await session.execute(insert(Click).values(**values, is_duplicate=duplicate))
+    return _click_out(values, code, duplicate)
+
+
+def _click_values(
+    settings: Settings,
+    code: Code,
+    program: Program,
+    details: ClickDetails,
+    visit: Visit,
+    *,
+    source: str,
+) -> dict[str, Any]:
+    """The row of one click (without is_duplicate, which its claim decides)."""
     now = utcnow()
     ip_hash = hash_ip(settings, visit.ip)
     user_agent = visit.user_agent[:1024] if visit.user_agent else None
-    values = {
+    return {
         "id": uuid4(),
         "created_at": now,
         "occurred_at": now,
@@ -191,24 +247,17 @@ async def _store_click(
         "attributable": code_state(code, program, now) not in ("disabled", "expired"),
         "customer_id": None,
     }
-    if writer is not None:
-        # The request's own transaction holds only reads (and the key's last-used time): end it
-        # now, so that no request holds a connection (or SQLite's write lock) while it waits
-        # for the writer, which needs one to flush.
-        await session.commit()
-        duplicate = await writer.write(values)
-    else:
-        window = timedelta(hours=settings.duplicate_click_window_hours)
-        [duplicate] = await claim_unique_visits(session, [values], window)
-        await session.execute(insert(Click).values(**values, is_duplicate=duplicate))
+
+
+def _click_out(values: dict[str, Any], code: Code, duplicate: bool) -> ClickOut:
     return ClickOut(
         click_id=values["id"],
-        program_id=program.id,
+        program_id=values["program_id"],
         code=code.code,
         attributable=values["attributable"],
         is_bot=values["is_bot"],
         is_duplicate=duplicate,
-        occurred_at=now,
+        occurred_at=values["occurred_at"],
     )
 
 
