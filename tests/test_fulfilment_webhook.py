@@ -129,3 +129,16 @@ async def test_a_clawed_back_coupon_is_revoked_through_the_webhook(
         "fulfilment.revoke_requested"
     )
     assert (await fulfilment_of(client, admin, bought["rewards"][0]["id"]))["status"] == "revoked"
+
+
+async def test_a_percent_coupon_is_requested_with_its_percent_in_plain_digits(
+    client: AsyncClient, app: Any, issuer: FakeIssuer, dispatcher: Dispatcher
+) -> None:
+    # 10 % is "10", never Decimal's exponent form "1E+1" that an issuer would have to parse.
+    coupon = GIFT | {"fulfilment": "coupon", "coupon_percent": "10"}
+    admin, prog, alice = await _program(client, app, issuer, coupon)
+    await buy(client, admin, prog, alice, "bob")
+    assert await drain(dispatcher) == 1
+    (request,) = issuer.calls("issue")
+    data = Webhook(issuer.secret or "").verify(request.body, request.headers)["data"]
+    assert (data["method"], data["percent_off"]) == ("coupon", "10")

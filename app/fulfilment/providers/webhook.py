@@ -110,7 +110,7 @@ def _payload(job: Job, event_type: str) -> dict[str, Any]:
             # A percent_off coupon takes that percent off; amount is what the ledger books.
             "amount": str(job.amount),
             "currency": job.currency,
-            "percent_off": str(job.percent_off.normalize()) if job.percent_off else None,
+            "percent_off": f"{job.percent_off.normalize():f}" if job.percent_off else None,
             "code": job.code,
             "reference": job.reference,
         },
