@@ -194,7 +194,10 @@ async def test_a_rule_changed_after_the_fix_keeps_its_stored_amounts(
 def test_the_schema_gives_the_form_of_every_money_field() -> None:
     document = create_app(settings_for_tests()).openapi()
     money = {
+        ("BatchCreate", "minimum_amount"),
         ("ConversionCreate", "amount"),
+        ("ItemCreate", "amount"),
+        ("ItemUpdate", "amount"),
         ("RefundCreate", "amount"),
         ("RuleCreate", "amount"),
         ("RuleCreate", "min_order_amount"),

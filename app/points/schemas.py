@@ -6,7 +6,7 @@ from uuid import UUID
 from pydantic import Field, model_validator
 
 from app.core.money import for_display
-from app.core.schemas import InputModel, OutputModel, PositiveMoney
+from app.core.schemas import MONEY_FORM, InputModel, OutputModel, PositiveMoney
 from app.rewards.schemas import CouponPercent, Points, RewardOut
 from app.rewards.states import FulfilmentMethod, FulfilmentProvider
 
@@ -20,7 +20,8 @@ class ItemCreate(InputModel):
     points: Points = Field(description="What the item costs, in points")
     amount: PositiveMoney = Field(
         description="The reward's value in the program's currency: the coupon's amount off, "
-        "the store credit or the gift card (a percent coupon books this value)."
+        "the store credit or the gift card (a percent coupon books this value); money as "
+        f"{MONEY_FORM}."
     )
     fulfilment: FulfilmentMethod = Field(
         description="ledger (delivered by hand, mark-paid), coupon, store_credit or gift_card "
