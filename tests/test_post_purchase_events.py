@@ -2,7 +2,7 @@
 the enrolled email of an auto-enrolled buyer, and the fulfilled email showing what the provider
 issued (the coupon or gift card code) — on a real receiver and a real SMTP server on loopback."""
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +16,12 @@ from app.webhooks.models import WebhookEvent
 from tests.factories import auth, db_all, make_key, make_program, make_referrer
 from tests.fakes.issuer import FakeIssuer
 from tests.fakes.shopify import FakeShopify
-from tests.fulfilment_helpers import ALICE_SHOPIFY, connect_issuer, connect_shopify
+from tests.fulfilment_helpers import (  # noqa: F401
+    connect_issuer,
+    connect_shopify,
+    issuer_fixture,
+    shopify_fixture,
+)
 from tests.fulfilment_helpers import reward as reward_of
 from tests.mail_factories import dispatch, outbox
 from tests.money_factories import add_rule, purchase, setup_program
@@ -30,27 +35,6 @@ async def webhooks(app: Any) -> AsyncIterator[Dispatcher]:
     worker = Dispatcher(app.state.sessionmaker, settings_for_tests(webhook_timeout_seconds=2))
     yield worker
     await worker.aclose()
-
-
-@pytest.fixture(name="shopify")
-def shopify_fixture() -> Iterator[FakeShopify]:
-    server = FakeShopify()
-    server.add_customer(ALICE_SHOPIFY, "alice@example.com")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(name="issuer")
-def issuer_fixture() -> Iterator[FakeIssuer]:
-    server = FakeIssuer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
