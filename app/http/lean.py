@@ -44,7 +44,7 @@ from app.core.errors import (
 )
 from app.http.cors import EXPOSE_HEADERS, OriginCache, is_public_path
 from app.http.load_shedding import InFlight, overloaded
-from app.http.observability import HTTP_LATENCY, HTTP_REQUESTS, REQUEST_ID_PATTERN, access_logger
+from app.http.observability import HTTP_LATENCY, HTTP_REQUESTS, REQUEST_ID_PATTERN, log_request
 from app.http.ratelimit import RateLimiter, count_public
 
 logger = logging.getLogger("app.http.lean")
@@ -265,17 +265,7 @@ class LeanPathMiddleware:
             self._series[key] = series
         series[0].inc()
         series[1].observe(elapsed)
-        access_logger.info(
-            "request",
-            extra={
-                "request_id": request_id,
-                "method": route.method,
-                "route": route.template,
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 2),
-                "key_id": str(request.key_id) if request.key_id else None,
-            },
-        )
+        log_request(request_id, route.method, route.template, status, elapsed, request.key_id)
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[list[Message], bytes | None]:

@@ -117,18 +117,24 @@ class RequestLogMiddleware:
             method = scope["method"]
             HTTP_REQUESTS.labels(method, route, str(status)).inc()
             HTTP_LATENCY.labels(method, route).observe(elapsed)
-            key_id = state.get("key_id")
-            access_logger.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "key_id": str(key_id) if key_id else None,
-                },
-            )
+            log_request(request_id, method, route, status, elapsed, state.get("key_id"))
+
+
+def log_request(
+    request_id: str, method: str, route: str, status: int, elapsed: float, key_id: object
+) -> None:
+    """The access log's one line per request: never the key, an address or an email."""
+    access_logger.info(
+        "request",
+        extra={
+            "request_id": request_id,
+            "method": method,
+            "route": route,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
+            "key_id": str(key_id) if key_id else None,
+        },
+    )
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

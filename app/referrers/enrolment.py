@@ -87,16 +87,7 @@ async def enrol_buyer(
     if referrer_id is None:
         # A concurrent purchase by the same buyer enrolled them first (and has committed: the
         # insert waited for it): its referrer and code stand.
-        code = await session.scalar(
-            select(Code)
-            .join(Referrer, Referrer.id == Code.referrer_id)
-            .where(
-                Referrer.program_id == program.id,
-                Referrer.external_id == customer_id,
-                Code.is_default.is_(True),
-            )
-        )
-        return _share(settings, program, code)
+        return _share(settings, program, await _default_code(session, program.id, customer_id))
     referrer = await session.get(Referrer, referrer_id)
     assert referrer is not None
     code = await insert_code(session, settings, referrer, vanity=None, is_default=True)
@@ -112,16 +103,20 @@ async def buyer_share(
     """The share of a buyer who is a referrer of a program that enrols buyers (a replay)."""
     if not program.auto_enrol_buyers or customer_id.startswith(ERASED_PREFIX):
         return None
-    code = await session.scalar(
+    return _share(settings, program, await _default_code(session, program.id, customer_id))
+
+
+async def _default_code(session: AsyncSession, program_id: UUID, customer_id: str) -> Code | None:
+    """The default code of the program's referrer whose external id is the buyer's."""
+    return await session.scalar(
         select(Code)
         .join(Referrer, Referrer.id == Code.referrer_id)
         .where(
-            Referrer.program_id == program.id,
+            Referrer.program_id == program_id,
             Referrer.external_id == customer_id,
             Code.is_default.is_(True),
         )
     )
-    return _share(settings, program, code)
 
 
 async def _erased_buyer(session: AsyncSession, program_id: UUID, erased: list[str]) -> bool:
